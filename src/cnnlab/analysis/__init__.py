@@ -1,0 +1,1 @@
+"""Analyses of models and runs: cost, evaluation, comparison."""

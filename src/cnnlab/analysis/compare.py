@@ -1,0 +1,96 @@
+"""Compare finished runs: one table and one figure overlaying their curves."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnlab.analysis.cost import forward_flops
+from cnnlab.models import count_parameters, create_model
+from cnnlab.train.rundir import read_metrics
+
+
+class RunDirError(Exception):
+    """A directory that is not a finished cnnlab run; the message says what is missing."""
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: list[dict[str, float]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.config['model']} ({self.config.get('recipe', '?')}, seed {self.config.get('seed', '?')})"
+
+
+def load_run(path: str | Path) -> Run:
+    """Read config.json, summary.json and metrics.csv of a finished run directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a directory (expected a run directory such as runs/<time>-<model>)")
+    missing = [n for n in ("config.json", "summary.json", "metrics.csv") if not (path / n).exists()]
+    if missing:
+        raise RunDirError(f"{path} is not a finished cnnlab run (missing {', '.join(missing)})")
+    try:
+        config = json.loads((path / "config.json").read_text())
+        summary = json.loads((path / "summary.json").read_text())
+        metrics = read_metrics(path / "metrics.csv")
+    except (ValueError, KeyError) as e:
+        raise RunDirError(f"{path} has an unreadable run file ({e})") from None
+    return Run(path, config, summary, metrics)
+
+
+COMPARE_HEADERS = ["model", "recipe", "params", "MFLOPs/img", "epochs", "best val", "test acc", "train time"]
+
+
+def compare_rows(runs: list[Run]) -> list[list[str]]:
+    """One row per run: model, recipe, parameters, forward FLOPs per image, epochs, best validation
+    accuracy, test accuracy at the selected epoch, training time."""
+    rows = []
+    for r in runs:
+        model = create_model(r.config["model"])
+        s = r.summary
+        val = s.get("best_val_acc")
+        rows.append(
+            [
+                r.config["model"],
+                r.config.get("recipe", "?"),
+                f"{count_parameters(model):,}",
+                f"{forward_flops(model) / 1e6:.2f}",
+                str(s["epochs"]),
+                "-" if val is None else f"{100 * val:.2f}%",
+                f"{100 * s['test_acc']:.2f}%",
+                f"{s['train_seconds']:.0f}s",
+            ]
+        )
+    return rows
+
+
+def plot_compare(runs: list[Run], path: str | Path) -> None:
+    """Training loss and held-out accuracy (validation, or test when there is none) per epoch, all runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in runs:
+        ep = [m["epoch"] for m in r.metrics]
+        ax_l.plot(ep, [m["train_loss"] for m in r.metrics], marker="o", ms=3, label=r.label)
+        has_val = any(m["val_acc"] == m["val_acc"] for m in r.metrics)
+        key = "val_acc" if has_val else "test_acc"
+        ax_a.plot(ep, [100 * m[key] for m in r.metrics], marker="o", ms=3, label=f"{r.label} [{key.split('_')[0]}]")
+    ax_l.set(xlabel="epoch", ylabel="training loss", title="training loss", yscale="log")
+    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="held-out accuracy")
+    ax_a.set_ylim(bottom=max(90.0, ax_a.get_ylim()[0]))  # the first epoch of a slow recipe can sit far below
+    for ax in (ax_l, ax_a):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

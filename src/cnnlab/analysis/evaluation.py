@@ -1,0 +1,95 @@
+"""Evaluate a trained model on the test set: accuracy per class, the most confused pairs, a confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab.data import MNIST
+from cnnlab.models import create_model
+from cnnlab.train import TrainConfig, load_checkpoint, predict_logits, resolve_device
+
+
+@dataclass
+class Evaluation:
+    model: str
+    accuracy: float
+    per_class: list[float]  # accuracy of each true class
+    confusion: torch.Tensor  # [true, predicted] counts, int64
+    confused_pairs: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
+
+
+def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig, dict]:
+    """The model of a checkpoint, its config, and the checkpoint itself; on the chosen device, in eval mode."""
+    dev = resolve_device(device)
+    state = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(state["config"])
+    cfg.device = str(dev)
+    model = create_model(cfg.model, **state.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as e:
+        from cnnlab.train import CheckpointError
+
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({first})") from None
+    model = model.to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval(), cfg, state
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[true, predicted] counts."""
+    idx = labels.long() * num_classes + preds.long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: MNIST, device: str = "auto", top_pairs: int = 5) -> Evaluation:
+    model, cfg, _ = load_model(checkpoint, device)
+    dev = next(model.parameters()).device
+    logits = predict_logits(model, data.test_images.to(dev), cfg)
+    preds = logits.argmax(1).cpu()
+    labels = data.test_labels.cpu()
+    k = model.num_classes
+    cm = confusion_matrix(preds, labels, k)
+    per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
+    off = cm.clone()
+    off.fill_diagonal_(0)
+    flat = off.flatten()
+    order = flat.argsort(descending=True)[:top_pairs]
+    pairs = [(int(i) // k, int(i) % k, int(flat[i])) for i in order if flat[i] > 0]
+    acc = cm.diag().sum().item() / max(1, cm.sum().item())
+    return Evaluation(cfg.model, acc, per_class, cm, pairs)
+
+
+def plot_confusion(ev: Evaluation, path: str | Path) -> None:
+    """confusion.png: counts per (true, predicted) cell; the diagonal is dimmed so mistakes stand out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = ev.confusion.numpy()
+    k = cm.shape[0]
+    off = cm.copy()
+    off[range(k), range(k)] = 0
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    im = ax.imshow(off, cmap="Reds")
+    for t in range(k):
+        for p in range(k):
+            if cm[t, p]:
+                ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=7, color="grey" if t == p else "black")
+    ax.set(
+        xticks=range(k),
+        yticks=range(k),
+        xlabel="predicted",
+        ylabel="true",
+        title=f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% (colour: errors only)",
+    )
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,223 @@
+"""The `cnnlab` command: parse, call the library, print. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXAMPLES = """examples:
+  cnnlab models
+  cnnlab train --model all                      # the three lecture networks, then a comparison table
+  cnnlab train --model resnet --recipe course   # the course's own loop, for comparison
+  cnnlab evaluate runs/<time>-resnet            # per-class accuracy and confusion.png
+  cnnlab compare runs/*-resnet runs/*-inception_net
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cnnlab import __version__
+    from cnnlab.models import list_models
+    from cnnlab.train import RECIPES
+
+    p = _Parser(
+        prog="cnnlab",
+        description="The Inception and residual networks of the lecture 'CNN, advanced', trained on real MNIST.",
+        epilog=EXAMPLES,
+        formatter_class=_formatter,
+    )
+    p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    sub.add_parser(
+        "models", help="list the registered models with parameters and FLOPs", formatter_class=_formatter,
+        epilog="example:\n  cnnlab models",
+    )
+
+    t = sub.add_parser(
+        "train", help="train one or more models on MNIST", formatter_class=_formatter,
+        epilog="examples:\n  cnnlab train --model all\n  cnnlab train --model resnet --epochs 5 --seed 1",
+    )
+    t.add_argument(
+        "--model", nargs="+", default=["resnet"], metavar="NAME",
+        help=f"model(s) to train, or 'all' (default: resnet; choices: {', '.join(list_models())})",
+    )
+    t.add_argument("--recipe", default="default", choices=RECIPES, help="training recipe (default: default)")
+    t.add_argument("--epochs", type=_positive_int, help="epochs (default: the recipe's)")
+    t.add_argument("--batch-size", type=_positive_int, help="images per step (default: the recipe's)")
+    t.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
+    t.add_argument("--seed", type=int, default=0, help="random seed; a CPU run repeats exactly (default: 0)")
+    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
+    t.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = PyTorch's choice (default: 0)")
+    _add_data_dir(t)
+    t.add_argument("--out", default="runs", help="where run directories are created (default: runs)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines (default: off)")
+
+    e = sub.add_parser(
+        "evaluate", help="test accuracy, per-class accuracy, confused pairs, confusion.png", formatter_class=_formatter,
+        epilog="example:\n  cnnlab evaluate runs/20260101-120000-resnet/best.pt",
+    )
+    e.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+    _add_data_dir(e)
+    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
+    e.add_argument("--out", help="where to write confusion.png (default: beside the checkpoint)")
+
+    c = sub.add_parser(
+        "compare", help="table and overlaid curves of finished runs", formatter_class=_formatter,
+        epilog="example:\n  cnnlab compare runs/*-resnet runs/*-inception_net",
+    )
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by cnnlab train")
+    c.add_argument("--out", default="compare.png", help="figure path (default: compare.png)")
+    return p
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", help="a directory holding the four MNIST files, gzipped or not (default: cache, then download)"
+    )
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
+    return v
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.cost import forward_flops
+    from cnnlab.models import count_parameters, create_model, list_models
+    from cnnlab.tables import format_table
+
+    rows = []
+    for name in list_models():
+        m = create_model(name)
+        rows.append([name, f"{count_parameters(m):,}", f"{forward_flops(m):,}", f"{forward_flops(m) / 2:,.0f}"])
+    print(format_table(["model", "parameters", "FLOPs/image", "multiply-adds/image"], rows))
+    print("\nFLOPs of one forward pass on a 1x28x28 image (torch.utils.flop_counter: convolutions and linear layers;")
+    print("a multiply-add counts as 2 FLOPs).")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_run, plot_compare
+    from cnnlab.data import load_mnist
+    from cnnlab.models import list_models
+    from cnnlab.tables import format_table
+    from cnnlab.train import fit, make_config
+
+    models = list_models() if args.model == ["all"] else args.model
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}, or all")
+    configs = [
+        make_config(
+            m, args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            device=args.device, threads=args.threads, data_dir=args.data_dir,
+        )
+        for m in models
+    ]
+    progress = not args.no_progress
+    data = load_mnist(args.data_dir, progress=progress)
+    print(f"MNIST: {len(data.train_images):,} training and {len(data.test_images):,} test images from {data.source}")
+    run_dirs = []
+    for cfg in configs:
+        result = fit(cfg, data, out_root=args.out, progress=progress)
+        run_dirs.append(result.run_dir)
+        print(
+            f"{cfg.model}: test accuracy {100 * result.test_acc:.2f}% (epoch {result.best_epoch}, chosen by "
+            f"{'validation' if cfg.val_size else 'being last'}) in {result.train_seconds:.0f}s -> {result.run_dir}"
+        )
+    runs = [load_run(d) for d in run_dirs]
+    print()
+    print(format_table(COMPARE_HEADERS, compare_rows(runs)))
+    if len(runs) > 1:
+        fig = Path(args.out) / "compare.png"
+        plot_compare(runs, fig)
+        print(f"\ncurves of all runs: {fig}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.evaluation import evaluate_checkpoint, plot_confusion
+    from cnnlab.data import load_mnist
+    from cnnlab.tables import format_table
+    from cnnlab.train import load_checkpoint  # noqa: F401  (fail on a bad checkpoint before loading data)
+
+    ckpt = Path(args.checkpoint)
+    load_checkpoint(ckpt)
+    data = load_mnist(args.data_dir)
+    ev = evaluate_checkpoint(ckpt, data, args.device)
+    print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} images\n")
+    print(format_table(["class", "accuracy"], [[k, f"{100 * a:.2f}%"] for k, a in enumerate(ev.per_class)]))
+    if ev.confused_pairs:
+        print("\nmost confused (true -> predicted: count)")
+        for t, p, n in ev.confused_pairs:
+            print(f"  {t} -> {p}: {n}")
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(ev, out / "confusion.png")
+    print(f"\nconfusion matrix: {out / 'confusion.png'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_run, plot_compare
+    from cnnlab.tables import format_table
+
+    runs = [load_run(d) for d in args.runs]
+    print(format_table(COMPARE_HEADERS, compare_rows(runs)))
+    plot_compare(runs, args.out)
+    print(f"\ncurves: {args.out}")
+    return 0
+
+
+class _UserError(Exception):
+    pass
+
+
+COMMANDS = {"models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cnnlab.analysis.compare import RunDirError
+    from cnnlab.data import DataError
+    from cnnlab.train import CheckpointError
+
+    try:
+        return COMMANDS[args.command](args)
+    except _UserError as e:
+        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, CheckpointError, RunDirError, ValueError, FloatingPointError, OSError) as e:
+        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130

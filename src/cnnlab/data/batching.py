@@ -1,0 +1,103 @@
+"""In-memory batching for small image sets: uint8 tensors on the device, sliced by a permutation.
+
+MNIST is 47 MB as uint8, so the whole set lives on the training device. An epoch is a `randperm`;
+a batch is an index into it, normalised (and, for training, augmented) as one tensor operation.
+No per-sample Dataset or DataLoader sits on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+MNIST_MEAN = 0.1307  # mean pixel of the MNIST training set, in [0, 1]
+MNIST_STD = 0.3081  # its standard deviation
+
+
+def normalize(images: torch.Tensor, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> torch.Tensor:
+    """uint8 images (N, H, W) or (N, C, H, W) -> float (N, C, H, W), scaled to [0, 1] then standardised."""
+    x = images.float().div_(255.0)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    return x.sub_(mean).div_(std)
+
+
+def random_affine(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    max_shift: float = 2.0,
+    max_rotate: float = 0.0,
+    max_scale: float = 0.0,
+) -> torch.Tensor:
+    """Shift each image by up to max_shift pixels, rotate by up to max_rotate degrees and scale by up to
+    (1 +- max_scale), all drawn per image; one affine_grid + grid_sample call for the whole batch.
+
+    Works on float images whose background is 0 (apply before normalising): the border fills with 0.
+    """
+    n, _, h, w = x.shape
+    if max_shift == 0 and max_rotate == 0 and max_scale == 0:
+        return x
+    u = torch.rand(n, 4, generator=generator, device=x.device, dtype=torch.float32).mul_(2).sub_(1)
+    angle = u[:, 0] * math.radians(max_rotate)
+    scale = 1 + u[:, 1] * max_scale
+    # affine_grid works in [-1, 1] coordinates: a shift of s pixels is 2*s/size there.
+    tx = u[:, 2] * (2 * max_shift / w)
+    ty = u[:, 3] * (2 * max_shift / h)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class InMemoryLoader:
+    """Batches of (uint8 images, labels) sliced from tensors already on the device.
+
+    Args:
+        images: (N, H, W) or (N, C, H, W) uint8 tensor.
+        labels: (N,) int64 tensor on the same device.
+        batch_size: images per batch.
+        shuffle: draw a fresh permutation each epoch from `generator` (else keep the order).
+        drop_last: drop the final short batch (keeps every training step the same shape).
+        generator: the random source for permutations, so a seed repeats a run exactly.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if shuffle and generator is None:
+            raise ValueError("shuffle=True needs a generator (so runs can repeat)")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.generator = generator
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=self.generator.device)
+            order = order.to(self.images.device)
+        else:
+            order = None
+        for i in range(len(self)):
+            if order is None:
+                sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                yield self.images[sl], self.labels[sl]
+            else:
+                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                yield self.images[idx], self.labels[idx]

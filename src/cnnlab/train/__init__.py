@@ -1,0 +1,19 @@
+"""Training: the config and its recipes, the loop, checkpoints and run directories."""
+
+from cnnlab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cnnlab.train.config import RECIPES, TrainConfig, make_config
+from cnnlab.train.loop import RunResult, evaluate, fit, predict_logits, resolve_device
+
+__all__ = [
+    "RECIPES",
+    "CheckpointError",
+    "RunResult",
+    "TrainConfig",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "make_config",
+    "predict_logits",
+    "resolve_device",
+    "save_checkpoint",
+]

@@ -1,0 +1,53 @@
+"""Checkpoints: written atomically, read safely (weights_only), with errors a user can act on."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1  # bump when the checkpoint layout changes
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message says why."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` via a temporary file in the same directory and an atomic rename,
+    so a crash or a full disk never leaves a half-written checkpoint where a good one was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a cnnlab checkpoint. Accepts a checkpoint file or a run directory (its best.pt).
+
+    Uses torch.load(weights_only=True): a checkpoint is tensors and plain values, never code.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many kinds for a bad file; the user needs one sentence
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable cnnlab checkpoint ({reason[:200]})") from None
+    if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a cnnlab checkpoint (no model_state/config)")
+    return state

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from cnnlab.data.batching import MNIST_MEAN, MNIST_STD, InMemoryLoader, normalize, random_affine
+
+
+def test_shuffled_epoch_visits_every_image_once_and_repeats_with_the_seed():
+    x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1).expand(100, 2, 2).contiguous()
+    y = torch.arange(100)
+    orders = []
+    for _ in range(2):
+        loader = InMemoryLoader(x, y, 32, shuffle=True, generator=torch.Generator().manual_seed(5))
+        batches = list(loader)
+        assert [len(b[1]) for b in batches] == [32, 32, 32, 4]
+        seen = torch.cat([b[1] for b in batches])
+        assert sorted(seen.tolist()) == list(range(100))
+        assert all(torch.equal(b[0][:, 0, 0].long(), b[1]) for b in batches)  # images stay with their labels
+        orders.append(seen)
+    assert torch.equal(orders[0], orders[1])
+    assert not torch.equal(orders[0], y)
+
+
+def test_drop_last_and_bad_arguments():
+    x, y = torch.zeros(10, 2, 2, dtype=torch.uint8), torch.zeros(10, dtype=torch.long)
+    assert len(InMemoryLoader(x, y, 4, drop_last=True)) == 2
+    assert len(list(InMemoryLoader(x, y, 4))) == 3
+    with pytest.raises(ValueError):
+        InMemoryLoader(x, y, 0)
+    with pytest.raises(ValueError):
+        InMemoryLoader(x, y[:5], 4)
+    with pytest.raises(ValueError):
+        InMemoryLoader(x, y, 4, shuffle=True)
+
+
+def test_normalize_scales_and_standardises():
+    x = torch.tensor([[[0, 255]]], dtype=torch.uint8)
+    out = normalize(x)
+    assert out.shape == (1, 1, 1, 2)
+    assert torch.allclose(out.flatten(), torch.tensor([-MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD]))
+
+
+def test_random_affine_is_identity_without_jitter_and_moves_ink_with_it():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0
+    assert torch.equal(random_affine(x, g, 0, 0, 0), x)
+    y = random_affine(x, g, max_shift=3, max_rotate=15, max_scale=0.1)
+    assert y.shape == x.shape
+    assert not torch.allclose(y, x)
+    # A small affine change keeps the ink roughly the same amount (scale changes area by <= 21%).
+    ratio = y.sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert ((ratio > 0.75) & (ratio < 1.3)).all()

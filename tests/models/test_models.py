@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from cnnlab.models import Inception, ResidualBlock, count_parameters, create_model, list_models, register_model
+
+# Parameter counts and linear-layer widths fixed by the lecture (and the previous one).
+LECTURE = {"basic_cnn": (8_490, 320), "inception_net": (97_298, 1408), "resnet": (41_514, 512)}
+
+
+def test_registry_lists_the_lecture_networks():
+    assert set(LECTURE) <= set(list_models())
+
+
+@pytest.mark.parametrize("name", sorted(LECTURE))
+def test_parameter_counts_and_inferred_linear_width_match_the_lecture(name):
+    model = create_model(name)
+    params, fc_in = LECTURE[name]
+    assert count_parameters(model) == params
+    assert model.fc.in_features == fc_in
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_shape_no_nans_and_gradient_reaches_first_layer(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(4, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (4, 10)
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).mean().backward()
+    first = next(model.parameters())
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_networks_adapt_to_channels_classes_and_size(name):
+    model = create_model(name, in_channels=3, num_classes=7, image_size=32)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_networks_reject_arguments_they_cannot_honour(name):
+    with pytest.raises(ValueError):
+        create_model(name, image_size=8)
+    with pytest.raises(ValueError):
+        create_model(name, num_classes=1)
+
+
+def test_unknown_model_and_duplicate_registration_are_errors():
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("no_such_net")
+    with pytest.raises(ValueError, match="already registered"):
+
+        @register_model
+        def resnet():  # noqa: F811
+            return torch.nn.Identity()
+
+
+def test_inception_branch_order_and_sizes():
+    block = Inception(10)
+    # Mark each branch by its final bias with every weight zeroed; the output channels show the order.
+    finals = [block.branch1x1, block.branch5x5_2, block.branch3x3_3, block.branch_pool]
+    with torch.no_grad():
+        for p in block.parameters():
+            p.zero_()
+        for i, conv in enumerate(finals):
+            conv.bias.fill_(i + 1)
+    out = block(torch.randn(2, 10, 12, 12))
+    assert out.shape == (2, 88, 12, 12)
+    expected = torch.cat([torch.full((c,), float(i + 1)) for i, c in enumerate((16, 24, 24, 24))])
+    assert torch.equal(out[0, :, 5, 5], expected)
+    assert block.branch5x5_2.kernel_size == (5, 5)  # the notes' kernel_size=1 is the bug we fixed
+    assert Inception.BRANCH_NAMES == ("1x1", "5x5", "3x3dbl", "pool")
+
+
+def test_inception_forward_is_the_concatenation_of_its_branches():
+    block = Inception(20)
+    x = torch.randn(3, 20, 4, 4)
+    assert torch.equal(block(x), torch.cat(block.branches(x), 1))
+
+
+def test_residual_block_with_zero_convolutions_is_relu_of_identity():
+    block = ResidualBlock(16)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.zero_()
+    x = torch.randn(2, 16, 12, 12)
+    assert torch.equal(block(x), torch.relu(x))
+
+
+def test_blocks_reject_bad_channels():
+    with pytest.raises(ValueError):
+        Inception(0)
+    with pytest.raises(ValueError):
+        ResidualBlock(0)

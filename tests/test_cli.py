@@ -1,0 +1,104 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.train import fit, make_config
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_every_model_with_parameters_and_flops(capsys):
+    code, out, _ = _run(capsys, "models")
+    assert code == 0
+    for name, params in (("basic_cnn", "8,490"), ("inception_net", "97,298"), ("resnet", "41,514")):
+        line = next(ln for ln in out.splitlines() if ln.startswith(name))
+        assert params in line
+    assert "FLOPs" in out and "multiply-add" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "0"],
+        ["train", "--lr", "-1"],
+        ["train", "--batch-size", "many"],
+        ["train", "--recipe", "magic"],
+        ["train", "--device", "tpu"],
+        ["train", "--no-such-flag"],
+        ["evaluate"],
+        ["compare"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    _, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "error" in err
+
+
+def test_unknown_model_exits_2_before_any_work(capsys):
+    code, _, err = _run(capsys, "train", "--model", "resnet", "vgg")
+    assert code == 2
+    assert err.strip().splitlines() == ["cnnlab train: error: unknown model 'vgg'; choose from: basic_cnn, inception_net, resnet, or all"]
+
+
+def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    code, _, err = _run(capsys, "evaluate", str(tmp_path / "nope.pt"))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "no checkpoint" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 64)
+    code, _, err = _run(capsys, "evaluate", str(bad))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "not a readable cnnlab checkpoint" in err
+
+
+def test_compare_of_a_directory_that_is_not_a_run(tmp_path, capsys):
+    code, _, err = _run(capsys, "compare", str(tmp_path))
+    assert code == 1 and "not a finished cnnlab run" in err
+
+
+def test_compare_two_runs_prints_table_and_writes_figure(tiny_mnist, tmp_path, capsys):
+    dirs = [
+        fit(make_config(m, epochs=1, batch_size=100, val_size=100, device="cpu"), tiny_mnist, tmp_path, progress=False).run_dir
+        for m in ("basic_cnn", "resnet")
+    ]
+    fig = tmp_path / "cmp.png"
+    code, out, _ = _run(capsys, "compare", *map(str, dirs), "--out", str(fig))
+    assert code == 0 and fig.stat().st_size > 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["model", "recipe", "params"]
+    assert lines[2].startswith("basic_cnn") and "8,490" in lines[2]
+    assert lines[3].startswith("resnet") and "41,514" in lines[3]
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "cnnlab", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "train" in out.stdout and "example" in out.stdout
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_on_real_mnist(real_mnist, tmp_path, capsys):
+    code, out, _ = _run(capsys, "train", "--model", "basic_cnn", "--epochs", "1", "--out", str(tmp_path), "--no-progress")
+    assert code == 0
+    run = next(tmp_path.glob("*-basic_cnn"))
+    acc = float(out.split("test accuracy ")[1].split("%")[0])
+    assert acc > 97.0
+    code, out, _ = _run(capsys, "evaluate", str(run))
+    assert code == 0
+    assert f"test accuracy {acc:.2f}%" in out  # evaluate reproduces what training reported for best.pt
+    assert (run / "confusion.png").stat().st_size > 0
+    assert len([ln for ln in out.splitlines() if "->" in ln]) >= 1
+    # The checkpoint of another model does not load into this one.
+    state = torch.load(run / "best.pt", weights_only=True)
+    state["config"]["model"] = "resnet"
+    torch.save(state, tmp_path / "wrong.pt")
+    code, _, err = _run(capsys, "evaluate", str(tmp_path / "wrong.pt"))
+    assert code == 1 and "do not fit model 'resnet'" in err

@@ -1,0 +1,109 @@
+import json
+import math
+
+import pytest
+import torch
+
+from cnnlab.train import CheckpointError, fit, load_checkpoint, make_config, save_checkpoint
+from cnnlab.train.loop import make_splits
+from cnnlab.train.rundir import read_metrics
+
+
+def _quick(model="basic_cnn", **kw):
+    kw = {"epochs": 1, "batch_size": 50, "val_size": 100, "device": "cpu", **kw}
+    return make_config(model, **kw)
+
+
+def test_fit_writes_a_complete_run_directory(tiny_mnist, tmp_path):
+    cfg = _quick(epochs=2)
+    result = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False)
+    run = result.run_dir
+    assert run.parent == tmp_path and run.name.endswith("-basic_cnn")
+    for name in ("config.json", "metrics.csv", "summary.json", "best.pt", "last.pt", "curves.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["val_acc"]) and math.isfinite(r["test_acc"]) for r in rows)
+    state = load_checkpoint(run)  # a run directory means its best.pt
+    assert state["config"] == cfg.to_dict()
+    assert state["epoch"] == result.best_epoch
+    assert {"optimizer_state", "schedule_state", "rng", "model_kwargs"} <= set(state)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["parameters"] == 8490 and summary["epochs"] == 2
+
+
+def test_same_seed_repeats_a_cpu_run_exactly_and_another_seed_does_not(tiny_mnist, tmp_path):
+    runs = [fit(_quick(seed=s), tiny_mnist, out_root=tmp_path, progress=False) for s in (3, 3, 4)]
+    weights = [load_checkpoint(r.run_dir / "last.pt")["model_state"] for r in runs]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    assert runs[0].history[0]["train_loss"] == runs[1].history[0]["train_loss"]
+
+
+def test_selection_uses_validation_never_test(tiny_mnist, tmp_path):
+    result = fit(_quick(epochs=3), tiny_mnist, out_root=tmp_path, progress=False)
+    vals = [r["val_acc"] for r in result.history]
+    best = max(range(3), key=lambda i: (vals[i], -i))  # first epoch reaching the best validation accuracy
+    assert result.best_epoch == best + 1
+    assert result.test_acc == result.history[best]["test_acc"]
+
+
+def test_validation_split_is_the_last_training_images(tiny_mnist):
+    s = make_splits(tiny_mnist, 100, torch.device("cpu"))
+    assert torch.equal(s.val_x, tiny_mnist.train_images[-100:])
+    assert len(s.train_x) == 500 and len(s.test_x) == 200
+    with pytest.raises(ValueError):
+        make_splits(tiny_mnist, 600, torch.device("cpu"))
+
+
+def test_course_recipe_is_the_course():
+    cfg = make_config("resnet", "course")
+    assert (cfg.batch_size, cfg.optimizer, cfg.lr, cfg.momentum, cfg.epochs) == (64, "sgd", 0.01, 0.5, 10)
+    assert cfg.val_size == 0 and cfg.label_smoothing == 0 and cfg.schedule == "constant"
+    assert cfg.max_shift == cfg.max_rotate == cfg.max_scale == 0 and not cfg.nesterov
+    assert make_config("resnet", "course", epochs=2).epochs == 2
+    with pytest.raises(ValueError, match="unknown recipe"):
+        make_config("resnet", "fast")
+
+
+def test_diverging_loss_stops_with_a_clear_error(tiny_mnist, tmp_path):
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        fit(_quick(lr=1e12, schedule="constant", label_smoothing=0.0), tiny_mnist, out_root=tmp_path, progress=False)
+
+
+def test_checkpoint_errors_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable cnnlab checkpoint"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not a cnnlab checkpoint"):
+        load_checkpoint(other)
+
+
+def test_truncated_checkpoint_is_refused_and_saving_is_atomic(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model_state": {"w": torch.arange(1000.0)}, "config": {"model": "resnet"}})
+    good = path.read_bytes()
+    (tmp_path / "t.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "t.pt")
+
+    class Boom:  # an object torch.save cannot pickle: the write fails part-way
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        save_checkpoint(path, {"model_state": {}, "config": {}, "bad": Boom()})
+    assert path.read_bytes() == good  # the old checkpoint survived
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.slow
+def test_one_epoch_on_real_mnist_learns(real_mnist, tmp_path):
+    result = fit(make_config("basic_cnn", epochs=1, device="cpu"), real_mnist, out_root=tmp_path, progress=False)
+    assert result.test_acc > 0.97
