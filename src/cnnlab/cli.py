@@ -164,15 +164,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.evaluation import evaluate_checkpoint, plot_confusion
+    from cnnlab.analysis.evaluation import evaluate_model, load_model, plot_confusion
     from cnnlab.data import load_mnist
     from cnnlab.tables import format_table
-    from cnnlab.train import load_checkpoint  # noqa: F401  (fail on a bad checkpoint before loading data)
 
     ckpt = Path(args.checkpoint)
-    load_checkpoint(ckpt)
+    model, cfg, _ = load_model(ckpt, args.device)  # a bad checkpoint fails here, before any data is loaded
     data = load_mnist(args.data_dir)
-    ev = evaluate_checkpoint(ckpt, data, args.device)
+    ev = evaluate_model(model, cfg, data)
     print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} images\n")
     print(format_table(["class", "accuracy"], [[k, f"{100 * a:.2f}%"] for k, a in enumerate(ev.per_class)]))
     if ev.confused_pairs:

@@ -9,7 +9,7 @@ import torch
 
 from cnnlab.data import MNIST
 from cnnlab.models import create_model
-from cnnlab.train import TrainConfig, load_checkpoint, predict_logits, resolve_device
+from cnnlab.train import CheckpointError, TrainConfig, load_checkpoint, predict_logits, resolve_device
 
 
 @dataclass
@@ -31,8 +31,6 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.M
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as e:
-        from cnnlab.train import CheckpointError
-
         first = str(e).splitlines()[0]
         raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({first})") from None
     model = model.to(dev)
@@ -47,8 +45,8 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: MNIST, device: str = "auto", top_pairs: int = 5) -> Evaluation:
-    model, cfg, _ = load_model(checkpoint, device)
+def evaluate_model(model: torch.nn.Module, cfg: TrainConfig, data: MNIST, top_pairs: int = 5) -> Evaluation:
+    """Accuracy, per-class accuracy, confusion matrix and the most confused pairs on the test set."""
     dev = next(model.parameters()).device
     logits = predict_logits(model, data.test_images.to(dev), cfg)
     preds = logits.argmax(1).cpu()

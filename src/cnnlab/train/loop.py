@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnlab.data import MNIST, load_mnist
-from cnnlab.data.batching import InMemoryLoader, normalize, random_affine
+from cnnlab.data.batching import MNIST_MEAN, MNIST_STD, InMemoryLoader, normalize, random_affine
 from cnnlab.models import count_parameters, create_model
 from cnnlab.train.checkpoint import save_checkpoint
 from cnnlab.train.config import TrainConfig
@@ -73,7 +73,7 @@ def prepare_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Gener
         x = images.float().div_(255.0)
         x = x.unsqueeze(1) if x.dim() == 3 else x
         x = random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale)
-        x = x.sub_(0.1307).div_(0.3081)
+        x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
     else:
         x = normalize(images)
     if cfg.channels_last:

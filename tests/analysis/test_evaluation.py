@@ -1,0 +1,25 @@
+import torch
+
+from cnnlab.analysis.evaluation import confusion_matrix, evaluate_model, load_model, plot_confusion
+from cnnlab.train import fit, make_config
+
+
+def test_confusion_matrix_counts_true_by_predicted():
+    preds = torch.tensor([0, 1, 1, 2, 2, 2])
+    labels = torch.tensor([0, 1, 2, 2, 2, 0])
+    cm = confusion_matrix(preds, labels, 3)
+    assert cm.tolist() == [[1, 0, 1], [0, 1, 0], [0, 1, 2]]
+
+
+def test_evaluate_model_agrees_with_training_and_plots(tiny_mnist, tmp_path):
+    result = fit(make_config("basic_cnn", epochs=1, batch_size=100, val_size=100, device="cpu"), tiny_mnist, tmp_path, progress=False)
+    model, cfg, state = load_model(result.run_dir, "cpu")
+    ev = evaluate_model(model, cfg, tiny_mnist)
+    n = len(tiny_mnist.test_labels)
+    assert round(ev.accuracy * n) == round(result.test_acc * n)  # best.pt is the epoch the run reported
+    assert ev.confusion.sum() == len(tiny_mnist.test_labels)
+    assert len(ev.per_class) == 10
+    assert all(ev.confusion[t, p] == n for t, p, n in ev.confused_pairs)
+    assert [n for _, _, n in ev.confused_pairs] == sorted((n for _, _, n in ev.confused_pairs), reverse=True)
+    plot_confusion(ev, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
