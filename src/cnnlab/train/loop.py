@@ -256,10 +256,11 @@ def fit(
         history.append(row)
         append_metrics(run_dir / "metrics.csv", row)
 
-        # Selection: best validation accuracy; without a validation split (the course), the last epoch.
+        # Selection: best validation accuracy, ties to the later (longer-trained) epoch; without a
+        # validation split (the course), the last epoch.
         score = val_acc if has_val else float(epoch)
         state = _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch, row)
-        if score > best_val:
+        if score >= best_val:
             best_val, best_epoch, best_test = score, epoch, test_acc
             save_checkpoint(run_dir / "best.pt", state)
         save_checkpoint(run_dir / "last.pt", state)
