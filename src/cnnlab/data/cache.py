@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
+from cnnlab.atomic import atomic_writer
 from cnnlab.data.errors import DataError
 
 CACHE_ENV = "CNNLAB_CACHE"
@@ -36,29 +36,16 @@ def atomic_write(path: Path, data: bytes | bytearray | memoryview, expected_sha2
         DataError: the directory is not writable, or the written copy does not match.
     """
     path = Path(path)
+
+    def check(tmp: Path) -> None:
+        if expected_sha256 is not None and hashlib.sha256(tmp.read_bytes()).hexdigest() != expected_sha256:
+            raise DataError(f"{path}: written copy does not match its SHA-256 (disk full or failing?)")
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as err:
-        reason = err.strerror or err
-        raise DataError(f"cannot write to {path.parent}: {reason} (set {CACHE_ENV} to a writable directory)") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
+        # 0o644: cached data is public and may be shared through CNNLAB_CACHE.
+        with atomic_writer(path, "wb", perms=0o644, verify=check) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.chmod(0o644)  # mkstemp makes files private; cached data is public and may be shared via CNNLAB_CACHE
-        if expected_sha256 is not None:
-            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-            if digest != expected_sha256:
-                raise DataError(f"{path}: written copy does not match its SHA-256 (disk full or failing?)")
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         reason = err.strerror or err
         raise DataError(f"cannot write {path}: {reason} (set {CACHE_ENV} to a writable directory)") from None
-    except BaseException:
-        # Anything else, KeyboardInterrupt included: no .part file may outlive us.
-        tmp.unlink(missing_ok=True)
-        raise

@@ -15,7 +15,7 @@ from cnnlab.data.errors import DataError
 DEFAULT_TIMEOUT = 5.0  # seconds per connect and per read: long enough for a slow link, short enough to fail fast
 _CHUNK = 1 << 16
 # Some mirrors refuse the default "Python-urllib" agent.
-_HEADERS = {"User-Agent": "cnnlab (+https://pypi.org/project/cnnlab)"}
+_HEADERS = {"User-Agent": "cnnlab"}
 
 
 class DownloadError(DataError):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from cnnlab.atomic import atomic_writer
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 
@@ -17,20 +17,12 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` via a temporary file in the same directory and an atomic rename,
-    so a crash or a full disk never leaves a half-written checkpoint where a good one was."""
+    """Write `state` to `path` atomically, so a crash or a full disk never leaves a half-written
+    checkpoint where a good one was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        torch.save({"format_version": FORMAT_VERSION, **state}, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

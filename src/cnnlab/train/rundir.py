@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from cnnlab.atomic import atomic_writer
 
 METRIC_FIELDS = [
     "epoch",
@@ -38,13 +38,10 @@ def make_run_dir(root: str | Path, model: str) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    """Write JSON atomically."""
+    with atomic_writer(path, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def append_metrics(path: str | Path, row: dict[str, Any]) -> None:
