@@ -102,3 +102,15 @@ def test_train_then_evaluate_on_real_mnist(real_mnist, tmp_path, capsys):
     torch.save(state, tmp_path / "wrong.pt")
     code, _, err = _run(capsys, "evaluate", str(tmp_path / "wrong.pt"))
     assert code == 1 and "do not fit model 'resnet'" in err
+
+
+def test_corrupt_data_dir_is_a_clear_error_and_the_files_stay(tmp_path, capsys):
+    data_dir = tmp_path / "mnist"
+    data_dir.mkdir()
+    (data_dir / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    code, _, err = _run(capsys, "train", "--model", "basic_cnn", "--data-dir", str(data_dir), "--out", str(tmp_path))
+    assert code == 1
+    assert err.startswith(f"cnnlab train: error: data dir {data_dir}:") and "train-images-idx3-ubyte.gz" in err
+    assert "Traceback" not in err
+    assert (data_dir / "train-images-idx3-ubyte.gz").read_bytes() == b"not gzip at all"
+    assert not any(tmp_path.glob("*-basic_cnn"))  # no run directory for a run that never started

@@ -72,24 +72,24 @@ def compare_rows(runs: list[Run]) -> list[list[str]]:
 
 
 def plot_compare(runs: list[Run], path: str | Path) -> None:
-    """Training loss and held-out accuracy (validation, or test when there is none) per epoch, all runs."""
+    """Training loss and held-out error (validation, or test when there is none) per epoch, all runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_l, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in runs:
         ep = [m["epoch"] for m in r.metrics]
         ax_l.plot(ep, [m["train_loss"] for m in r.metrics], marker="o", ms=3, label=r.label)
         has_val = any(m["val_acc"] == m["val_acc"] for m in r.metrics)
         key = "val_acc" if has_val else "test_acc"
-        ax_a.plot(ep, [100 * m[key] for m in r.metrics], marker="o", ms=3, label=f"{r.label} [{key.split('_')[0]}]")
-    ax_l.set(xlabel="epoch", ylabel="training loss", title="training loss", yscale="log")
-    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="held-out accuracy")
-    ax_a.set_ylim(bottom=max(90.0, ax_a.get_ylim()[0]))  # the first epoch of a slow recipe can sit far below
-    for ax in (ax_l, ax_a):
-        ax.grid(alpha=0.3)
+        err = [100 * (1 - m[key]) for m in r.metrics]
+        ax_e.plot(ep, err, marker="o", ms=3, label=f"{r.label} [{key.split('_')[0]}]")
+    ax_l.set(xlabel="epoch", ylabel="training loss (as trained)", title="training loss", yscale="log")
+    ax_e.set(xlabel="epoch", ylabel="error (%), log scale", title="held-out error rate", yscale="log")
+    for ax in (ax_l, ax_e):
+        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -285,7 +285,10 @@ def fit(
         history=history,
     )
     write_json(run_dir / "summary.json", _json_safe(result.summary()))
-    plot_curves(history_as_floats(history), run_dir / "curves.png", title=f"{cfg.model} ({cfg.recipe} recipe)")
+    note = ", ".join(
+        n for n, on in (("augmented", cfg.max_shift or cfg.max_rotate or cfg.max_scale), ("label-smoothed loss", cfg.label_smoothing)) if on
+    )
+    plot_curves(history_as_floats(history), run_dir / "curves.png", f"{cfg.model} ({cfg.recipe} recipe)", note)
     return result
 
 

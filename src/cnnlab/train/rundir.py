@@ -69,27 +69,32 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-def plot_curves(rows: list[dict[str, float]], path: str | Path, title: str = "") -> None:
-    """curves.png: loss (left) and accuracy (right) per epoch, for train, validation and test."""
+def plot_curves(rows: list[dict[str, float]], path: str | Path, title: str = "", train_note: str = "") -> None:
+    """curves.png: loss (left) and error rate on a log scale (right) per epoch, for train, validation and test.
+
+    train_note says how the training figures differ from the held-out ones (augmented batches,
+    label-smoothed loss), so the gap between the curves is not misread.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_l, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
     for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
+        label = f"{split} ({train_note})" if split == "train" and train_note else split
         loss = [r.get(f"{split}_loss", float("nan")) for r in rows]
-        acc = [100 * r.get(f"{split}_acc", float("nan")) for r in rows]
+        err = [100 * (1 - r.get(f"{split}_acc", float("nan"))) for r in rows]
         if any(v == v for v in loss):
-            ax_l.plot(epochs, loss, style, marker="o", ms=3, label=split)
-        if any(v == v for v in acc):
-            ax_a.plot(epochs, acc, style, marker="o", ms=3, label=split)
+            ax_l.plot(epochs, loss, style, marker="o", ms=3, label=label)
+        if any(v == v for v in err):
+            ax_e.plot(epochs, err, style, marker="o", ms=3, label=label)
     ax_l.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_l, ax_a):
-        ax.grid(alpha=0.3)
-        ax.legend()
+    ax_e.set(xlabel="epoch", ylabel="error (%), log scale", title="error rate (100 - accuracy)", yscale="log")
+    for ax in (ax_l, ax_e):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
