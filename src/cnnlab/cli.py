@@ -117,7 +117,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in list_models():
         m = create_model(name)
-        rows.append([name, f"{count_parameters(m):,}", f"{forward_flops(m):,}", f"{forward_flops(m) / 2:,.0f}"])
+        flops = forward_flops(m)
+        rows.append([name, f"{count_parameters(m):,}", f"{flops:,}", f"{flops // 2:,}"])
     print(format_table(["model", "parameters", "FLOPs/image", "multiply-adds/image"], rows))
     print("\nFLOPs of one forward pass on a 1x28x28 image (torch.utils.flop_counter: convolutions and linear layers;")
     print("a multiply-add counts as 2 FLOPs).")

@@ -8,7 +8,7 @@ No per-sample Dataset or DataLoader sits on the hot path.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +17,21 @@ MNIST_MEAN = 0.1307  # mean pixel of the MNIST training set, in [0, 1]
 MNIST_STD = 0.3081  # its standard deviation
 
 
-def normalize(images: torch.Tensor, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> torch.Tensor:
-    """uint8 images (N, H, W) or (N, C, H, W) -> float (N, C, H, W), scaled to [0, 1] then standardised."""
+def normalize(
+    images: torch.Tensor,
+    mean: float = MNIST_MEAN,
+    std: float = MNIST_STD,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """uint8 images (N, H, W) or (N, C, H, W) -> float (N, C, H, W), scaled to [0, 1] then standardised.
+
+    `augment`, if given, runs on the [0, 1] images before standardising, where the background is 0.
+    """
     x = images.float().div_(255.0)
     if x.dim() == 3:
         x = x.unsqueeze(1)
+    if augment is not None:
+        x = augment(x)
     return x.sub_(mean).div_(std)
 
 

@@ -10,20 +10,19 @@ from cnnlab.models.blocks import Inception, ResidualBlock
 from cnnlab.models.registry import register_model
 
 
-def _check_args(in_channels: int, num_classes: int, image_size: int, min_size: int) -> None:
-    if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if image_size < min_size:
-        raise ValueError(f"image_size must be >= {min_size} for this network, got {image_size}")
-
-
 class _Net(nn.Module):
     """A feature extractor followed by one linear layer whose input size is found by a dry forward."""
 
+    MIN_IMAGE_SIZE = 16  # two 5x5 convolutions and two 2x2 poolings leave at least one pixel
+
     def __init__(self, in_channels: int, num_classes: int, image_size: int) -> None:
         super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if image_size < self.MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size must be >= {self.MIN_IMAGE_SIZE} for this network, got {image_size}")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.image_size = image_size
@@ -46,7 +45,6 @@ class BasicCNN(_Net):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> None:
         super().__init__(in_channels, num_classes, image_size)
-        _check_args(in_channels, num_classes, image_size, min_size=16)
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
         self._build_head()  # 320 -> 10 for 28x28 inputs
@@ -62,7 +60,6 @@ class InceptionNet(_Net):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> None:
         super().__init__(in_channels, num_classes, image_size)
-        _check_args(in_channels, num_classes, image_size, min_size=16)
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
         self.incep1 = Inception(10)
         self.conv2 = nn.Conv2d(self.incep1.out_channels, 20, kernel_size=5)  # 88 -> 20
@@ -82,7 +79,6 @@ class ResNet(_Net):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> None:
         super().__init__(in_channels, num_classes, image_size)
-        _check_args(in_channels, num_classes, image_size, min_size=16)
         self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=5)
         self.rblock1 = ResidualBlock(16)
         self.conv2 = nn.Conv2d(16, 32, kernel_size=5)

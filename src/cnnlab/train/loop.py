@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnlab.data import MNIST, load_mnist
-from cnnlab.data.batching import MNIST_MEAN, MNIST_STD, InMemoryLoader, normalize, random_affine
+from cnnlab.data.batching import InMemoryLoader, normalize, random_affine
 from cnnlab.models import count_parameters, create_model
 from cnnlab.train.checkpoint import save_checkpoint
 from cnnlab.train.config import TrainConfig
@@ -69,13 +69,10 @@ def make_splits(data: MNIST, val_size: int, device: torch.device) -> Splits:
 
 def prepare_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """uint8 batch -> normalised float batch, augmented when a generator is given."""
+    augment = None
     if generator is not None and (cfg.max_shift or cfg.max_rotate or cfg.max_scale):
-        x = images.float().div_(255.0)
-        x = x.unsqueeze(1) if x.dim() == 3 else x
-        x = random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale)
-        x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
-    else:
-        x = normalize(images)
+        augment = lambda x: random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale)  # noqa: E731
+    x = normalize(images, augment=augment)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
