@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -27,3 +29,14 @@ def describe_machine() -> str:
         f"{cpu}, {os.cpu_count()} logical cores{mem}{gpu}; Python {platform.python_version()}, "
         f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
+
+
+def write_results(out_dir: str | Path, name: str, results: dict, markdown: str) -> None:
+    """Write NAME.json (every figure) and NAME.md (the report) to out_dir, each whole or not at all."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, text in ((out / f"{name}.json", json.dumps(results, indent=1)), (out / f"{name}.md", markdown)):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    print(markdown)

@@ -28,3 +28,15 @@ def real_mnist() -> MNIST:
     from cnnlab.data import load_mnist
 
     return load_mnist(progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_resnet(real_mnist, tmp_path_factory):
+    """A resnet trained for about 20 s on the real MNIST (about 99% test accuracy): the run directory.
+    Shared by the tests that need a model that really reads digits (predict, serve, export)."""
+    from cnnlab.train import fit, make_config
+
+    cfg = make_config("resnet", time_budget=20.0, device="cpu", seed=0)
+    result = fit(cfg, real_mnist, out_root=tmp_path_factory.mktemp("runs"), progress=False)
+    assert result.test_acc > 0.98, result.test_acc  # the tests below rely on a model that reads digits
+    return result.run_dir

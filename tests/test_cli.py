@@ -32,8 +32,17 @@ def test_models_lists_every_model_with_parameters_and_flops(capsys):
         ["train", "--recipe", "magic"],
         ["train", "--device", "tpu"],
         ["train", "--no-such-flag"],
+        ["train", "--time-budget", "0"],
+        ["train", "--amp", "fp8"],
         ["evaluate"],
         ["compare"],
+        ["predict", "ckpt"],
+        ["predict", "ckpt", "a.png", "--top", "0"],
+        ["serve"],
+        ["serve", "ckpt", "--port", "70000"],
+        ["serve", "ckpt", "--port", "http"],
+        ["export", "ckpt"],
+        ["export", "ckpt", "--format", "tflite"],
         ["frobnicate"],
     ],
 )
@@ -114,3 +123,41 @@ def test_corrupt_data_dir_is_a_clear_error_and_the_files_stay(tmp_path, capsys):
     assert "Traceback" not in err
     assert (data_dir / "train-images-idx3-ubyte.gz").read_bytes() == b"not gzip at all"
     assert not any(tmp_path.glob("*-basic_cnn"))  # no run directory for a run that never started
+
+
+def test_epochs_and_time_budget_together_is_a_usage_error(capsys):
+    code, _, err = _run(capsys, "train", "--epochs", "2", "--time-budget", "10")
+    assert code == 2 and "not both" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_predict_and_export_from_the_command_line(trained_resnet, real_mnist, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    i = real_mnist.test_labels.tolist().index(3)
+    png = tmp_path / "three.png"
+    Image.fromarray(255 - real_mnist.test_images[i].numpy()).resize((100, 100)).save(png)
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(blank)
+
+    code, out, err = _run(capsys, "predict", str(trained_resnet), str(png))
+    assert code == 0 and out.startswith(f"{png}: 3"), out
+    code, out, err = _run(capsys, "predict", str(trained_resnet), str(png), "--json")
+    doc = json.loads(out)
+    assert doc["predictions"][0]["top"][0]["class"] == 3 and doc["model"]["model"] == "resnet"
+    code, out, err = _run(capsys, "predict", str(trained_resnet), str(blank), str(tmp_path / "missing.png"))
+    assert code == 1 and err.count("error:") == 2 and "no ink" in err and "cannot read" in err
+
+    code, out, err = _run(capsys, "export", str(trained_resnet), "--format", "torchscript", "--out", str(tmp_path / "m.pt"))
+    assert code == 0 and (tmp_path / "m.pt").stat().st_size > 0
+
+
+def test_predict_serve_export_with_a_bad_checkpoint_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    for argv in (["predict", str(bad), "x.png"], ["serve", str(bad)], ["export", str(bad), "--format", "onnx"]):
+        code, out, err = _run(capsys, *argv)
+        assert code == 1, argv
+        assert len(err.strip().splitlines()) == 1 and "not a readable cnnlab checkpoint" in err

@@ -13,6 +13,9 @@ EXAMPLES = """examples:
   cnnlab train --model resnet --recipe course   # the course's own loop, for comparison
   cnnlab evaluate runs/<time>-resnet            # per-class accuracy and confusion.png
   cnnlab compare runs/*-resnet runs/*-inception_net
+  cnnlab predict runs/<time>-resnet my_digit.png  # top 3 classes with probabilities
+  cnnlab serve runs/<time>-resnet               # draw digits at http://127.0.0.1:8000
+  cnnlab export runs/<time>-resnet --format onnx
 """
 
 
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train", help="train one or more models on MNIST", formatter_class=_formatter,
-        epilog="examples:\n  cnnlab train --model all\n  cnnlab train --model resnet --epochs 5 --seed 1",
+        epilog="examples:\n  cnnlab train --model all\n  cnnlab train --model resnet --epochs 5 --seed 1\n"
+        "  cnnlab train --model inception_net --time-budget 60",
     )
     t.add_argument(
         "--model", nargs="+", default=["resnet"], metavar="NAME",
@@ -58,9 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int, help="epochs (default: the recipe's)")
     t.add_argument("--batch-size", type=_positive_int, help="images per step (default: the recipe's)")
     t.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
+    t.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="plan the run to finish within this wall time per model, measuring its own speed; "
+        "replaces --epochs (default: off)",
+    )
     t.add_argument("--seed", type=int, default=0, help="random seed; a CPU run repeats exactly (default: 0)")
     t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
     t.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = PyTorch's choice (default: 0)")
+    t.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "bf16", "off"),
+        help="autocast; auto = bfloat16 on a CUDA GPU that supports it, off elsewhere (default: auto)",
+    )
     _add_data_dir(t)
     t.add_argument("--out", default="runs", help="where run directories are created (default: runs)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines (default: off)")
@@ -80,7 +97,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by cnnlab train")
     c.add_argument("--out", default="compare.png", help="figure path (default: compare.png)")
+
+    pr = sub.add_parser(
+        "predict", help="classify your own images of digits", formatter_class=_formatter,
+        epilog="examples:\n  cnnlab predict runs/20260101-120000-resnet photo.jpg drawing.png\n"
+        "  cnnlab predict runs/20260101-120000-resnet *.png --json",
+    )
+    pr.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size, dark on light or light on dark)")
+    pr.add_argument("--json", action="store_true", help="one JSON document on stdout instead of text (default: off)")
+    pr.add_argument("--top", type=_positive_int, default=3, help="classes to show per image (default: 3)")
+    pr.add_argument("--save-input", metavar="DIR", help="also write the 28x28 image the model saw, per image (default: off)")
+
+    sv = sub.add_parser(
+        "serve", help="a web page to draw digits on, and a JSON API", formatter_class=_formatter,
+        epilog="example:\n  cnnlab serve runs/20260101-120000-resnet --port 8000",
+    )
+    sv.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
+    sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+
+    ex = sub.add_parser(
+        "export", help="write the model as ONNX or TorchScript", formatter_class=_formatter,
+        epilog="examples:\n  cnnlab export runs/20260101-120000-resnet --format onnx\n"
+        "  cnnlab export runs/20260101-120000-resnet/best.pt --format torchscript --out resnet.pt\n\n"
+        "The exported model takes float32 pixels 0..255, shape (N, 1, 28, 28), white on black, and returns\n"
+        "(N, 10) logits; the batch size is free.",
+    )
+    ex.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+    ex.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format (required)")
+    ex.add_argument("--out", help="output file (default: <model>.onnx or <model>.pt beside the checkpoint)")
     return p
+
+
+def _port(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {s!r}") from None
+    if not 0 < v < 65536:
+        raise argparse.ArgumentTypeError(f"a port is 1..65535, got {v}")
+    return v
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -132,6 +189,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.tables import format_table
     from cnnlab.train import fit, make_config
 
+    if args.epochs is not None and args.time_budget is not None:
+        raise _UserError("give --epochs or --time-budget, not both")
     models = list_models() if args.model == ["all"] else args.model
     unknown = [m for m in models if m not in list_models()]
     if unknown:
@@ -139,7 +198,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     configs = [
         make_config(
             m, args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            device=args.device, threads=args.threads, data_dir=args.data_dir,
+            device=args.device, threads=args.threads, data_dir=args.data_dir, time_budget=args.time_budget,
+            amp=args.amp,
         )
         for m in models
     ]
@@ -165,7 +225,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.evaluation import evaluate_model, load_model, plot_confusion
+    from cnnlab.analysis.evaluation import evaluate_model, plot_confusion
+    from cnnlab.train import load_model
     from cnnlab.data import load_mnist
     from cnnlab.tables import format_table
 
@@ -197,17 +258,85 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from PIL import Image
+
+    from cnnlab.inference.predictor import Predictor
+    from cnnlab.inference.preprocess import ImageError
+
+    predictor = Predictor(args.checkpoint)  # a bad checkpoint fails before any image is read
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            pred = predictor.predict(path)
+        except ImageError as e:
+            failed += 1
+            results.append({"image": path, "error": str(e)})
+            if not args.json:
+                print(f"cnnlab predict: error: {e}", file=sys.stderr)
+            continue
+        results.append({"image": path, **pred.as_dict(args.top)})
+        if args.save_input:
+            out = Path(args.save_input)
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pred.image).save(out / f"{Path(path).stem}-28x28.png")
+        if not args.json:
+            top = "  ".join(f"{c}: {100 * p:5.1f}%" for c, p in pred.top(args.top))
+            print(f"{path}: {pred.top(1)[0][0]}    ({top})")
+    if args.json:
+        print(json.dumps({"model": predictor.info, "predictions": results}, indent=2))
+    return 1 if failed else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from cnnlab.serve.app import create_app
+    except ImportError as e:
+        raise _UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): pip install 'cnnlab[serve]'") from None
+    from cnnlab.inference.predictor import Predictor
+
+    import torch
+
+    torch.set_num_threads(1)  # one image is tiny: parallelism comes from concurrent requests, not threads
+    predictor = Predictor(args.checkpoint)
+    app = create_app(predictor)
+    print(f"cnnlab serve: {predictor.info['model']} from {args.checkpoint} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnlab.inference.export import export_model
+
+    path = export_model(args.checkpoint, args.format, args.out)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes): float32 pixels 0..255 (N, 1, 28, 28) in, (N, 10) logits out")
+    return 0
+
+
 class _UserError(Exception):
     pass
 
 
-COMMANDS = {"models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare}
+COMMANDS = {
+    "models": cmd_models,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
+    "predict": cmd_predict,
+    "serve": cmd_serve,
+    "export": cmd_export,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cnnlab.analysis.compare import RunDirError
     from cnnlab.data import DataError
+    from cnnlab.inference.export import ExportError
     from cnnlab.train import CheckpointError
 
     try:
@@ -215,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UserError as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (DataError, CheckpointError, RunDirError, ValueError, FloatingPointError, OSError) as e:
+    except (DataError, CheckpointError, RunDirError, ExportError, ValueError, FloatingPointError, OSError) as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 import torch
 
-from cnnlab.analysis.evaluation import confusion_matrix, evaluate_model, load_model, plot_confusion
+from cnnlab.analysis.evaluation import confusion_matrix, evaluate_model, plot_confusion
+from cnnlab.train import load_model
 from cnnlab.train import fit, make_config
 
 

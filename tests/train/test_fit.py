@@ -107,3 +107,13 @@ def test_truncated_checkpoint_is_refused_and_saving_is_atomic(tmp_path):
 def test_one_epoch_on_real_mnist_learns(real_mnist, tmp_path):
     result = fit(make_config("basic_cnn", epochs=1, device="cpu"), real_mnist, out_root=tmp_path, progress=False)
     assert result.test_acc > 0.97
+
+
+def test_a_time_budget_run_plans_its_steps_and_records_them(tiny_mnist, tmp_path):
+    cfg = _quick(time_budget=4.0, batch_size=20)
+    result = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False)
+    rows = read_metrics(result.run_dir / "metrics.csv")
+    assert rows and [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    assert rows[-1]["steps"] == load_checkpoint(result.run_dir / "last.pt")["total_steps"]
+    assert all(r["time"] > 1e9 for r in rows)  # wall-clock stamps, to line runs up across processes
+    assert result.epochs == len(rows)

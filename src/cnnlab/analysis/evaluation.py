@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.data import MNIST
-from cnnlab.models import create_model
-from cnnlab.train import CheckpointError, TrainConfig, load_checkpoint, predict_logits, resolve_device
+from cnnlab.train import TrainConfig, predict_logits
 
 
 @dataclass
@@ -19,24 +18,6 @@ class Evaluation:
     per_class: list[float]  # accuracy of each true class
     confusion: torch.Tensor  # [true, predicted] counts, int64
     confused_pairs: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
-
-
-def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig, dict]:
-    """The model of a checkpoint, its config, and the checkpoint itself; on the chosen device, in eval mode."""
-    dev = resolve_device(device)
-    state = load_checkpoint(checkpoint)
-    cfg = TrainConfig.from_dict(state["config"])
-    cfg.device = str(dev)
-    model = create_model(cfg.model, **state.get("model_kwargs", {}))
-    try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({first})") from None
-    model = model.to(dev)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.eval(), cfg, state
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

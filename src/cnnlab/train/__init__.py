@@ -1,8 +1,9 @@
 """Training: the config and its recipes, the loop, checkpoints and run directories."""
 
-from cnnlab.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cnnlab.train.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
-from cnnlab.train.loop import RunResult, evaluate, fit, predict_logits, resolve_device
+from cnnlab.train.loop import RunResult, evaluate, fit, predict_logits
+from cnnlab.train.runtime import resolve_device
 
 __all__ = [
     "RECIPES",
@@ -12,6 +13,7 @@ __all__ = [
     "evaluate",
     "fit",
     "load_checkpoint",
+    "load_model",
     "make_config",
     "predict_logits",
     "resolve_device",

@@ -8,6 +8,9 @@ from typing import Any
 import torch
 
 from cnnlab.atomic import atomic_writer
+from cnnlab.models import create_model
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.runtime import resolve_device
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 
@@ -43,3 +46,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not a cnnlab checkpoint (no model_state/config)")
     return state
+
+
+def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig, dict]:
+    """The model of a checkpoint, its config, and the checkpoint itself; on the chosen device, in eval mode."""
+    dev = resolve_device(device)
+    state = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(state["config"])
+    cfg.device = str(dev)
+    model = create_model(cfg.model, **state.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({first})") from None
+    model = model.to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval(), cfg, state

@@ -13,7 +13,8 @@ class TrainConfig:
     model: str = "resnet"  # a name from the model registry
     recipe: str = "default"  # the recipe these values came from ("default", "course"), for the record
     dataset: str = "mnist"  # only MNIST for now
-    epochs: int = 15  # passes over the training split
+    epochs: int = 15  # passes over the training split (ignored when time_budget is set)
+    time_budget: float = 0.0  # seconds of wall time for the whole run; the step count is planned to fit; 0 = use epochs
     batch_size: int = 128  # images per optimiser step
     optimizer: str = "sgd"  # "sgd" or "adamw"
     lr: float = 0.05  # peak learning rate
@@ -21,7 +22,7 @@ class TrainConfig:
     nesterov: bool = True  # Nesterov momentum for SGD
     weight_decay: float = 5e-4  # L2 penalty (decoupled for AdamW)
     schedule: str = "onecycle"  # "constant", or "onecycle": linear warm-up then linear decay to zero
-    warmup_epochs: float = 1.0  # length of the warm-up, in epochs (onecycle only)
+    warmup_epochs: float = 1.0  # length of the warm-up, in epochs, at most 15% of the run (onecycle only)
     label_smoothing: float = 0.1  # cross-entropy label smoothing; 0 disables it
     max_shift: float = 2.0  # augmentation: random shift, pixels (0 disables)
     max_rotate: float = 10.0  # augmentation: random rotation, degrees (0 disables)
@@ -29,6 +30,7 @@ class TrainConfig:
     val_size: int = 5000  # last training images held out for model selection; 0 = none (the course)
     eval_batch_size: int = 1000  # images per batch when evaluating (no gradients, so larger)
     channels_last: bool = True  # NHWC memory layout: faster convolutions on x86 CPUs (measured)
+    amp: str = "auto"  # autocast: "auto" = bfloat16 on CUDA GPUs that support it, else off; "bf16"; "off"
     seed: int = 0  # seeds weights, permutations and augmentation; a CPU run repeats exactly
     device: str = "auto"  # "auto", "cpu", "cuda" or "mps"
     threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (one per physical core)

@@ -18,24 +18,9 @@ from cnnlab.data.batching import InMemoryLoader, normalize, random_affine
 from cnnlab.models import count_parameters, create_model
 from cnnlab.train.checkpoint import save_checkpoint
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.plan import BudgetPlan, Plan
+from cnnlab.train.runtime import autocast, autocast_dtype, configure, resolve_device
 from cnnlab.train.rundir import append_metrics, make_run_dir, plot_curves, write_json
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then MPS, then the CPU; an explicit device that is absent is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps was asked for, but this PyTorch has no MPS backend here")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {name!r}; choose from auto, cpu, cuda, mps")
-    return torch.device(name)
 
 
 @dataclass
@@ -94,15 +79,16 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from sgd, adamw")
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """A per-step LambdaLR: constant, or one-cycle (linear warm-up to the peak, linear decay to zero)."""
-    total = cfg.epochs * steps_per_epoch
-    warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, plan: Plan):
+    """A per-step LambdaLR: constant, or one-cycle (linear warm-up to the peak, linear decay to zero at
+    the plan's last step). It reads plan.total_steps on every step, so a revised plan is followed."""
     if cfg.schedule == "constant":
         factor = lambda step: 1.0  # noqa: E731
     elif cfg.schedule == "onecycle":
 
         def factor(step: int) -> float:
+            total = plan.total_steps
+            warmup = max(1, min(round(cfg.warmup_epochs * plan.steps_per_epoch), round(0.15 * total)))
             if step < warmup:
                 return (step + 1) / warmup
             return max(0.0, (total - step) / max(1, total - warmup))
@@ -120,17 +106,29 @@ def train_one_epoch(
     cfg: TrainConfig,
     generator: torch.Generator,
     bar: tqdm | None = None,
-) -> tuple[float, float]:
-    """One pass over the training split. Returns (mean loss, accuracy); syncs with the host only
-    every cfg.log_every steps, to update the progress bar."""
+    plan: Plan | None = None,
+    epoch: int = 1,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[float, float, int]:
+    """One pass over the training split, or the part of it the plan gives epoch `epoch`.
+
+    Returns (mean loss, accuracy, steps taken). Syncs with the host only every cfg.log_every steps,
+    to update the progress bar (and once more when a time budget times its first steps).
+    """
     model.train()
-    loss_sum = torch.zeros((), device=loader.images.device)
-    correct = torch.zeros((), dtype=torch.long, device=loader.images.device)
-    seen = 0
-    for step, (images, labels) in enumerate(loader):
+    device = loader.images.device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = steps = 0
+    first_step = (epoch - 1) * len(loader)
+    for images, labels in loader:
+        if plan is not None and steps >= plan.steps_in_epoch(epoch):
+            break
         x = prepare_batch(images, cfg, generator)
-        logits = model(x)
-        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -138,20 +136,29 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(1) == labels).sum()
         seen += len(labels)
+        steps += 1
+        if plan is not None:
+            plan.after_step(first_step + steps, sync)
         if bar is not None:
+            if plan is not None:
+                bar.total = plan.steps_in_epoch(epoch)
             bar.update(1)
-            if (step + 1) % cfg.log_every == 0:
+            if steps % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", refresh=False)
     if seen == 0:
         raise ValueError("the training split is smaller than one batch")
-    return loss_sum.item() / seen, correct.item() / seen
+    return loss_sum.item() / seen, correct.item() / seen, steps
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Logits for uint8 images, in batches of cfg.eval_batch_size, without gradients."""
+    """Float32 logits for uint8 images, in batches of cfg.eval_batch_size, without gradients."""
     model.eval()
-    out = [model(prepare_batch(images[i : i + cfg.eval_batch_size], cfg)) for i in range(0, len(images), cfg.eval_batch_size)]
+    amp_dtype = autocast_dtype(images.device, cfg.amp)
+    out = []
+    for i in range(0, len(images), cfg.eval_batch_size):
+        with autocast(images.device, amp_dtype):
+            out.append(model(prepare_batch(images[i : i + cfg.eval_batch_size], cfg)).float())
     return torch.cat(out) if out else torch.empty(0, model.num_classes)
 
 
@@ -199,9 +206,10 @@ def fit(
     The test set is evaluated after every epoch for the record, but the reported model (best.pt) is
     the epoch with the best validation accuracy: the test set never chooses anything.
     """
+    t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    configure(device, cfg.threads)
+    amp_dtype = autocast_dtype(device, cfg.amp)
     if data is None:
         data = load_mnist(cfg.data_dir, progress=progress)
     splits = make_splits(data, cfg.val_size, device)
@@ -217,8 +225,15 @@ def fit(
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = InMemoryLoader(splits.train_x, splits.train_y, cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
+    if len(loader) == 0:
+        raise ValueError(f"the training split ({len(splits.train_x)} images) is smaller than one batch ({cfg.batch_size})")
+    if cfg.time_budget > 0:
+        eval_images = len(splits.val_x) + len(splits.test_x)
+        plan: Plan = BudgetPlan(len(loader), cfg.batch_size, cfg.time_budget, t_start, eval_images)
+    else:
+        plan = Plan(len(loader), cfg.epochs)
     optimizer = build_optimizer(model, cfg)
-    schedule = build_schedule(optimizer, cfg, len(loader))
+    schedule = build_schedule(optimizer, cfg, plan)
 
     run_dir = make_run_dir(out_root, cfg.model)
     write_json(run_dir / "config.json", cfg.to_dict())
@@ -226,21 +241,27 @@ def fit(
     history: list[dict[str, Any]] = []
     best_val, best_epoch, best_test = -1.0, 0, float("nan")
     has_val = cfg.val_size > 0
-    t_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    epoch = steps_done = 0
+    while epoch < plan.epochs:
+        epoch += 1
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        bar = tqdm(total=len(loader), desc=f"{cfg.model} {epoch}/{cfg.epochs}", leave=False, disable=not progress, unit="step")
-        train_loss, train_acc = train_one_epoch(model, loader, optimizer, schedule, cfg, gen, bar)
+        of = "?" if cfg.time_budget > 0 else str(plan.epochs)
+        bar = tqdm(total=plan.steps_in_epoch(epoch), desc=f"{cfg.model} {epoch}/{of}", leave=False, disable=not progress, unit="step")
+        train_loss, train_acc, steps = train_one_epoch(model, loader, optimizer, schedule, cfg, gen, bar, plan, epoch, amp_dtype)
         bar.close()
+        steps_done += steps
+        train_seconds = time.perf_counter() - t0
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {cfg.lr})"
             )
         val_loss, val_acc = evaluate(model, splits.val_x, splits.val_y, cfg)
         test_loss, test_acc = evaluate(model, splits.test_x, splits.test_y, cfg)
+        plan.after_epoch(epoch, steps_done, train_seconds, time.perf_counter() - t0 - train_seconds)
         row = dict(
             epoch=epoch,
+            steps=steps_done,
             train_loss=train_loss,
             train_acc=train_acc,
             val_loss=val_loss if has_val else None,
@@ -249,6 +270,8 @@ def fit(
             test_acc=test_acc,
             lr=lr,
             seconds=time.perf_counter() - t0,
+            elapsed=time.perf_counter() - t_start,
+            time=time.time(),
         )
         history.append(row)
         append_metrics(run_dir / "metrics.csv", row)
@@ -256,15 +279,19 @@ def fit(
         # Selection: best validation accuracy, ties to the later (longer-trained) epoch; without a
         # validation split (the course), the last epoch.
         score = val_acc if has_val else float(epoch)
-        state = _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch, row)
+        state = _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch, row, plan)
         if score >= best_val:
             best_val, best_epoch, best_test = score, epoch, test_acc
             save_checkpoint(run_dir / "best.pt", state)
         save_checkpoint(run_dir / "last.pt", state)
         if progress:
             v = f"val {100 * val_acc:.2f}%  " if has_val else ""
+            if cfg.time_budget > 0:
+                of = f"{steps_done / len(loader):.2f}/{plan.total_steps / len(loader):.2f}"
+            else:
+                of = f"{epoch:>2}/{plan.epochs}"
             tqdm.write(
-                f"{cfg.model} epoch {epoch:>2}/{cfg.epochs}  loss {train_loss:.4f}  train {100 * train_acc:.2f}%  "
+                f"{cfg.model} epoch {of}  loss {train_loss:.4f}  train {100 * train_acc:.2f}%  "
                 f"{v}test {100 * test_acc:.2f}%  {row['seconds']:.1f}s"
             )
 
@@ -273,7 +300,7 @@ def fit(
         model=cfg.model,
         recipe=cfg.recipe,
         parameters=n_params,
-        epochs=cfg.epochs,
+        epochs=epoch,
         best_epoch=best_epoch,
         best_val_acc=best_val if has_val else float("nan"),
         test_acc=best_test,
@@ -297,7 +324,7 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
+def _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch: int, row: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """Everything needed to evaluate or resume: weights, config, optimiser, schedule, epoch, RNG states."""
     return {
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -306,6 +333,7 @@ def _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch: int, row: 
         "optimizer_state": optimizer.state_dict(),
         "schedule_state": schedule.state_dict(),
         "epoch": epoch,
+        "total_steps": plan.total_steps,
         "metrics": {k: v for k, v in row.items() if v is not None},
         "rng": {"torch": torch.get_rng_state(), "generator": gen.get_state().cpu()},
     }

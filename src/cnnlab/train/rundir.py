@@ -12,6 +12,7 @@ from cnnlab.atomic import atomic_writer
 
 METRIC_FIELDS = [
     "epoch",
+    "steps",  # optimiser steps so far
     "train_loss",
     "train_acc",
     "val_loss",
@@ -19,7 +20,9 @@ METRIC_FIELDS = [
     "test_loss",
     "test_acc",
     "lr",
-    "seconds",
+    "seconds",  # this epoch, training and evaluation
+    "elapsed",  # since training began
+    "time",  # wall clock at the row's end, Unix seconds (to line runs up with other processes)
 ]
 
 
@@ -65,7 +68,7 @@ def _fmt(v: Any) -> Any:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return f"{v:.3f}" if abs(v) >= 1e5 else f"{v:.6g}"  # wall-clock times keep their milliseconds
     return v
 
 

@@ -1,0 +1,403 @@
+"""Speed benchmark: the course's loop against cnnlab's training, side by side in one run on one machine.
+
+    python benchmarks/speed.py                        # resnet and inception_net, all arms
+    python benchmarks/speed.py --models resnet --budget-runs 1 --course-runs 0
+
+For each model it measures, each training run in a fresh process started from here, data from the cache:
+  course     benchmarks/course_loop.py: per-sample PIL -> tensor -> normalise, DataLoader(64, shuffle),
+             SGD(0.01, momentum 0.5), 10 epochs, the test set after each epoch;
+  default    `cnnlab train --model M` with its default recipe (every epoch evaluated);
+  budget     `cnnlab train --model M --time-budget B`: the schedule planned to end within B seconds.
+and reports the wall time from process start until test accuracy first reaches 99.0% (the test set is
+evaluated after every epoch and that time is included), the test accuracy at the end, the whole
+process's wall time and its peak resident memory (from wait4). In this process it then measures the
+steady-state training throughput of cnnlab's training step (augmentation, forward, backward, optimiser)
+and of the course's (batch fetching included: that is its cost), the FLOPs of a training step counted
+by torch.utils.flop_counter, and the fp32 matrix-product rate of these same cores, so that achieved
+GFLOP/s can be quoted as a fraction of it.
+
+Writes benchmarks/results/speed.json (every measurement, saved as it is made; --resume skips those
+already there) and speed.md (the table the README quotes). Run it alone: on 2 cores any other load
+changes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from course_loop import CourseMNIST  # noqa: E402
+from machine import describe_machine  # noqa: E402
+
+from cnnlab.data import load_mnist  # noqa: E402
+from cnnlab.data.batching import InMemoryLoader  # noqa: E402
+from cnnlab.models import create_model  # noqa: E402
+from cnnlab.tables import format_table  # noqa: E402
+from cnnlab.train import make_config  # noqa: E402
+from cnnlab.train.loop import build_optimizer, build_schedule, train_one_epoch  # noqa: E402
+from cnnlab.train.plan import Plan  # noqa: E402
+from cnnlab.train.runtime import configure  # noqa: E402
+
+TARGET_ACC = 0.99
+# Budgets for the `budget` arm, seconds: long enough for 99.0% on this machine (1.5-2.5 epochs).
+BUDGETS = {"resnet": 25.0, "inception_net": 75.0, "basic_cnn": 15.0}
+
+
+# ---- training runs, each in its own process ----------------------------------------------------
+
+
+def _launch(cmd: list[str]) -> tuple[float, subprocess.Popen]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    t0 = time.time()
+    return t0, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _finish(proc: subprocess.Popen) -> tuple[str, float]:
+    """Wait for proc; its stdout and its peak resident memory in MB (Linux reports ru_maxrss in KB)."""
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{proc.args} failed ({proc.returncode}):\n{err[-2000:]}")
+    return out, usage.ru_maxrss / 1024
+
+
+def _summarise_epochs(arm: str, model: str, seed: int, t0: float, t_end: float, rss: float, epochs: list[dict]) -> dict:
+    reached = next((e["time"] - t0 for e in epochs if e["test_acc"] >= TARGET_ACC), None)
+    return dict(
+        arm=arm, model=model, seed=seed, epochs=len(epochs), time_to_99=reached,
+        final_test_acc=epochs[-1]["test_acc"], wall_seconds=t_end - t0, peak_rss_mb=rss,
+        curve=[(round(e["time"] - t0, 2), e["test_acc"]) for e in epochs],
+    )
+
+
+def run_course(model: str, seed: int) -> dict:
+    t0, proc = _launch([sys.executable, str(HERE / "course_loop.py"), "--model", model, "--seed", str(seed)])
+    out, rss = _finish(proc)
+    t_end = time.time()
+    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    epochs = [ln for ln in lines if "epoch" in ln]
+    r = _summarise_epochs("course", model, seed, t0, t_end, rss, epochs)
+    r["loop_images_per_s"] = next(ln["images_per_s"] for ln in lines if "images_per_s" in ln)
+    return r
+
+
+def run_cnnlab(arm: str, model: str, seed: int, budget: float | None, extra: tuple[str, ...] = ()) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "cnnlab", "train", "--model", model, "--seed", str(seed), "--out", tmp, "--no-progress"]
+        cmd += list(extra)
+        if budget:
+            cmd += ["--time-budget", str(budget)]
+        t0, proc = _launch(cmd)
+        _, rss = _finish(proc)
+        t_end = time.time()
+        (metrics,) = Path(tmp).glob("*/metrics.csv")
+        with open(metrics, newline="") as f:
+            epochs = [{"test_acc": float(r["test_acc"]), "time": float(r["time"])} for r in csv.DictReader(f)]
+    r = _summarise_epochs(arm, model, seed, t0, t_end, rss, epochs)
+    r["budget"] = budget
+    return r
+
+
+# ---- in-process measurements ---------------------------------------------------------------------
+
+
+def matmul_rate(sizes=(2048, 4096), repeats: int = 7) -> dict:
+    """fp32 GFLOP/s of torch.mm on square matrices: the median of `repeats` per size."""
+    rates = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(2):
+            a @ b
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            ts.append(time.perf_counter() - t)
+        rates[n] = 2 * n**3 / statistics.median(ts) / 1e9
+    return {"per_size": rates, "gflops": max(rates.values())}
+
+
+def step_flops(model_name: str, batch: int = 64) -> float:
+    """FLOPs per image of one training step (forward + backward), counted by torch.utils.flop_counter."""
+    model = create_model(model_name)
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / batch
+
+
+def cnnlab_throughput(model_name: str, data, steps: int = 60, repeats: int = 3) -> float:
+    """Images/s of cnnlab's default training step on real batches: the best of `repeats` timed runs of
+    `steps` steps (augmentation, channels_last forward and backward, optimiser, schedule)."""
+    cfg = make_config(model_name, device="cpu")
+    configure(torch.device("cpu"))
+    torch.manual_seed(0)
+    model = create_model(model_name).to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    loader = InMemoryLoader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
+    plan = Plan(len(loader), 1)
+    plan.total_steps = steps
+    optimizer = build_optimizer(model, cfg)
+    rates = []
+    for i in range(repeats + 1):
+        schedule = build_schedule(optimizer, cfg, plan)
+        t = time.perf_counter()
+        _, _, n = train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan)
+        if i:  # the first pass warms up
+            rates.append(n * cfg.batch_size / (time.perf_counter() - t))
+    return max(rates)
+
+
+def profile_step(model_name: str, data, steps: int = 20, top: int = 8) -> list[dict]:
+    """Where a default training step spends its time: the `top` operators by self CPU time, each with its
+    share of the step and, for convolutions and matrix products, its achieved GFLOP/s (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = make_config(model_name, device="cpu")
+    torch.manual_seed(0)
+    model = create_model(model_name).to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    loader = InMemoryLoader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
+    plan = Plan(len(loader), 1)
+    optimizer = build_optimizer(model, cfg)
+    schedule = build_schedule(optimizer, cfg, plan)
+    plan.total_steps = 5
+    train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan)  # warm-up
+    plan.total_steps = steps
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
+        train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan)
+    events = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = []
+    for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+        shapes = [list(s) for s in (e.input_shapes or []) if s][:2]
+        # The profiler counts FLOPs for forward convolutions and matrix products only.
+        gflops = e.flops / (e.self_cpu_time_total * 1e-6) / 1e9 if e.flops and e.self_cpu_time_total else None
+        rows.append(dict(op=e.key, shapes=shapes, share=e.self_cpu_time_total / total, gflops=gflops))
+    return rows
+
+
+def course_throughput(model_name: str, data, steps: int = 100) -> float:
+    """Images/s of the course's step, batch fetching included, median over `steps` steps."""
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    model = create_model(model_name)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+    loader = DataLoader(CourseMNIST(data.train_images, data.train_labels), batch_size=64, shuffle=True)
+    times = []
+    t_prev = time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        now = time.perf_counter()
+        if i >= 10:
+            times.append(now - t_prev)
+        t_prev = now
+        if i >= steps + 10:
+            break
+    return 64 / statistics.median(times)
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarise(results: dict) -> list[dict]:
+    rows = []
+    mm = results["matmul"]["gflops"]
+    for model, per in results["models"].items():
+        course_wall = _median([r["wall_seconds"] for r in per.get("course", [])])
+        for arm in ("course", "default", "budget"):
+            runs = per.get(arm, [])
+            if not runs:
+                continue
+            reached = [r["time_to_99"] for r in runs]
+            t99 = _median(reached) if all(x is not None for x in reached) else None
+            ips = per["throughput"]["course" if arm == "course" else "cnnlab"]
+            gflops = ips * per["step_flops"] / 1e9
+            rows.append(
+                dict(
+                    model=model, arm=arm, runs=len(runs), budget=runs[0].get("budget"),
+                    epochs=_median([r["epochs"] for r in runs]),
+                    reached=sum(x is not None for x in reached),
+                    time_to_99=t99, speedup=(course_wall / t99) if (course_wall and t99) else None,
+                    final_acc=_median([r["final_test_acc"] for r in runs]),
+                    wall=_median([r["wall_seconds"] for r in runs]),
+                    images_per_s=ips, gflops=gflops, of_matmul=gflops / mm,
+                    peak_rss_mb=max(r["peak_rss_mb"] for r in runs),
+                )
+            )
+    return rows
+
+
+def render_markdown(results: dict) -> str:
+    rows = summarise(results)
+    mm = results["matmul"]
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    headers = [
+        "model", "arm", "runs", "epochs", "time to 99.0%", "course 10 ep / that", "test acc at end", "wall",
+        "train img/s", "GFLOP/s", "of matmul", "peak RSS",
+    ]
+    table = []
+    for r in rows:
+        arm = f"budget {r['budget']:g} s" if r["arm"] == "budget" else r["arm"]
+        t99 = fmt(r["time_to_99"], ".1f") + " s" if r["time_to_99"] is not None else f"not reached ({r['reached']}/{r['runs']})"
+        table.append(
+            [
+                r["model"], arm, str(r["runs"]), fmt(r["epochs"], "g"), t99,
+                fmt(r["speedup"], ".1f") + "x" if r["speedup"] else "-",
+                f"{100 * r['final_acc']:.2f}%", f"{r['wall']:.0f} s", f"{r['images_per_s']:.0f}",
+                f"{r['gflops']:.1f}", f"{100 * r['of_matmul']:.0f}%", f"{r['peak_rss_mb']:.0f} MB",
+            ]
+        )
+    sizes = ", ".join(f"{n}: {g:.0f}" for n, g in mm["per_size"].items())
+    return f"""# Training speed: the course's loop against cnnlab
+
+Machine: {results['machine']}.  
+Command: `{results['command']}` (run from the repository root, nothing else running).  
+fp32 matrix-product rate of these cores, torch.mm, median of 7 (GFLOP/s by size): {sizes}; the
+fraction below is of the best, {mm['gflops']:.0f} GFLOP/s.
+
+Each row is a separate process started by the benchmark, data from the cache. *Time to 99.0%*: wall time
+from process start (Python start-up, data load, model build included) to the end of the first epoch whose
+test accuracy is >= 99.0%, evaluation included; median over the runs (seeds 0, 1, 2, ...).
+*course 10 ep / that*: the course loop's whole 10-epoch wall time divided by that time. *Test acc at end*:
+the last epoch's, median. *Train img/s*: steady-state training throughput measured in the benchmark's own
+process (cnnlab: its default training step with augmentation, best of 3 x 60 steps; course: the median
+step with its DataLoader, batch fetching included); *GFLOP/s* = img/s x FLOPs of one training step per
+image (forward and backward, torch.utils.flop_counter). *Peak RSS*: the process's maximum resident memory.
+
+{format_table(headers, table, markdown=True)}
+
+## Against the targets
+
+{targets(rows)}
+
+## Where a training step's time goes
+
+The operators with the most self time in 20 default training steps (torch.profiler), with their share of
+the step and, for forward convolutions and matrix products (the only ones the profiler counts), GFLOP/s.
+
+{profiles(results)}
+"""
+
+
+def targets(rows: list[dict]) -> str:
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model and r["arm"] != "course" and r["speedup"]]
+        if mine:
+            best = max(mine, key=lambda r: r["speedup"])
+            arm = f"budget {best['budget']:g} s" if best["arm"] == "budget" else best["arm"]
+            lines.append(
+                f"- `{model}` reaches 99.0% in {best['time_to_99']:.1f} s ({arm}), "
+                f"{best['speedup']:.1f}x sooner than the course loop's 10 epochs: target 10x "
+                f"{'met' if best['speedup'] >= 10 else 'not met'}, moonshot 20x {'met' if best['speedup'] >= 20 else 'not met'}."
+            )
+        cn = next((r for r in rows if r["model"] == model and r["arm"] != "course"), None)
+        if cn:
+            pct = 100 * cn["of_matmul"]
+            lines.append(
+                f"- `{model}` trains at {cn['gflops']:.1f} GFLOP/s, {pct:.0f}% of the fp32 matrix product: target 70% "
+                f"{'met' if pct >= 70 else f'not met (short by {70 - pct:.0f} points)'}, moonshot 85% {'met' if pct >= 85 else 'not met'}."
+            )
+        rss = max(r["peak_rss_mb"] for r in rows if r["model"] == model and r["arm"] != "course")
+        lines.append(f"- `{model}` peak resident memory while training: {rss:.0f} MB (target <= 1,536 MB: {'met' if rss <= 1536 else 'not met'}).")
+    return "\n".join(lines)
+
+
+def profiles(results: dict) -> str:
+    out = []
+    for model, per in results["models"].items():
+        if "profile" not in per:
+            continue
+        rows = [
+            [p["op"], " ".join("x".join(map(str, s)) for s in p["shapes"]), f"{100 * p['share']:.1f}%",
+             "-" if p["gflops"] is None else f"{p['gflops']:.0f}"]
+            for p in per["profile"]
+        ]
+        out.append(f"`{model}`:\n\n" + format_table(["operator", "input shapes", "share of step", "GFLOP/s"], rows, markdown=True))
+    return "\n\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["resnet", "inception_net"], help="(default: resnet inception_net)")
+    p.add_argument("--course-runs", type=int, default=1, help="runs of the course loop per model (default: 1)")
+    p.add_argument("--default-runs", type=int, default=1, help="runs of the default recipe per model (default: 1)")
+    p.add_argument("--budget-runs", type=int, default=3, help="runs with --time-budget per model (default: 3)")
+    p.add_argument("--out", default=str(HERE / "results"), help="(default: benchmarks/results)")
+    p.add_argument("--resume", action="store_true", help="keep what speed.json already holds (default: off)")
+    p.add_argument("--report-only", action="store_true", help="rewrite speed.md from speed.json, run nothing")
+    args = p.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "speed.json"
+    if args.report_only:
+        (out / "speed.md").write_text(render_markdown(json.loads(json_path.read_text())))
+        print(f"wrote {out / 'speed.md'} from {json_path}")
+        return 0
+    results = json.loads(json_path.read_text()) if args.resume and json_path.exists() else {}
+    results["machine"] = describe_machine()
+    results["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    results.setdefault("models", {})
+
+    def save() -> None:
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(json_path)
+
+    configure(torch.device("cpu"))
+    results["matmul"] = matmul_rate()
+    print(f"fp32 matmul: {results['matmul']['gflops']:.0f} GFLOP/s", flush=True)
+    data = load_mnist(progress=False)
+    for model in args.models:
+        per = results["models"].setdefault(model, {})
+        per["step_flops"] = step_flops(model)
+        per["throughput"] = {"cnnlab": cnnlab_throughput(model, data), "course": course_throughput(model, data)}
+        per["profile"] = profile_step(model, data)
+        print(f"{model}: {per['step_flops'] / 1e6:.1f} MFLOP per image per step; img/s {per['throughput']}", flush=True)
+        save()
+        arms = [("course", args.course_runs, None), ("default", args.default_runs, None), ("budget", args.budget_runs, BUDGETS[model])]
+        for arm, n, budget in arms:
+            runs = per.setdefault(arm, [])
+            for seed in range(len(runs), n):
+                r = run_course(model, seed) if arm == "course" else run_cnnlab(arm, model, seed, budget)
+                runs.append(r)
+                save()
+                t99 = "not reached" if r["time_to_99"] is None else f"{r['time_to_99']:.1f}s"
+                print(f"{model} {arm} seed {seed}: 99.0% at {t99}, end {100 * r['final_test_acc']:.2f}%, "
+                      f"wall {r['wall_seconds']:.0f}s, peak {r['peak_rss_mb']:.0f} MB", flush=True)
+    (out / "speed.md").write_text(render_markdown(results))
+    print()
+    print(render_markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""A trained model in use: predictions on pictures of digits, and exports that compute what PyTorch does."""
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.data.batching import normalize
+from cnnlab.inference.export import ExportError, export_model
+from cnnlab.inference.predictor import Predictor
+from cnnlab.train import CheckpointError, load_model
+
+from .test_preprocess import off_centre_dark_on_light, one_per_class, png_bytes
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_model_reads_test_digits_drawn_big_dark_and_off_centre(trained_resnet, real_mnist):
+    predictor = Predictor(trained_resnet)
+    for i in one_per_class(real_mnist):
+        label = int(real_mnist.test_labels[i])
+        pred = predictor.predict(png_bytes(off_centre_dark_on_light(real_mnist.test_images[i].numpy())))
+        assert pred.top(1)[0][0] == label, (i, label, pred.top(3))
+        assert sum(pred.probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert [p for _, p in pred.top(3)] == sorted((p for _, p in pred.top(3)), reverse=True)
+
+
+def test_predictor_reports_what_the_checkpoint_records(trained_resnet):
+    info = Predictor(trained_resnet).info
+    assert info["model"] == "resnet" and info["parameters"] == 41514
+    assert 0.98 < info["test_accuracy"] <= 1.0
+
+
+def test_a_checkpoint_that_is_not_one_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        Predictor(bad)
+
+
+def _pytorch_logits(run_dir, pixels: torch.Tensor) -> torch.Tensor:
+    model, _, _ = load_model(run_dir, "cpu")
+    with torch.no_grad():
+        return model(normalize(pixels.to(torch.uint8)))
+
+
+def test_onnx_export_matches_pytorch_on_real_test_images(trained_resnet, real_mnist, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    path = export_model(trained_resnet, "onnx", tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 7, 256):  # the batch dimension is free
+        pixels = real_mnist.test_images[:batch].unsqueeze(1)
+        (onnx_logits,) = session.run(None, {"pixels": pixels.float().numpy()})
+        expected = _pytorch_logits(trained_resnet, pixels).numpy()
+        assert onnx_logits.shape == (batch, 10)
+        assert np.abs(onnx_logits - expected).max() <= 1e-4
+
+
+def test_torchscript_export_matches_pytorch(trained_resnet, real_mnist, tmp_path):
+    path = export_model(trained_resnet, "torchscript", tmp_path / "m.pt")
+    scripted = torch.jit.load(str(path))
+    pixels = real_mnist.test_images[:64].unsqueeze(1)
+    with torch.no_grad():
+        got = scripted(pixels.float())
+    assert (got - _pytorch_logits(trained_resnet, pixels)).abs().max() <= 1e-4
+
+
+def test_a_failed_export_leaves_the_previous_file_whole(trained_resnet, tmp_path, monkeypatch):
+    target = tmp_path / "m.pt"
+    target.write_bytes(b"an earlier export")
+
+    def broken_trace(*args, **kwargs):
+        raise RuntimeError("tracing failed")
+
+    monkeypatch.setattr(torch.jit, "trace", broken_trace)  # torch's tracer, not our code, fails midway
+    with pytest.raises(RuntimeError, match="tracing failed"):
+        export_model(trained_resnet, "torchscript", target)
+    assert target.read_bytes() == b"an earlier export"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
+    with pytest.raises(ExportError, match="unknown format"):
+        export_model(trained_resnet, "tflite", tmp_path / "m.tflite")

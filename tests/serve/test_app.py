@@ -1,0 +1,107 @@
+"""The web API through FastAPI's TestClient: good requests answer, every bad one gets a 4xx and a reason."""
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from cnnlab.inference.predictor import Predictor  # noqa: E402
+from cnnlab.serve.app import create_app  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(trained_resnet):
+    with TestClient(create_app(Predictor(trained_resnet))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def seven_png(real_mnist):
+    i = real_mnist.test_labels.tolist().index(7)
+    img = Image.fromarray(255 - real_mnist.test_images[i].numpy()).resize((140, 140))  # dark on light, big
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _check_prediction(r, expected: int):
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["top"][0]["class"] == expected
+    assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+    seen = Image.open(io.BytesIO(base64.b64decode(body["image"].split(",", 1)[1])))
+    assert seen.size == (28, 28)
+    assert body["model"] == "resnet"
+
+
+def test_page_health_and_model(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text and "text/html" in page.headers["content-type"]
+    assert client.get("/api/health").json() == {"status": "ok"}
+    info = client.get("/api/model").json()
+    assert info["model"] == "resnet" and info["parameters"] == 41514 and info["test_accuracy"] > 0.98
+
+
+def test_predict_as_upload_data_url_and_raw_bytes(client, seven_png):
+    _check_prediction(client.post("/api/predict", files={"file": ("seven.png", seven_png, "image/png")}), 7)
+    url = "data:image/png;base64," + base64.b64encode(seven_png).decode()
+    _check_prediction(client.post("/api/predict", json={"image": url}), 7)
+    _check_prediction(client.post("/api/predict", content=seven_png, headers={"Content-Type": "image/png"}), 7)
+
+
+def _multipart(body_parts: bytes, boundary: str = "XyZ") -> dict:
+    return {"content": body_parts, "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}"}}
+
+
+BAD_REQUESTS = {
+    "wrong content type": (415, {"content": b"hello", "headers": {"Content-Type": "text/plain"}}),
+    "no content type": (415, {"content": b"hello"}),
+    "empty body": (400, {"content": b"", "headers": {"Content-Type": "image/png"}}),
+    "not an image": (422, {"content": b"GIF89a but not really", "headers": {"Content-Type": "image/gif"}}),
+    "truncated png": (422, "truncated"),
+    "blank image": (422, "blank"),
+    "too large body": (413, {"content": b"\0" * (6 * 2**20), "headers": {"Content-Type": "image/png"}}),
+    "too many pixels": (413, "huge"),
+    "malformed json": (400, {"content": b"{not json", "headers": {"Content-Type": "application/json"}}),
+    "json without image": (400, {"json": {"picture": "x"}}),
+    "json not a data url": (400, {"json": {"image": "http://example.com/a.png"}}),
+    "bad base64": (400, {"json": {"image": "data:image/png;base64,!!!!"}}),
+    "multipart without boundary": (400, {"content": b"x", "headers": {"Content-Type": "multipart/form-data"}}),
+    "multipart garbage": (400, _multipart(b"--XyZ\r\nnonsense\r\n--XyZ--")),
+    "multipart without file": (400, {"files": {"other": ("a.png", b"abc", "image/png")}}),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_requests_get_4xx_with_a_reason(client, name):
+    status, kwargs = BAD_REQUESTS[name]
+    if kwargs == "truncated":
+        buf = io.BytesIO()
+        Image.new("L", (64, 64), 0).save(buf, format="PNG")
+        kwargs = {"content": buf.getvalue()[:50], "headers": {"Content-Type": "image/png"}}
+    elif kwargs == "blank":
+        buf = io.BytesIO()
+        Image.new("L", (64, 64), 255).save(buf, format="PNG")
+        kwargs = {"content": buf.getvalue(), "headers": {"Content-Type": "image/png"}}
+    elif kwargs == "huge":
+        buf = io.BytesIO()
+        Image.new("1", (5000, 8), 0).save(buf, format="PNG")  # small file, too many pixels a side
+        kwargs = {"content": buf.getvalue(), "headers": {"Content-Type": "image/png"}}
+    r = client.post("/api/predict", **kwargs)
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.json()["error"]
+    assert client.get("/api/health").status_code == 200  # and it keeps serving
+
+
+def test_the_api_answers_json_errors_for_unknown_routes_and_methods(client):
+    assert client.get("/api/nothing").status_code == 404
+    assert client.get("/api/predict").status_code == 405
+    assert json.loads(client.get("/api/nothing").text)

@@ -1,0 +1,37 @@
+"""The CUDA path: data resident on the GPU, bfloat16 autocast, checkpoints that load on a CPU.
+These skip themselves on a machine without a CUDA GPU (CI has none; run them where one is lent)."""
+
+import math
+
+import pytest
+import torch
+
+from cnnlab.train import fit, load_checkpoint, make_config
+from cnnlab.train.runtime import autocast_dtype
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_autocast_is_bf16_on_cuda_only_when_asked_or_auto():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "off") is None
+    assert autocast_dtype(cpu, "bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="unknown amp"):
+        autocast_dtype(cpu, "fp8")
+
+
+@cuda
+@pytest.mark.parametrize("model", ["basic_cnn", "resnet", "inception_net"])
+def test_fit_on_cuda_with_bf16_autocast(tiny_mnist, tmp_path, model):
+    cfg = make_config(model, epochs=2, batch_size=50, val_size=100, device="cuda", amp="auto")
+    result = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False)
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)
+    state = load_checkpoint(result.run_dir / "last.pt")
+    assert all(t.device.type == "cpu" and t.dtype == torch.float32 for t in state["model_state"].values() if t.is_floating_point())
+
+
+@cuda
+def test_time_budget_on_cuda(tiny_mnist, tmp_path):
+    cfg = make_config("resnet", time_budget=3.0, batch_size=50, val_size=100, device="cuda")
+    result = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False)
+    assert result.history and result.history[-1]["steps"] >= 1
