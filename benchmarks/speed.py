@@ -10,7 +10,7 @@ For each model it measures, each training run in a fresh process started from he
   budget     `cnnlab train --model M --time-budget B`: the schedule planned to end within B seconds.
 and reports the wall time from process start until test accuracy first reaches 99.0% (the test set is
 evaluated after every epoch and that time is included), the test accuracy at the end, the whole
-process's wall time and its peak resident memory (from wait4). In this process it then measures the
+process's wall time and its peak resident memory (VmHWM, which the process reports at exit). In this process it then measures the
 steady-state training throughput of cnnlab's training step (augmentation, forward, backward, optimiser)
 and of the course's (batch fetching included: that is its cost), the FLOPs of a training step counted
 by torch.utils.flop_counter, and the fp32 matrix-product rate of these same cores, so that achieved
@@ -61,21 +61,41 @@ BUDGETS = {"resnet": 25.0, "inception_net": 75.0, "basic_cnn": 15.0}
 # ---- training runs, each in its own process ----------------------------------------------------
 
 
-def _launch(cmd: list[str]) -> tuple[float, subprocess.Popen]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+# Runs a script or `-m module` and, at exit, writes its own peak resident memory (VmHWM, kB) to the file
+# named by $CNNLAB_BENCH_RSS. Read from inside: the rusage of a child forked from this (large) process
+# counts this process's memory too, since Linux carries the parent's high-water mark across fork and exec.
+_PEAK_RSS_WRAPPER = """
+import atexit, os, runpy, sys
+def _report():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM"))
+    with open(os.environ["CNNLAB_BENCH_RSS"], "w") as f:
+        f.write(kb)
+atexit.register(_report)
+argv = sys.argv[1:]
+if argv[0] == "-m":
+    sys.argv = argv[1:]
+    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = argv
+    runpy.run_path(argv[0], run_name="__main__")
+"""
+
+
+def _launch(args: list[str], rss_file: str) -> tuple[float, subprocess.Popen]:
+    """Start `python ARGS` (a script and its arguments, or -m module ...) under the peak-memory wrapper."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CNNLAB_BENCH_RSS=rss_file)
     t0 = time.time()
+    cmd = [sys.executable, "-c", _PEAK_RSS_WRAPPER, *args]
     return t0, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _finish(proc: subprocess.Popen) -> tuple[str, float]:
-    """Wait for proc; its stdout and its peak resident memory in MB (Linux reports ru_maxrss in KB)."""
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+def _finish(proc: subprocess.Popen, rss_file: str) -> tuple[str, float]:
+    """Wait for proc; its stdout and its peak resident memory in MB."""
+    out, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"{proc.args} failed ({proc.returncode}):\n{err[-2000:]}")
-    return out, usage.ru_maxrss / 1024
+        raise RuntimeError(f"{proc.args[3:]} failed ({proc.returncode}):\n{err[-2000:]}")
+    return out, int(Path(rss_file).read_text()) / 1024
 
 
 def _summarise_epochs(arm: str, model: str, seed: int, t0: float, t_end: float, rss: float, epochs: list[dict]) -> dict:
@@ -88,29 +108,31 @@ def _summarise_epochs(arm: str, model: str, seed: int, t0: float, t_end: float, 
 
 
 def run_course(model: str, seed: int) -> dict:
-    t0, proc = _launch([sys.executable, str(HERE / "course_loop.py"), "--model", model, "--seed", str(seed)])
-    out, rss = _finish(proc)
+    with tempfile.TemporaryDirectory() as tmp:
+        rss = str(Path(tmp) / "rss")
+        t0, proc = _launch([str(HERE / "course_loop.py"), "--model", model, "--seed", str(seed)], rss)
+        out, peak = _finish(proc, rss)
     t_end = time.time()
     lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
     epochs = [ln for ln in lines if "epoch" in ln]
-    r = _summarise_epochs("course", model, seed, t0, t_end, rss, epochs)
+    r = _summarise_epochs("course", model, seed, t0, t_end, peak, epochs)
     r["loop_images_per_s"] = next(ln["images_per_s"] for ln in lines if "images_per_s" in ln)
     return r
 
 
 def run_cnnlab(arm: str, model: str, seed: int, budget: float | None, extra: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "cnnlab", "train", "--model", model, "--seed", str(seed), "--out", tmp, "--no-progress"]
-        cmd += list(extra)
+        args = ["-m", "cnnlab", "train", "--model", model, "--seed", str(seed), "--out", tmp, "--no-progress", *extra]
         if budget:
-            cmd += ["--time-budget", str(budget)]
-        t0, proc = _launch(cmd)
-        _, rss = _finish(proc)
+            args += ["--time-budget", str(budget)]
+        rss = str(Path(tmp) / "rss")
+        t0, proc = _launch(args, rss)
+        _, peak = _finish(proc, rss)
         t_end = time.time()
         (metrics,) = Path(tmp).glob("*/metrics.csv")
         with open(metrics, newline="") as f:
             epochs = [{"test_acc": float(r["test_acc"]), "time": float(r["time"])} for r in csv.DictReader(f)]
-    r = _summarise_epochs(arm, model, seed, t0, t_end, rss, epochs)
+    r = _summarise_epochs(arm, model, seed, t0, t_end, peak, epochs)
     r["budget"] = budget
     return r
 
@@ -166,8 +188,8 @@ def cnnlab_throughput(model_name: str, data, steps: int = 60, repeats: int = 3) 
 
 
 def profile_step(model_name: str, data, steps: int = 20, top: int = 8) -> list[dict]:
-    """Where a default training step spends its time: the `top` operators by self CPU time, each with its
-    share of the step and, for convolutions and matrix products, its achieved GFLOP/s (torch.profiler)."""
+    """Where a default training step spends its time: the `top` operators (by input shapes) with the most
+    self CPU time, each with its share of the step (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
     cfg = make_config(model_name, device="cpu")
@@ -181,16 +203,14 @@ def profile_step(model_name: str, data, steps: int = 20, top: int = 8) -> list[d
     plan.total_steps = 5
     train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan)  # warm-up
     plan.total_steps = steps
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan)
     events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events)
     rows = []
     for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
         shapes = [list(s) for s in (e.input_shapes or []) if s][:2]
-        # The profiler counts FLOPs for forward convolutions and matrix products only.
-        gflops = e.flops / (e.self_cpu_time_total * 1e-6) / 1e9 if e.flops and e.self_cpu_time_total else None
-        rows.append(dict(op=e.key, shapes=shapes, share=e.self_cpu_time_total / total, gflops=gflops))
+        rows.append(dict(op=e.key, shapes=shapes, share=e.self_cpu_time_total / total))
     return rows
 
 
@@ -289,7 +309,8 @@ test accuracy is >= 99.0%, evaluation included; median over the runs (seeds 0, 1
 the last epoch's, median. *Train img/s*: steady-state training throughput measured in the benchmark's own
 process (cnnlab: its default training step with augmentation, best of 3 x 60 steps; course: the median
 step with its DataLoader, batch fetching included); *GFLOP/s* = img/s x FLOPs of one training step per
-image (forward and backward, torch.utils.flop_counter). *Peak RSS*: the process's maximum resident memory.
+image (forward and backward, torch.utils.flop_counter). *Peak RSS*: the training process's maximum resident
+memory (VmHWM, read by the process itself at exit); the largest over its runs.
 
 {format_table(headers, table, markdown=True)}
 
@@ -299,8 +320,8 @@ image (forward and backward, torch.utils.flop_counter). *Peak RSS*: the process'
 
 ## Where a training step's time goes
 
-The operators with the most self time in 20 default training steps (torch.profiler), with their share of
-the step and, for forward convolutions and matrix products (the only ones the profiler counts), GFLOP/s.
+The operators with the most self time in 20 default training steps (batch 128, channels_last; torch.profiler),
+with their share of the step's time.
 
 {profiles(results)}
 """
@@ -335,12 +356,8 @@ def profiles(results: dict) -> str:
     for model, per in results["models"].items():
         if "profile" not in per:
             continue
-        rows = [
-            [p["op"], " ".join("x".join(map(str, s)) for s in p["shapes"]), f"{100 * p['share']:.1f}%",
-             "-" if p["gflops"] is None else f"{p['gflops']:.0f}"]
-            for p in per["profile"]
-        ]
-        out.append(f"`{model}`:\n\n" + format_table(["operator", "input shapes", "share of step", "GFLOP/s"], rows, markdown=True))
+        rows = [[p["op"], " ".join("x".join(map(str, s)) for s in p["shapes"]), f"{100 * p['share']:.1f}%"] for p in per["profile"]]
+        out.append(f"`{model}`:\n\n" + format_table(["operator", "input shapes (first two)", "share of step"], rows, markdown=True))
     return "\n\n".join(out)
 
 

@@ -43,6 +43,12 @@ def test_models_lists_every_model_with_parameters_and_flops(capsys):
         ["serve", "ckpt", "--port", "http"],
         ["export", "ckpt"],
         ["export", "ckpt", "--format", "tflite"],
+        ["analyze"],
+        ["analyze", "speed"],
+        ["analyze", "depth", "--depths", "3"],
+        ["analyze", "depth", "--steps", "0"],
+        ["analyze", "branches"],
+        ["report", "--budget", "-5"],
         ["frobnicate"],
     ],
 )
@@ -161,3 +167,27 @@ def test_predict_serve_export_with_a_bad_checkpoint_are_one_line(tmp_path, capsy
         code, out, err = _run(capsys, *argv)
         assert code == 1, argv
         assert len(err.strip().splitlines()) == 1 and "not a readable cnnlab checkpoint" in err
+
+
+def test_analyze_cost_prints_the_lecture_example_and_writes_its_figure(tmp_path, capsys):
+    code, out, _ = _run(capsys, "analyze", "cost", "--out", str(tmp_path))
+    assert code == 0 and "120,422,400" in out and "12,443,648" in out
+    assert (tmp_path / "cost.png").stat().st_size > 10_000
+    code, _, err = _run(capsys, "analyze", "cost", "--model", "vgg")
+    assert code == 2 and "unknown model" in err
+
+
+@pytest.mark.slow
+def test_report_from_given_runs_writes_every_section_and_figure(trained_resnet, trained_inception, tmp_path, capsys):
+    out_dir = tmp_path / "report"
+    code, out, err = _run(capsys, "report", "--runs", str(trained_resnet), str(trained_inception), "--checkpoints",
+                          str(trained_inception), "--depths", "2", "4", "--steps", "5", "--out", str(out_dir))
+    assert code == 0, err
+    text = (out_dir / "README.md").read_text()
+    for heading in ("## 1.", "## 2.", "## 3 and 4.", "## The networks compared"):
+        assert heading in text
+    for fig in ("cost.png", "branches.png", "depth_gradients.png", "depth_training.png", "compare.png"):
+        assert f"({fig})" in text and (out_dir / fig).stat().st_size > 10_000
+    import re
+
+    assert "gradient (training)" in text and re.search(r"\| incep1 +\| 5x5 +\|", text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,9 @@ EXAMPLES = """examples:
   cnnlab predict runs/<time>-resnet my_digit.png  # top 3 classes with probabilities
   cnnlab serve runs/<time>-resnet               # draw digits at http://127.0.0.1:8000
   cnnlab export runs/<time>-resnet --format onnx
+  cnnlab analyze cost                           # the 1x1 claim and where each network's work is
+  cnnlab analyze depth                          # plain against residual stacks, depth 2 to 32
+  cnnlab report                                 # everything above in one Markdown report
 """
 
 
@@ -78,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "bf16", "off"),
         help="autocast; auto = bfloat16 on a CUDA GPU that supports it, off elsewhere (default: auto)",
     )
+    t.add_argument(
+        "--record-branch-grads", action="store_true",
+        help="inception_net: record each Inception branch's gradient norm per epoch, for analyze branches (default: off)",
+    )
     _add_data_dir(t)
     t.add_argument("--out", default="runs", help="where run directories are created (default: runs)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines (default: off)")
@@ -127,7 +135,57 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
     ex.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format (required)")
     ex.add_argument("--out", help="output file (default: <model>.onnx or <model>.pt beside the checkpoint)")
+
+    an = sub.add_parser(
+        "analyze", help="measure the lecture's claims: cost, branches, depth", formatter_class=_formatter,
+        epilog="examples:\n  cnnlab analyze cost\n  cnnlab analyze branches runs/*-inception_net\n"
+        "  cnnlab analyze depth --depths 2 8 32 --steps 300",
+    )
+    asub = an.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=_Parser)
+    ac = asub.add_parser("cost", help="parameters, multiply-adds and FLOPs per model, block and branch; the 1x1 claim",
+                         formatter_class=_formatter)
+    ac.add_argument("--model", nargs="+", metavar="NAME", help="models (default: all)")
+    ac.add_argument("--out", default="analysis", help="directory for cost.png (default: analysis)")
+    ab = asub.add_parser("branches", help="what each Inception branch contributes in trained inception_net models",
+                         formatter_class=_formatter,
+                         epilog="Train with --record-branch-grads to get each branch's share of the gradient too.")
+    ab.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints or run directories (one per seed)")
+    ab.add_argument("--out", default="analysis", help="directory for branches.png (default: analysis)")
+    ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
+    _add_data_dir(ab)
+    ad = asub.add_parser("depth", help="plain against residual stacks: gradient per layer, training against depth",
+                         formatter_class=_formatter)
+    _add_depth_args(ad)
+    ad.add_argument("--out", default="analysis", help="directory for the figures (default: analysis)")
+    _add_data_dir(ad)
+
+    rp = sub.add_parser(
+        "report", help="run every analysis and write one Markdown report with its figures", formatter_class=_formatter,
+        epilog="examples:\n  cnnlab report\n  cnnlab report --runs runs/*-resnet runs/*-inception_net --checkpoints runs/*-inception_net",
+    )
+    rp.add_argument("--out", default="report", help="report directory (default: report)")
+    rp.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="runs to compare (default: train each model for --budget seconds)")
+    rp.add_argument("--checkpoints", nargs="+", metavar="CHECKPOINT",
+                    help="inception_net models for the branch analysis (default: train --seeds of them with --record-branch-grads)")
+    rp.add_argument("--seeds", type=_positive_int, default=3, help="inception_net seeds trained for the branch analysis (default: 3)")
+    rp.add_argument("--budget", type=_positive_float, default=60.0, help="seconds per model trained by the report (default: 60)")
+    _add_depth_args(rp)
+    _add_data_dir(rp)
     return p
+
+
+def _add_depth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--depths", nargs="+", type=_even_depth, default=[2, 4, 8, 16, 32], help="conv layers (default: 2 4 8 16 32)")
+    p.add_argument("--steps", type=_positive_int, default=200, help="training steps per network (default: 200)")
+    p.add_argument("--width", type=_positive_int, default=16, help="channels of every layer (default: 16)")
+    p.add_argument("--batch-norm", action="store_true", help="add batch norm after every conv (default: off)")
+
+
+def _even_depth(s: str) -> int:
+    v = _positive_int(s)
+    if v % 2:
+        raise argparse.ArgumentTypeError(f"a depth counts convs in blocks of two, so it must be even, got {v}")
+    return v
 
 
 def _port(s: str) -> int:
@@ -199,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         make_config(
             m, args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
             device=args.device, threads=args.threads, data_dir=args.data_dir, time_budget=args.time_budget,
-            amp=args.amp,
+            amp=args.amp, record_branch_grads=args.record_branch_grads or None,
         )
         for m in models
     ]
@@ -301,8 +359,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import torch
 
+    predictor = Predictor(args.checkpoint)  # a bad checkpoint fails here, before anything changes
     torch.set_num_threads(1)  # one image is tiny: parallelism comes from concurrent requests, not threads
-    predictor = Predictor(args.checkpoint)
     app = create_app(predictor)
     print(f"cnnlab serve: {predictor.info['model']} from {args.checkpoint} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -314,6 +372,72 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     path = export_model(args.checkpoint, args.format, args.out)
     print(f"wrote {path} ({path.stat().st_size:,} bytes): float32 pixels 0..255 (N, 1, 28, 28) in, (N, 10) logits out")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from cnnlab.analysis import report
+
+    out = Path(args.out)
+    if args.analysis == "cost":
+        from cnnlab.models import list_models
+
+        unknown = [m for m in (args.model or []) if m not in list_models()]
+        if unknown:
+            raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}")
+        print(report.cost_section(out, args.model))
+        print(f"figure: {out / 'cost.png'}")
+        return 0
+    from cnnlab.data import load_mnist
+
+    data = load_mnist(args.data_dir)
+    if args.analysis == "branches":
+        print(report.branches_section(args.checkpoints, data, out, args.device))
+        print(f"figure: {out / 'branches.png'}")
+    else:
+        print(report.depth_section(data, out, tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm))
+        print(f"figures: {out / 'depth_gradients.png'}, {out / 'depth_training.png'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cnnlab.analysis import report
+    from cnnlab.data import load_mnist
+    from cnnlab.models import list_models
+    from cnnlab.train import fit, make_config
+
+    out = Path(args.out)
+    data = load_mnist(args.data_dir)
+    runs, checkpoints = list(args.runs or []), list(args.checkpoints or [])
+    if not checkpoints:
+        for seed in range(args.seeds):
+            print(f"report: training inception_net seed {seed} for {args.budget:g} s (branch gradients recorded)")
+            cfg = make_config("inception_net", time_budget=args.budget, seed=seed, record_branch_grads=True)
+            checkpoints.append(str(fit(cfg, data, out_root=out / "runs").run_dir))
+    if not runs:
+        runs = [checkpoints[0]] if Path(checkpoints[0]).is_dir() else []
+        for model in (m for m in list_models() if m != "inception_net" or not runs):
+            print(f"report: training {model} for {args.budget:g} s")
+            runs.append(str(fit(make_config(model, time_budget=args.budget), data, out_root=out / "runs").run_dir))
+    print("report: cost")
+    sections = [report.cost_section(out)]
+    print("report: branches")
+    sections.append(report.branches_section(checkpoints, data, out))
+    print("report: depth")
+    sections.append(report.depth_section(data, out, tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm))
+    sections.append(report.compare_section(runs, out))
+    from cnnlab.sysinfo import describe_machine
+
+    header = (
+        "# The lecture's claims, measured\n\n"
+        f"Made by `cnnlab report` on {time.strftime('%Y-%m-%d')}; machine: {describe_machine()}.  \n"
+        f"Models trained by the report: --time-budget {args.budget:g} s each (run directories under runs/)."
+        if not (args.runs and args.checkpoints) else
+        "# The lecture's claims, measured\n\n"
+        f"Made by `cnnlab report` on {time.strftime('%Y-%m-%d')}; machine: {describe_machine()}."
+    )
+    path = report.write_report(out, sections, header)
+    print(f"report: {path}")
     return 0
 
 
@@ -329,6 +453,8 @@ COMMANDS = {
     "predict": cmd_predict,
     "serve": cmd_serve,
     "export": cmd_export,
+    "analyze": cmd_analyze,
+    "report": cmd_report,
 }
 
 

@@ -91,7 +91,17 @@ def test_onecycle_anneals_to_zero_at_the_planned_end_even_after_a_replan():
         opt.step()
         sched.step()
     assert max(lrs) == pytest.approx(1.0)
-    assert lrs[0] < 0.2  # the warm-up starts low: 10 steps, capped at 15% of the run
-    warmup = round(0.15 * 40)  # the cap now binds: 6 steps
-    assert lrs[-1] == pytest.approx(1.0 / (40 - warmup))  # one step before the end
+    assert lrs[0] == pytest.approx(0.1)  # the warm-up starts low: one epoch, 10 steps
+    assert lrs[-1] == pytest.approx(1.0 / (40 - 10))  # one step before the end
     assert opt.param_groups[0]["lr"] == 0.0
+
+
+def test_a_short_run_keeps_a_warm_up_of_150_steps_or_half_the_run():
+    cfg = make_config("inception_net", lr=1.0)  # one epoch of warm-up asked for
+    for total, expected in ((5000, 429), (600, 150), (200, 100), (2000, 300)):
+        plan = Plan(steps_per_epoch=429, epochs=1)
+        plan.total_steps = total
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        build_schedule(opt, cfg, plan)
+        lam = opt.param_groups[0]["lr"]  # the factor of step 0 = 1 / warm-up
+        assert lam == pytest.approx(1.0 / expected), total

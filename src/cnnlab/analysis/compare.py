@@ -88,9 +88,15 @@ def plot_compare(runs: list[Run], path: str | Path) -> None:
         ax_e.plot(ep, err, marker="o", ms=3, label=f"{r.label} [{key.split('_')[0]}]")
     ax_l.set(xlabel="epoch", ylabel="training loss (as trained)", title="training loss", yscale="log")
     ax_e.set(xlabel="epoch", ylabel="error (%), log scale", title="held-out error rate", yscale="log")
+    from matplotlib.ticker import FormatStrFormatter
+
     for ax in (ax_l, ax_e):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
+        # Label the minor ticks too: a log axis spanning less than a decade otherwise shows one number.
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

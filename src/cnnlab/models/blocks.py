@@ -19,6 +19,14 @@ class Inception(nn.Module):
     """
 
     BRANCH_NAMES = ("1x1", "5x5", "3x3dbl", "pool")
+    BRANCH_CHANNELS = (16, 24, 24, 24)  # output channels of each branch, in concatenation order
+    # The modules of each branch, by attribute name, so that analysis can weigh or silence a branch.
+    BRANCH_MODULES = {
+        "1x1": ("branch1x1",),
+        "5x5": ("branch5x5_1", "branch5x5_2"),
+        "3x3dbl": ("branch3x3_1", "branch3x3_2", "branch3x3_3"),
+        "pool": ("branch_pool",),
+    }
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
@@ -40,7 +48,7 @@ class Inception(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        return 16 + 24 + 24 + 24
+        return sum(self.BRANCH_CHANNELS)
 
     def branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four branch outputs, in concatenation order (kept apart so analysis can weigh each one)."""

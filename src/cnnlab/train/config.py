@@ -36,6 +36,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (one per physical core)
     data_dir: str | None = None  # a directory holding the MNIST files, tried before the cache
     log_every: int = 50  # steps between progress-bar loss updates (each costs one host sync)
+    record_branch_grads: bool = False  # write branch_grads.json: each Inception branch's squared gradient norm per epoch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -46,9 +46,6 @@ class Plan:
     def after_epoch(self, epoch: int, steps_done: int, train_seconds: float, eval_seconds: float) -> None:
         """Called after each epoch's evaluation. A fixed plan has nothing to do."""
 
-    def describe(self) -> str:
-        return f"{self.epochs} epochs of {self.steps_per_epoch} steps"
-
 
 class BudgetPlan(Plan):
     """Steps planned to fit `budget` seconds of wall time counted from `start` (a time.perf_counter()).
@@ -120,7 +117,3 @@ class BudgetPlan(Plan):
             if n < k * size:
                 break
         self.total_steps = best
-
-    def describe(self) -> str:
-        per = f" at {1000 * self.step_seconds:.1f} ms/step" if self.step_seconds else ""
-        return f"{self.total_steps} steps ({self.total_steps / self.steps_per_epoch:.2f} epochs){per} to fit {self.budget:g} s"

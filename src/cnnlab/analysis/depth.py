@@ -1,0 +1,176 @@
+"""Depth: plain stacks against residual stacks of the same width, on real MNIST.
+
+A stack is a stem (3x3 conv, stride 2: 28x28 -> 14x14), then `depth` 3x3 conv layers in blocks of two,
+with or without a skip around each block, then a linear classifier on the flattened 14x14 map (no global
+pooling, so that the shallowest stack can learn too and depth is the only difference). The
+residual block is the lecture's, relu(x + conv(relu(conv(x)))); the plain block is the same without
+`+ x`. No batch norm unless asked for. For each depth the sweep measures, on the same batches and from the
+same seed: the gradient norm of every conv layer's weights at initialisation and averaged over the first
+training steps (recorded by hooks), and the training loss and accuracy after a fixed number of steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from cnnlab.data import MNIST
+from cnnlab.data.batching import normalize
+from cnnlab.train.gradients import GradNormRecorder
+
+
+class Block(nn.Module):
+    """Two 3x3 convolutions; with `residual`, the lecture's skip adds the input back before the last ReLU."""
+
+    def __init__(self, width: int, residual: bool, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.residual = residual
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm2d(width) if batch_norm else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(width) if batch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + identity
+        return F.relu(out)
+
+
+class Stack(nn.Module):
+    """Stem, depth/2 blocks, classifier. Args: depth (conv layers in blocks, even), width, residual (skip
+    around each block), batch_norm."""
+
+    def __init__(self, depth: int, width: int = 16, residual: bool = False, batch_norm: bool = False) -> None:
+        super().__init__()
+        if depth < 2 or depth % 2:
+            raise ValueError(f"depth must be an even number >= 2 (blocks of two convs), got {depth}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        self.stem = nn.Conv2d(1, width, 3, stride=2, padding=1)
+        self.blocks = nn.Sequential(*(Block(width, residual, batch_norm) for _ in range(depth // 2)))
+        self.fc = nn.Linear(width * 14 * 14, 10)
+
+    def conv_layers(self) -> list[tuple[str, nn.Conv2d]]:
+        """The stem and every block conv, input to output."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, nn.Conv2d)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))  # N x width x 14 x 14
+        x = self.blocks(x)
+        return self.fc(x.flatten(1))  # no global pooling: a shallow stack must still be able to learn
+
+
+@dataclass
+class DepthResult:
+    depth: int
+    residual: bool
+    grad_init: list[float]  # per conv layer, input to output: weight-gradient norm on the first batch
+    grad_early: list[float]  # the same, root-mean-square over the first `early_steps` training steps
+    train_loss: float  # mean over the last 20 steps
+    train_acc: float  # on a fixed set of training images, after training, in eval mode
+    losses: list[float] = field(default_factory=list)  # every step's loss
+
+
+def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_size: int = 64, lr: float = 0.05,
+            width: int = 16, batch_norm: bool = False, early_steps: int = 20, seed: int = 0) -> DepthResult:
+    """Train one stack for `steps` SGD steps (momentum 0.9, constant lr) on the real training images."""
+    torch.manual_seed(seed)
+    model = Stack(depth, width, residual, batch_norm)
+    convs = model.conv_layers()
+    recorder = GradNormRecorder({name: [conv.weight] for name, conv in convs})
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data.train_images)
+    losses: list[torch.Tensor] = []
+    early: list[torch.Tensor] = []
+    grad_init: list[float] = []
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(0, n, (batch_size,), generator=gen)
+        x, y = normalize(data.train_images[idx]), data.train_labels[idx]
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        recorder.step()
+        if step == 0:
+            grad_init = [math.sqrt(v) for v in recorder.last.values()]
+        if step < early_steps:
+            early.append(recorder.last_vector())
+        opt.step()
+        losses.append(loss.detach())
+    model.eval()
+    with torch.no_grad():
+        probe = torch.arange(0, min(n, 5000))
+        logits = model(normalize(data.train_images[probe]))
+        acc = (logits.argmax(1) == data.train_labels[probe]).float().mean().item()
+    recorder.close()
+    losses_f = torch.stack(losses).tolist()
+    tail = [v for v in losses_f[-20:]]
+    grad_early = torch.stack(early).mean(0).sqrt().tolist()
+    return DepthResult(depth, residual, grad_init, grad_early, sum(tail) / len(tail), acc, losses_f)
+
+
+def sweep(data: MNIST, depths=(2, 4, 8, 16, 32), progress: bool = True, **kw) -> list[DepthResult]:
+    results = []
+    jobs = [(d, r) for d in depths for r in (False, True)]
+    for d, r in tqdm(jobs, desc="depth sweep", disable=not progress, unit="run"):
+        results.append(run_one(d, r, data, **kw))
+    return results
+
+
+def plot_depth(results: list[DepthResult], path_grads, path_train, note: str = "") -> None:
+    """Two figures: weight-gradient norm per layer at initialisation (log scale), and the first layer's
+    gradient norm and the training accuracy against depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = sorted({r.depth for r in results})
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, residual in zip(axes, (False, True)):
+        for i, d in enumerate(depths):
+            r = next(r for r in results if r.depth == d and r.residual == residual)
+            ax.plot(range(len(r.grad_init)), r.grad_init, marker=".", color=cmap(i / max(1, len(depths) - 1)), label=f"depth {d}")
+        ax.set_yscale("log")
+        ax.set_xlabel("conv layer (0 = stem, input side)")
+        ax.set_title(("residual" if residual else "plain") + " stack: gradient at initialisation")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("weight-gradient norm (first batch, log scale)")
+    fig.suptitle("Gradient norm per layer" + (f" ({note})" if note else ""))
+    fig.tight_layout()
+    fig.savefig(path_grads, dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for residual, style in ((False, "o--"), (True, "s-")):
+        rs = [next(r for r in results if r.depth == d and r.residual == residual) for d in depths]
+        label = "residual" if residual else "plain"
+        axes[0].plot(depths, [r.grad_init[0] for r in rs], style, label=label)
+        axes[1].plot(depths, [100 * r.train_acc for r in rs], style, label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("stem's weight-gradient norm at init (log scale)")
+    axes[0].set_title("Gradient reaching the first layer")
+    axes[1].set_ylabel("training accuracy after the budget (%)")
+    axes[1].set_ylim(0, 100)
+    axes[1].set_title("Training accuracy after a fixed number of steps")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.set_xlabel("depth (3x3 conv layers in blocks)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("Plain against residual stacks of the same width" + (f" ({note})" if note else ""))
+    fig.tight_layout()
+    fig.savefig(path_train, dpi=110)
+    plt.close(fig)

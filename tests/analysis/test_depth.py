@@ -1,0 +1,40 @@
+"""The depth sweep's networks: the skip is the identity path, and the sweep measures what it says."""
+
+import pytest
+import torch
+
+from cnnlab.analysis.depth import Block, Stack, run_one
+
+
+def _zero_convs(module):
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                if m.bias is not None:
+                    m.bias.zero_()
+
+
+def test_a_residual_stack_with_its_convs_zeroed_is_the_identity():
+    stack = Stack(depth=8, width=6, residual=True)
+    _zero_convs(stack.blocks)
+    x = torch.rand(3, 6, 14, 14)  # what the blocks receive comes out of a ReLU: non-negative
+    assert torch.equal(stack.blocks(x), x)
+    plain = Stack(depth=8, width=6, residual=False)
+    _zero_convs(plain.blocks)
+    assert torch.count_nonzero(plain.blocks(x)) == 0  # without the skip nothing gets through
+
+
+def test_stack_shapes_and_layers():
+    s = Stack(depth=4, width=5)
+    assert s(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert [n for n, _ in s.conv_layers()] == ["stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2"]
+    with pytest.raises(ValueError, match="even"):
+        Stack(depth=3)
+    assert isinstance(Block(4, True, batch_norm=True).bn1, torch.nn.BatchNorm2d)
+
+
+def test_run_one_records_a_gradient_per_layer_and_learns(tiny_mnist):
+    r = run_one(4, True, tiny_mnist, steps=6, batch_size=16, early_steps=3)
+    assert len(r.grad_init) == len(r.grad_early) == 5 and all(g > 0 for g in r.grad_init)
+    assert len(r.losses) == 6 and 0 <= r.train_acc <= 1
