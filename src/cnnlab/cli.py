@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -401,42 +400,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cnnlab.analysis import report
+    from cnnlab.analysis.report import make_report
     from cnnlab.data import load_mnist
-    from cnnlab.models import list_models
-    from cnnlab.train import fit, make_config
 
-    out = Path(args.out)
     data = load_mnist(args.data_dir)
-    runs, checkpoints = list(args.runs or []), list(args.checkpoints or [])
-    if not checkpoints:
-        for seed in range(args.seeds):
-            print(f"report: training inception_net seed {seed} for {args.budget:g} s (branch gradients recorded)")
-            cfg = make_config("inception_net", time_budget=args.budget, seed=seed, record_branch_grads=True)
-            checkpoints.append(str(fit(cfg, data, out_root=out / "runs").run_dir))
-    if not runs:
-        runs = [checkpoints[0]] if Path(checkpoints[0]).is_dir() else []
-        for model in (m for m in list_models() if m != "inception_net" or not runs):
-            print(f"report: training {model} for {args.budget:g} s")
-            runs.append(str(fit(make_config(model, time_budget=args.budget), data, out_root=out / "runs").run_dir))
-    print("report: cost")
-    sections = [report.cost_section(out)]
-    print("report: branches")
-    sections.append(report.branches_section(checkpoints, data, out))
-    print("report: depth")
-    sections.append(report.depth_section(data, out, tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm))
-    sections.append(report.compare_section(runs, out))
-    from cnnlab.sysinfo import describe_machine
-
-    header = (
-        "# The lecture's claims, measured\n\n"
-        f"Made by `cnnlab report` on {time.strftime('%Y-%m-%d')}; machine: {describe_machine()}.  \n"
-        f"Models trained by the report: --time-budget {args.budget:g} s each (run directories under runs/)."
-        if not (args.runs and args.checkpoints) else
-        "# The lecture's claims, measured\n\n"
-        f"Made by `cnnlab report` on {time.strftime('%Y-%m-%d')}; machine: {describe_machine()}."
+    path = make_report(
+        Path(args.out), data, runs=args.runs, checkpoints=args.checkpoints, seeds=args.seeds, budget=args.budget,
+        depths=tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm,
     )
-    path = report.write_report(out, sections, header)
     print(f"report: {path}")
     return 0
 

@@ -204,6 +204,49 @@ def compare_section(run_dirs: list[str], out_dir: Path) -> str:
 """
 
 
+def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, checkpoints: list[str] | None = None,
+                seeds: int = 3, budget: float = 60.0, depths=(2, 4, 8, 16, 32), log=print, **depth_kw) -> Path:
+    """Every analysis into out_dir/README.md. Without `checkpoints`, trains `seeds` inception_net models for
+    `budget` seconds each with branch gradients recorded; without `runs`, compares those with a basic_cnn
+    and a resnet trained for the same budget (run directories under out_dir/runs)."""
+    from cnnlab.analysis.compare import load_run
+    from cnnlab.sysinfo import describe_machine
+    from cnnlab.train import fit, make_config
+
+    runs, checkpoints = list(runs or []), list(checkpoints or [])
+    if not checkpoints:
+        for seed in range(seeds):
+            log(f"report: training inception_net seed {seed} for {budget:g} s (branch gradients recorded)")
+            cfg = make_config("inception_net", time_budget=budget, seed=seed, record_branch_grads=True)
+            checkpoints.append(str(fit(cfg, data, out_root=out_dir / "runs").run_dir))
+    if not runs:
+        runs = [checkpoints[0]] if Path(checkpoints[0]).is_dir() else []
+        for model in (m for m in list_models() if m != "inception_net" or not runs):
+            log(f"report: training {model} for {budget:g} s")
+            runs.append(str(fit(make_config(model, time_budget=budget), data, out_root=out_dir / "runs").run_dir))
+    log("report: cost")
+    sections = [cost_section(out_dir)]
+    log("report: branches")
+    sections.append(branches_section(checkpoints, data, out_dir))
+    log("report: depth")
+    sections.append(depth_section(data, out_dir, tuple(depths), progress=True, **depth_kw))
+    sections.append(compare_section(runs, out_dir))
+
+    def how(run_dir: str) -> str:
+        c = load_run(run_dir).config
+        length = f"--time-budget {c['time_budget']:g} s" if c.get("time_budget") else f"{c['epochs']} epochs"
+        return f"`{c['model']}` seed {c['seed']} ({c['recipe']} recipe, {length})"
+
+    analysed = [d for d in checkpoints if Path(d).is_dir()]
+    header = (
+        "# The lecture's claims, measured\n\n"
+        f"Made by `cnnlab report` on {time.strftime('%Y-%m-%d')}; machine: {describe_machine()}.  \n"
+        f"Models compared: {', '.join(how(d) for d in runs)}.  \n"
+        + (f"Models whose branches are analysed: {', '.join(how(d) for d in analysed)}." if analysed else "")
+    )
+    return write_report(out_dir, sections, header)
+
+
 def write_report(out_dir: Path, sections: list[str], header: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "README.md"
