@@ -330,9 +330,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             pred = predictor.predict(path)
         except ImageError as e:
             failed += 1
-            results.append({"image": path, "error": str(e)})
+            message = str(e) if str(e).startswith(path) else f"{path}: {e}"
+            results.append({"image": path, "error": message})
             if not args.json:
-                print(f"cnnlab predict: error: {e}", file=sys.stderr)
+                print(f"cnnlab predict: error: {message}", file=sys.stderr)
             continue
         results.append({"image": path, **pred.as_dict(args.top)})
         if args.save_input:

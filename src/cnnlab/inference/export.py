@@ -8,6 +8,7 @@ The batch dimension is dynamic. Output: (N, 10) logits (softmax them for probabi
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -76,15 +77,21 @@ def _onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
     except ImportError:
         raise ExportError("ONNX export needs the onnx and onnxscript packages: pip install 'cnnlab[onnx]'") from None
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (example,),
-            dynamo=True,
-            input_names=["pixels"],
-            output_names=["logits"],
-            dynamic_shapes=({0: batch},),
-            verbose=False,
-        )
+    onnx_log = logging.getLogger("torch.onnx")  # it notes each torchvision operator it cannot register
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                input_names=["pixels"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
     program.save(path)
