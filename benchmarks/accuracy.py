@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine, write_file, write_json  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
@@ -44,7 +44,7 @@ def main() -> int:
     json_path = out / "accuracy.json"
     if args.report_only:
         saved = json.loads(json_path.read_text())
-        (out / "accuracy.md").write_text(render_markdown(summarise(saved["runs"]), saved["machine"], saved["command"]))
+        write_file(out / "accuracy.md", render_markdown(summarise(saved["runs"]), saved["machine"], saved["command"]))
         print(f"wrote {out / 'accuracy.md'} from {json_path}")
         return 0
     runs = json.loads(json_path.read_text())["runs"] if args.resume and json_path.exists() else []
@@ -76,7 +76,7 @@ def main() -> int:
     _write_json(json_path, machine, command, runs)
     table = summarise(runs)
     md = render_markdown(table, machine, command)
-    (out / "accuracy.md").write_text(md)
+    write_file(out / "accuracy.md", md)
     print()
     print(format_table(HEADERS, table))
     print(f"\nwrote {out / 'accuracy.md'} and {json_path}")
@@ -133,9 +133,7 @@ def render_markdown(table: list[list[str]], machine: str, command: str) -> str:
 
 
 def _write_json(path: Path, machine: str, command: str, runs: list[dict]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"machine": machine, "command": command, "runs": runs}, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, {"machine": machine, "command": command, "runs": runs})
 
 
 if __name__ == "__main__":

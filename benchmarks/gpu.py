@@ -4,8 +4,8 @@
 
 Measures, each run in a fresh process: the default recipe (`cnnlab train --model M --device cuda`) and
 short `--time-budget` runs, with the wall time from process start to 99.0% test accuracy; then, in this
-process, training throughput (images/s) of the default step with bfloat16 autocast on and off and at two
-batch sizes. Writes gpu.json and gpu.md to --out (default benchmarks/results).
+process, training throughput (images/s) of cnnlab's training step with bfloat16 autocast on and off and at
+two batch sizes. Writes gpu.json and gpu.md to --out (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -13,49 +13,20 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import describe_machine, write_results  # noqa: E402
-from speed import run_cnnlab  # noqa: E402
+from speed import cnnlab_throughput, run_cnnlab  # noqa: E402
 
-from cnnlab.models import create_model  # noqa: E402
+from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
-from cnnlab.train.runtime import autocast, configure  # noqa: E402
+from cnnlab.train.runtime import configure  # noqa: E402
 
 BUDGETS = {"resnet": (3.0, 6.0), "inception_net": (4.0, 8.0)}
-
-
-def throughput(model_name: str, batch: int, amp: bool, steps: int = 100) -> float:
-    """Images/s of forward + backward + SGD step on a fixed batch resident on the GPU."""
-    dev = torch.device("cuda")
-    model = create_model(model_name).to(dev, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    x = torch.randn(batch, 1, 28, 28, device=dev).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=dev)
-    dtype = torch.bfloat16 if amp else None
-
-    def step():
-        with autocast(dev, dtype):
-            out = model(x)
-        loss = F.cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(20):
-        step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t)
 
 
 def main() -> int:
@@ -70,11 +41,13 @@ def main() -> int:
         return 1
     configure(torch.device("cuda"))
     results = {"machine": describe_machine(), "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "models": {}}
+    data = load_mnist(args.data_dir, progress=False)
     extra = ("--device", "cuda", "--data-dir", args.data_dir)
     for model in args.models:
         per = results["models"][model] = {}
         per["throughput"] = {
-            f"batch {b}, {'bf16' if amp else 'fp32'}": throughput(model, b, amp) for b in (128, 512) for amp in (False, True)
+            f"batch {b}, {amp}": cnnlab_throughput(model, data, steps=100, repeats=1, device="cuda", batch_size=b, amp=amp)
+            for b in (128, 512) for amp in ("off", "bf16")
         }
         print(model, per["throughput"], flush=True)
         per["default"] = [run_cnnlab("default", model, 0, None, extra)]
@@ -109,8 +82,9 @@ start (Python and CUDA start-up, data load included) to the end of the first epo
 
 {format_table(["model", "arm", "runs", "time to 99.0%", "test acc at end", "wall"], rows, markdown=True)}
 
-Training throughput, images/s (forward, backward and SGD step on a batch resident on the GPU, 100 steps
-after 20 of warm-up, channels_last):
+Training throughput, images/s: cnnlab's training step (batches from the data resident on the GPU,
+augmentation, forward, backward, SGD, schedule), 100 steps after 100 of warm-up, channels_last, bfloat16
+autocast off and on:
 
 {format_table(["model", "setting", "images/s"], tp, markdown=True)}
 """

@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from course_loop import CourseMNIST  # noqa: E402
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine, write_file, write_json  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.data.batching import InMemoryLoader  # noqa: E402
@@ -51,7 +51,7 @@ from cnnlab.tables import format_table  # noqa: E402
 from cnnlab.train import make_config  # noqa: E402
 from cnnlab.train.loop import build_optimizer, build_schedule, train_one_epoch  # noqa: E402
 from cnnlab.train.plan import Plan  # noqa: E402
-from cnnlab.train.runtime import configure  # noqa: E402
+from cnnlab.train.runtime import autocast_dtype, configure  # noqa: E402
 
 TARGET_ACC = 0.99
 # Budgets for the `budget` arm, seconds: long enough for 99.0% on this machine (1.5-2.5 epochs).
@@ -165,25 +165,42 @@ def step_flops(model_name: str, batch: int = 64) -> float:
     return counter.get_total_flops() / batch
 
 
-def cnnlab_throughput(model_name: str, data, steps: int = 60, repeats: int = 3) -> float:
-    """Images/s of cnnlab's default training step on real batches: the best of `repeats` timed runs of
-    `steps` steps (augmentation, channels_last forward and backward, optimiser, schedule)."""
-    cfg = make_config(model_name, device="cpu")
-    configure(torch.device("cpu"))
+def _training_steps(model_name: str, data, device: str = "cpu", **overrides):
+    """cnnlab's training step on real batches, set up as fit() sets it up (the default recipe, with
+    `overrides`); returns run(steps) -> images trained on."""
+    cfg = make_config(model_name, device=device, **overrides)
+    dev = torch.device(device)
+    configure(dev)
     torch.manual_seed(0)
-    model = create_model(model_name).to(memory_format=torch.channels_last)
-    gen = torch.Generator().manual_seed(0)
-    loader = InMemoryLoader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
+    model = create_model(model_name).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    loader = InMemoryLoader(data.train_images.to(dev), data.train_labels.to(dev), cfg.batch_size, shuffle=True,
+                            drop_last=True, generator=gen)
     plan = Plan(len(loader), 1)
-    plan.total_steps = steps
     optimizer = build_optimizer(model, cfg)
+    schedule = build_schedule(optimizer, cfg, plan)
+    amp_dtype = autocast_dtype(dev, cfg.amp)
+
+    def run(steps: int) -> int:
+        plan.total_steps = steps
+        _, _, n = train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan, amp_dtype=amp_dtype)
+        return n * cfg.batch_size  # train_one_epoch ends with a host sync, so the work is done
+
+    return run
+
+
+def cnnlab_throughput(model_name: str, data, steps: int = 60, repeats: int = 3, device: str = "cpu", **overrides) -> float:
+    """Images/s of cnnlab's training step on real batches (augmentation, channels_last forward and
+    backward, optimiser, schedule): the best of `repeats` timed runs of `steps` steps, after one warm-up run."""
+    run = _training_steps(model_name, data, device, **overrides)
+    run(steps)
     rates = []
-    for i in range(repeats + 1):
-        schedule = build_schedule(optimizer, cfg, plan)
+    for _ in range(repeats):
         t = time.perf_counter()
-        _, _, n = train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan)
-        if i:  # the first pass warms up
-            rates.append(n * cfg.batch_size / (time.perf_counter() - t))
+        images = run(steps)
+        rates.append(images / (time.perf_counter() - t))
     return max(rates)
 
 
@@ -192,19 +209,10 @@ def profile_step(model_name: str, data, steps: int = 20, top: int = 8) -> list[d
     self CPU time, each with its share of the step (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg = make_config(model_name, device="cpu")
-    torch.manual_seed(0)
-    model = create_model(model_name).to(memory_format=torch.channels_last)
-    gen = torch.Generator().manual_seed(0)
-    loader = InMemoryLoader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
-    plan = Plan(len(loader), 1)
-    optimizer = build_optimizer(model, cfg)
-    schedule = build_schedule(optimizer, cfg, plan)
-    plan.total_steps = 5
-    train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan)  # warm-up
-    plan.total_steps = steps
+    run = _training_steps(model_name, data)
+    run(5)  # warm-up
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan)
+        run(steps)
     events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events)
     rows = []
@@ -376,7 +384,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "speed.json"
     if args.report_only:
-        (out / "speed.md").write_text(render_markdown(json.loads(json_path.read_text())))
+        write_file(out / "speed.md", render_markdown(json.loads(json_path.read_text())))
         print(f"wrote {out / 'speed.md'} from {json_path}")
         return 0
     results = json.loads(json_path.read_text()) if args.resume and json_path.exists() else {}
@@ -385,9 +393,7 @@ def main() -> int:
     results.setdefault("models", {})
 
     def save() -> None:
-        tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(json_path)
+        write_json(json_path, results)
 
     configure(torch.device("cpu"))
     results["matmul"] = matmul_rate()
@@ -410,7 +416,7 @@ def main() -> int:
                 t99 = "not reached" if r["time_to_99"] is None else f"{r['time_to_99']:.1f}s"
                 print(f"{model} {arm} seed {seed}: 99.0% at {t99}, end {100 * r['final_test_acc']:.2f}%, "
                       f"wall {r['wall_seconds']:.0f}s, peak {r['peak_rss_mb']:.0f} MB", flush=True)
-    (out / "speed.md").write_text(render_markdown(results))
+    write_file(out / "speed.md", render_markdown(results))
     print()
     print(render_markdown(results))
     return 0

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "replaces --epochs (default: off)",
     )
     t.add_argument("--seed", type=int, default=0, help="random seed; a CPU run repeats exactly (default: 0)")
-    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
+    _add_device(t)
     t.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = PyTorch's choice (default: 0)")
     t.add_argument(
         "--amp",
@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="test accuracy, per-class accuracy, confused pairs, confusion.png", formatter_class=_formatter,
         epilog="example:\n  cnnlab evaluate runs/20260101-120000-resnet/best.pt",
     )
-    e.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+    _add_checkpoint(e)
     _add_data_dir(e)
-    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
+    _add_device(e)
     e.add_argument("--out", help="where to write confusion.png (default: beside the checkpoint)")
 
     c = sub.add_parser(
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  cnnlab predict runs/20260101-120000-resnet photo.jpg drawing.png\n"
         "  cnnlab predict runs/20260101-120000-resnet *.png --json",
     )
-    pr.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+    _add_checkpoint(pr)
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size, dark on light or light on dark)")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout instead of text (default: off)")
     pr.add_argument("--top", type=_positive_int, default=3, help="classes to show per image (default: 3)")
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="a web page to draw digits on, and a JSON API", formatter_class=_formatter,
         epilog="example:\n  cnnlab serve runs/20260101-120000-resnet --port 8000",
     )
-    sv.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+    _add_checkpoint(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
     sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
 
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "The exported model takes float32 pixels 0..255, shape (N, 1, 28, 28), white on black, and returns\n"
         "(N, 10) logits; the batch size is free.",
     )
-    ex.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+    _add_checkpoint(ex)
     ex.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format (required)")
     ex.add_argument("--out", help="output file (default: <model>.onnx or <model>.pt beside the checkpoint)")
 
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="Train with --record-branch-grads to get each branch's share of the gradient too.")
     ab.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints or run directories (one per seed)")
     ab.add_argument("--out", default="analysis", help="directory for branches.png (default: analysis)")
-    ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
+    _add_device(ab)
     _add_data_dir(ab)
     ad = asub.add_parser("depth", help="plain against residual stacks: gradient per layer, training against depth",
                          formatter_class=_formatter)
@@ -188,13 +188,18 @@ def _even_depth(s: str) -> int:
 
 
 def _port(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {s!r}") from None
-    if not 0 < v < 65536:
+    v = _positive_int(s)
+    if v > 65535:
         raise argparse.ArgumentTypeError(f"a port is 1..65535, got {v}")
     return v
+
+
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -283,7 +288,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.analysis.evaluation import evaluate_model, plot_confusion
-    from cnnlab.train import load_model
+    from cnnlab.train import checkpoint_dir, load_model
     from cnnlab.data import load_mnist
     from cnnlab.tables import format_table
 
@@ -297,7 +302,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("\nmost confused (true -> predicted: count)")
         for t, p, n in ev.confused_pairs:
             print(f"  {t} -> {p}: {n}")
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
+    out = Path(args.out) if args.out else checkpoint_dir(ckpt)
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(ev, out / "confusion.png")
     print(f"\nconfusion matrix: {out / 'confusion.png'}")
@@ -330,7 +335,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             pred = predictor.predict(path)
         except ImageError as e:
             failed += 1
-            message = str(e) if str(e).startswith(path) else f"{path}: {e}"
+            message = f"{path}: {e}"
             results.append({"image": path, "error": message})
             if not args.json:
                 print(f"cnnlab predict: error: {message}", file=sys.stderr)

@@ -22,7 +22,7 @@ from torch import nn
 
 from cnnlab.data import MNIST
 from cnnlab.models.blocks import Inception
-from cnnlab.train import TrainConfig, evaluate, load_model
+from cnnlab.train import TrainConfig, checkpoint_dir, evaluate, load_model, predict_logits
 
 
 def inception_blocks(model: nn.Module) -> dict[str, Inception]:
@@ -66,8 +66,6 @@ def silenced(model: nn.Module, branches: dict[str, set[str]]):
 @torch.no_grad()
 def branch_energy(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
     """'<block>.<branch>' -> that branch's share of its block's output energy over `images`."""
-    from cnnlab.train import predict_logits
-
     blocks = inception_blocks(model)
     sums: dict[str, torch.Tensor] = {}
 
@@ -131,9 +129,7 @@ def analyze_checkpoint(checkpoint: str | Path, data: MNIST, device: str = "auto"
     x, y = data.test_images.to(dev), data.test_labels.to(dev)
     _, base = evaluate(model, x, y, cfg)
     energy = branch_energy(model, x, cfg)
-    ckpt = Path(checkpoint)
-    run_dir = ckpt if ckpt.is_dir() else ckpt.parent
-    grads = gradient_shares(run_dir)
+    grads = gradient_shares(checkpoint_dir(checkpoint))
     report = BranchReport(str(checkpoint), cfg.model, cfg.seed, base)
     for block_name, block in blocks.items():
         for branch in block.BRANCH_NAMES:

@@ -113,7 +113,7 @@ def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_siz
         acc = (logits.argmax(1) == data.train_labels[probe]).float().mean().item()
     recorder.close()
     losses_f = torch.stack(losses).tolist()
-    tail = [v for v in losses_f[-20:]]
+    tail = losses_f[-20:]
     grad_early = torch.stack(early).mean(0).sqrt().tolist()
     return DepthResult(depth, residual, grad_init, grad_early, sum(tail) / len(tail), acc, losses_f)
 

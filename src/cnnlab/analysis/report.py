@@ -3,16 +3,17 @@ that puts them together (`cnnlab report`). The `cnnlab analyze ...` commands pri
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from cnnlab.analysis import branches as br
 from cnnlab.analysis import depth as dp
 from cnnlab.analysis.cost import cost_rows, inception_reduction_costs, lecture_1x1_example
+from cnnlab.atomic import atomic_writer
 from cnnlab.data import MNIST
 from cnnlab.models import create_model, list_models
 from cnnlab.tables import format_table
+from cnnlab.train.rundir import write_json
 
 
 def _fig(out_dir: Path, name: str) -> Path:
@@ -155,7 +156,7 @@ def depth_section(data: MNIST, out_dir: Path, depths=(2, 4, 8, 16, 32), progress
     settings = {"steps": 200, "batch_size": 64, "lr": 0.05, "width": 16, "batch_norm": False, **kw}
     note = f"width {settings['width']}, {settings['steps']} steps" + (", batch norm" if settings["batch_norm"] else ", no batch norm")
     dp.plot_depth(results, _fig(out_dir, "depth_gradients.png"), _fig(out_dir, "depth_training.png"), note)
-    (out_dir / "depth.json").write_text(json.dumps([r.__dict__ for r in results]))
+    write_json(out_dir / "depth.json", [r.__dict__ for r in results])
     rows = []
     for d in depths:
         p, r = (next(x for x in results if x.depth == d and x.residual == res) for res in (False, True))
@@ -250,7 +251,6 @@ def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, check
 def write_report(out_dir: Path, sections: list[str], header: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    tmp.write_text(header + "\n\n" + "\n\n".join(s.strip() for s in sections) + "\n")
-    tmp.replace(path)
+    with atomic_writer(path, "w", perms=0o644) as f:
+        f.write(header + "\n\n" + "\n\n".join(s.strip() for s in sections) + "\n")
     return path

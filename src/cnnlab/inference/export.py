@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cnnlab.data.batching import MNIST_MEAN, MNIST_STD
-from cnnlab.train import load_model
+from cnnlab.train import checkpoint_dir, load_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -48,9 +48,8 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     model = PixelInput(model.to(memory_format=torch.contiguous_format)).eval()
     kw = state.get("model_kwargs", {})
     example = torch.zeros(2, kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
-    ckpt = Path(checkpoint)
     if out is None:
-        out = (ckpt if ckpt.is_dir() else ckpt.parent) / f"{cfg.model}{FORMATS[fmt]}"
+        out = checkpoint_dir(checkpoint) / f"{cfg.model}{FORMATS[fmt]}"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

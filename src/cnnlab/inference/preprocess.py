@@ -36,38 +36,39 @@ class ImageTooLarge(ImageError):
 
 
 def load_image(source: str | Path | bytes) -> Image.Image:
-    """Decode an image file (path) or its bytes, checking size limits before decoding the pixels."""
+    """Decode an image file (path) or its bytes, checking size limits before decoding the pixels.
+
+    Error messages say what is wrong, not with what: the caller names the file or the upload.
+    """
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
             size = path.stat().st_size
         except OSError as e:
-            raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+            raise ImageError(f"cannot read ({e.strerror or e})") from None
         if size > MAX_BYTES:
-            raise ImageTooLarge(f"{path}: {size:,} bytes is over the {MAX_BYTES // 2**20} MB limit")
+            raise ImageTooLarge(f"{size:,} bytes is over the {MAX_BYTES // 2**20} MB limit")
         data = path.read_bytes()
-        name = str(path)
     else:
         data = bytes(source)
-        name = "the upload"
     if not data:
-        raise ImageError(f"{name} is empty")
+        raise ImageError("the file is empty")
     if len(data) > MAX_BYTES:
-        raise ImageTooLarge(f"{name}: {len(data):,} bytes is over the {MAX_BYTES // 2**20} MB limit")
+        raise ImageTooLarge(f"{len(data):,} bytes is over the {MAX_BYTES // 2**20} MB limit")
     try:
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         if w < 1 or h < 1:
-            raise ImageError(f"{name} has no pixels ({w}x{h})")
+            raise ImageError(f"the image has no pixels ({w}x{h})")
         if w > MAX_SIDE or h > MAX_SIDE:
-            raise ImageTooLarge(f"{name} is {w}x{h}; at most {MAX_SIDE} px a side")
+            raise ImageTooLarge(f"the image is {w}x{h}; at most {MAX_SIDE} px a side")
         img.load()
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{name} is not an image file Pillow can read") from None
+        raise ImageError("not an image file Pillow can read") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{name} could not be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ImageError(f"the image could not be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return img
 
 

@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
 from cnnlab.inference.predictor import Predictor
-from cnnlab.inference.preprocess import MAX_BYTES, ImageError, ImageTooLarge, load_image, to_mnist
+from cnnlab.inference.preprocess import MAX_BYTES, ImageError, ImageTooLarge
 
 # A data URL or multipart body is larger than the image it carries (base64: 4/3); allow for that.
 BODY_LIMIT = MAX_BYTES * 4 // 3 + 64 * 1024
@@ -70,7 +70,7 @@ def create_app(predictor: Predictor, workers: int | None = None) -> FastAPI:
         image_bytes = await _image_from_request(request)
         t0 = time.perf_counter()
         try:
-            pred = await anyio.to_thread.run_sync(_predict, predictor, image_bytes, limiter=limiter)
+            pred = await anyio.to_thread.run_sync(predictor.predict, image_bytes, limiter=limiter)
         except ImageTooLarge as e:
             raise RequestError(413, str(e)) from None
         except ImageError as e:
@@ -82,10 +82,6 @@ def create_app(predictor: Predictor, workers: int | None = None) -> FastAPI:
         return out
 
     return app
-
-
-def _predict(predictor: Predictor, data: bytes):
-    return predictor.predict_image(to_mnist(load_image(data)))
 
 
 async def _read_capped(request: Request, limit: int = BODY_LIMIT) -> bytes:

@@ -28,6 +28,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         torch.save({"format_version": FORMAT_VERSION, **state}, f)
 
 
+def checkpoint_dir(path: str | Path) -> Path:
+    """The directory a checkpoint argument points into: the run directory itself, or the file's folder."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a cnnlab checkpoint. Accepts a checkpoint file or a run directory (its best.pt).
 

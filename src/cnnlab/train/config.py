@@ -22,7 +22,7 @@ class TrainConfig:
     nesterov: bool = True  # Nesterov momentum for SGD
     weight_decay: float = 5e-4  # L2 penalty (decoupled for AdamW)
     schedule: str = "onecycle"  # "constant", or "onecycle": linear warm-up then linear decay to zero
-    warmup_epochs: float = 1.0  # length of the warm-up, in epochs, at most 15% of the run (onecycle only)
+    warmup_epochs: float = 1.0  # length of the warm-up, in epochs; shorter in short runs (loop._short_run_warmup)
     label_smoothing: float = 0.1  # cross-entropy label smoothing; 0 disables it
     max_shift: float = 2.0  # augmentation: random shift, pixels (0 disables)
     max_rotate: float = 10.0  # augmentation: random rotation, degrees (0 disables)

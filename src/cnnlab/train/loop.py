@@ -123,6 +123,7 @@ def train_one_epoch(
     Returns (mean loss, accuracy, steps taken). Syncs with the host only every cfg.log_every steps,
     to update the progress bar (and once more when a time budget times its first steps).
     """
+    plan = plan or Plan(len(loader), epoch)  # without a plan: the whole pass
     model.train()
     device = loader.images.device
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -131,7 +132,7 @@ def train_one_epoch(
     seen = steps = 0
     first_step = (epoch - 1) * len(loader)
     for images, labels in loader:
-        if plan is not None and steps >= plan.steps_in_epoch(epoch):
+        if steps >= plan.steps_in_epoch(epoch):
             break
         x = prepare_batch(images, cfg, generator)
         with autocast(device, amp_dtype):
@@ -147,11 +148,9 @@ def train_one_epoch(
         correct += (logits.detach().argmax(1) == labels).sum()
         seen += len(labels)
         steps += 1
-        if plan is not None:
-            plan.after_step(first_step + steps, sync)
+        plan.after_step(first_step + steps, sync)
         if bar is not None:
-            if plan is not None:
-                bar.total = plan.steps_in_epoch(epoch)
+            bar.total = plan.steps_in_epoch(epoch)  # a time budget may revise it
             bar.update(1)
             if steps % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", refresh=False)
