@@ -131,9 +131,34 @@ def test_corrupt_data_dir_is_a_clear_error_and_the_files_stay(tmp_path, capsys):
     assert not any(tmp_path.glob("*-basic_cnn"))  # no run directory for a run that never started
 
 
-def test_epochs_and_time_budget_together_is_a_usage_error(capsys):
-    code, _, err = _run(capsys, "train", "--epochs", "2", "--time-budget", "10")
-    assert code == 2 and "not both" in err and len(err.strip().splitlines()) == 1
+@pytest.mark.parametrize(
+    "argv", [["--epochs", "2", "--time-budget", "10"], ["--steps", "5", "--epochs", "2"], ["--steps", "5", "--time-budget", "9"]]
+)
+def test_two_ways_of_setting_the_length_is_a_usage_error(argv, capsys):
+    code, _, err = _run(capsys, "train", *argv)
+    assert code == 2 and "give one of --epochs, --steps and --time-budget" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags", [["--epochs", "3"], ["--model", "resnet"], ["--lr", "0.1"], ["--seed", "0"]])
+def test_resume_with_settings_of_its_own_is_a_usage_error(flags, tmp_path, capsys):
+    code, _, err = _run(capsys, "train", "--resume", str(tmp_path), *flags)
+    assert code == 2 and "--resume continues a run with its own settings" in err and flags[0] in err
+
+
+def test_resume_of_what_is_not_a_run_or_a_run_in_use_is_one_line(tiny_mnist, tmp_path, capsys):
+    code, _, err = _run(capsys, "train", "--resume", str(tmp_path))
+    assert code == 1 and "has no last.pt to resume from" in err and len(err.strip().splitlines()) == 1
+    from cnnlab.train.rundir import RunDirLock
+
+    run = fit(make_config("basic_cnn", epochs=1, batch_size=100, val_size=100, device="cpu"), tiny_mnist, tmp_path, progress=False).run_dir
+    lock = RunDirLock(run)  # as a run still training in it holds it
+    try:
+        before = (run / "metrics.csv").read_bytes()
+        code, _, err = _run(capsys, "train", "--resume", str(run))
+        assert code == 1 and "is in use" in err and f"process {__import__('os').getpid()}" in err
+        assert (run / "metrics.csv").read_bytes() == before
+    finally:
+        lock.release()
 
 
 @pytest.mark.slow

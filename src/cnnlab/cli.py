@@ -55,15 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="train one or more models on MNIST", formatter_class=_formatter,
         epilog="examples:\n  cnnlab train --model all\n  cnnlab train --model resnet --epochs 5 --seed 1\n"
-        "  cnnlab train --model inception_net --time-budget 60",
+        "  cnnlab train --model inception_net --time-budget 60\n"
+        "  cnnlab train --resume runs/20260101-120000-resnet     # continue a run that was stopped\n"
+        "  torchrun --standalone --nproc-per-node 2 -m cnnlab train --model resnet   # data-parallel, 2 processes",
     )
     t.add_argument(
-        "--model", nargs="+", default=["resnet"], metavar="NAME",
+        "--model", nargs="+", metavar="NAME",
         help=f"model(s) to train, or 'all' (default: resnet; choices: {', '.join(list_models())})",
     )
-    t.add_argument("--recipe", default="default", choices=RECIPES, help="training recipe (default: default)")
+    t.add_argument("--recipe", choices=RECIPES, help="training recipe (default: default)")
     t.add_argument("--epochs", type=_positive_int, help="epochs (default: the recipe's)")
-    t.add_argument("--batch-size", type=_positive_int, help="images per step (default: the recipe's)")
+    t.add_argument(
+        "--steps", type=_positive_int,
+        help="optimiser steps in all, the last epoch partial; replaces --epochs (default: the recipe's epochs)",
+    )
+    t.add_argument(
+        "--batch-size", type=_positive_int,
+        help="images per step, in all processes together under torchrun (default: the recipe's)",
+    )
     t.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
     t.add_argument(
         "--time-budget",
@@ -72,12 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="plan the run to finish within this wall time per model, measuring its own speed; "
         "replaces --epochs (default: off)",
     )
-    t.add_argument("--seed", type=int, default=0, help="random seed; a CPU run repeats exactly (default: 0)")
+    t.add_argument("--seed", type=int, help="random seed; a CPU run repeats exactly (default: 0)")
     _add_device(t)
     t.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = PyTorch's choice (default: 0)")
     t.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue a stopped run from its last finished epoch, with its own settings (default: off)",
+    )
+    t.add_argument(
         "--amp",
-        default="auto",
         choices=("auto", "bf16", "off"),
         help="autocast; auto = bfloat16 on a CUDA GPU that supports it, off elsewhere (default: auto)",
     )
@@ -244,39 +256,58 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags that set what a run is; --resume takes all of them from the run's checkpoint instead.
+_RUN_FLAGS = ("model", "recipe", "epochs", "steps", "batch_size", "lr", "time_budget", "seed", "amp", "record_branch_grads")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_run, plot_compare
     from cnnlab.data import load_mnist
     from cnnlab.models import list_models
     from cnnlab.tables import format_table
-    from cnnlab.train import fit, make_config
+    from cnnlab.train import distributed, fit, make_config, resolve_device, resume
 
-    if args.epochs is not None and args.time_budget is not None:
-        raise _UserError("give --epochs or --time-budget, not both")
-    models = list_models() if args.model == ["all"] else args.model
+    if args.resume:
+        given = [f"--{f.replace('_', '-')}" for f in _RUN_FLAGS if getattr(args, f) is not None and getattr(args, f) is not False]
+        if given:
+            raise _UserError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+    steps_flags = [f for f, v in (("--epochs", args.epochs), ("--steps", args.steps), ("--time-budget", args.time_budget)) if v]
+    if len(steps_flags) > 1:
+        raise _UserError(f"give one of --epochs, --steps and --time-budget, not {' and '.join(steps_flags)}")
+    models = list_models() if args.model == ["all"] else (args.model or ["resnet"])
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}, or all")
     configs = [
         make_config(
-            m, args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            device=args.device, threads=args.threads, data_dir=args.data_dir, time_budget=args.time_budget,
-            amp=args.amp, record_branch_grads=args.record_branch_grads or None,
+            m, args.recipe or "default", epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+            seed=args.seed, device=args.device, threads=args.threads, data_dir=args.data_dir,
+            time_budget=args.time_budget, amp=args.amp, record_branch_grads=args.record_branch_grads or None,
         )
         for m in models
     ]
-    progress = not args.no_progress
-    data = load_mnist(args.data_dir, progress=progress)
-    print(f"MNIST: {len(data.train_images):,} training and {len(data.test_images):,} test images from {data.source}")
-    run_dirs = []
-    for cfg in configs:
-        result = fit(cfg, data, out_root=args.out, progress=progress)
-        run_dirs.append(result.run_dir)
-        print(
-            f"{cfg.model}: test accuracy {100 * result.test_acc:.2f}% (epoch {result.best_epoch}, chosen by "
-            f"{'validation' if cfg.val_size else 'being last'}) in {result.train_seconds:.0f}s -> {result.run_dir}"
+    world, _ = distributed.init(resolve_device(args.device))
+    say = print if world.is_main else (lambda *a, **k: None)
+    progress = not args.no_progress and world.is_main
+    try:
+        if args.resume:  # the checkpoint is checked before any data is loaded
+            results = [resume(args.resume, None, progress, device=args.device, threads=args.threads, data_dir=args.data_dir)]
+        else:
+            with distributed.local_main_first(world):  # each machine fetches the data set once
+                data = load_mnist(args.data_dir, progress=progress)
+            procs = f" in {world.world_size} processes" if world.distributed else ""
+            say(f"MNIST: {len(data.train_images):,} training and {len(data.test_images):,} test images from {data.source}{procs}")
+            results = [fit(cfg, data, out_root=args.out, progress=progress) for cfg in configs]
+    finally:
+        distributed.shutdown()
+    for r in results:
+        say(
+            f"{r.model}: test accuracy {100 * r.test_acc:.2f}% (epoch {r.best_epoch}, chosen by "
+            f"{'validation' if r.best_val_acc == r.best_val_acc else 'being last'}) in {r.train_seconds:.0f}s -> {r.run_dir}"
         )
-    runs = [load_run(d) for d in run_dirs]
+    if not world.is_main:
+        return 0
+    runs = [load_run(r.run_dir) for r in results]
     print()
     print(format_table(COMPARE_HEADERS, compare_rows(runs)))
     if len(runs) > 1:
@@ -441,15 +472,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cnnlab.data import DataError
     from cnnlab.inference.export import ExportError
     from cnnlab.train import CheckpointError
+    from cnnlab.train.rundir import RunDirBusy
 
     try:
         return COMMANDS[args.command](args)
     except _UserError as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (DataError, CheckpointError, RunDirError, ExportError, ValueError, FloatingPointError, OSError) as e:
+    except (DataError, CheckpointError, RunDirError, RunDirBusy, ExportError, ValueError, FloatingPointError, OSError) as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        from cnnlab.train.distributed import is_lost_peer
+
+        if not is_lost_peer(e):
+            raise
+        import re
+
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", reason)[:160]  # drop gloo's "[/path/pair.cc:537]" prefix
+        print(
+            f"cnnlab {args.command}: error: lost contact with another training process ({reason}); "
+            "finished epochs are kept: continue with cnnlab train --resume RUN_DIR",
+            file=sys.stderr,
+        )
+        return 1

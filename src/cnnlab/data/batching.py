@@ -41,16 +41,22 @@ def random_affine(
     max_shift: float = 2.0,
     max_rotate: float = 0.0,
     max_scale: float = 0.0,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Shift each image by up to max_shift pixels, rotate by up to max_rotate degrees and scale by up to
     (1 +- max_scale), all drawn per image; one affine_grid + grid_sample call for the whole batch.
 
     Works on float images whose background is 0 (apply before normalising): the border fills with 0.
+    `rows=(first, total)` says x is rows first.. of a batch of `total` split among processes: the draws are
+    made for the whole batch and this part's are used, so every process's generator stays in step and the
+    images get the transforms they would get in one process.
     """
     n, _, h, w = x.shape
     if max_shift == 0 and max_rotate == 0 and max_scale == 0:
         return x
-    u = torch.rand(n, 4, generator=generator, device=x.device, dtype=torch.float32).mul_(2).sub_(1)
+    first, total = rows if rows is not None else (0, n)
+    u = torch.rand(total, 4, generator=generator, device=x.device, dtype=torch.float32)[first : first + n]
+    u = u.mul_(2).sub_(1)
     angle = u[:, 0] * math.radians(max_rotate)
     scale = 1 + u[:, 1] * max_scale
     # affine_grid works in [-1, 1] coordinates: a shift of s pixels is 2*s/size there.
@@ -72,6 +78,8 @@ class InMemoryLoader:
         shuffle: draw a fresh permutation each epoch from `generator` (else keep the order).
         drop_last: drop the final short batch (keeps every training step the same shape).
         generator: the random source for permutations, so a seed repeats a run exactly.
+        part: (first row, rows) of every batch to yield, for a process of a data-parallel run (all
+            processes draw the same permutation and each takes its part of each batch); None = all.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class InMemoryLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
+        part: tuple[int, int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -92,6 +101,7 @@ class InMemoryLoader:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = generator
+        self.part = part
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -110,4 +120,6 @@ class InMemoryLoader:
                 yield self.images[sl], self.labels[sl]
             else:
                 idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                if self.part is not None:
+                    idx = idx[self.part[0] : self.part[0] + self.part[1]]
                 yield self.images[idx], self.labels[idx]

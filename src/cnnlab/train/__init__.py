@@ -2,7 +2,7 @@
 
 from cnnlab.train.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_model, save_checkpoint
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
-from cnnlab.train.loop import RunResult, evaluate, fit, predict_logits
+from cnnlab.train.loop import NonFiniteLoss, RunResult, evaluate, fit, predict_logits, resume
 from cnnlab.train.runtime import resolve_device
 
 __all__ = [
@@ -15,6 +15,8 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "load_model",
+    "NonFiniteLoss",
+    "resume",
     "make_config",
     "predict_logits",
     "resolve_device",

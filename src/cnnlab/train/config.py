@@ -14,6 +14,7 @@ class TrainConfig:
     recipe: str = "default"  # the recipe these values came from ("default", "course"), for the record
     dataset: str = "mnist"  # only MNIST for now
     epochs: int = 15  # passes over the training split (ignored when time_budget is set)
+    steps: int = 0  # optimiser steps for the whole run, the last epoch then partial; 0 = use epochs
     time_budget: float = 0.0  # seconds of wall time for the whole run; the step count is planned to fit; 0 = use epochs
     batch_size: int = 128  # images per optimiser step
     optimizer: str = "sgd"  # "sgd" or "adamw"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,14 @@ from tqdm import tqdm
 from cnnlab.data import MNIST, load_mnist
 from cnnlab.data.batching import InMemoryLoader, normalize, random_affine
 from cnnlab.models import count_parameters, create_model
-from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.train import distributed
+from cnnlab.train.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.distributed import SINGLE, World, all_reduce_min, all_reduce_sum
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 from cnnlab.train.plan import BudgetPlan, Plan
 from cnnlab.train.runtime import autocast, autocast_dtype, configure, resolve_device
-from cnnlab.train.rundir import append_metrics, make_run_dir, plot_curves, write_json
+from cnnlab.train.rundir import RunDirLock, append_metrics, make_run_dir, plot_curves, write_json, write_metrics
 
 
 @dataclass
@@ -53,11 +56,17 @@ def make_splits(data: MNIST, val_size: int, device: torch.device) -> Splits:
     )
 
 
-def prepare_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 batch -> normalised float batch, augmented when a generator is given."""
+def prepare_batch(
+    images: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator | None = None,
+    rows: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """uint8 batch -> normalised float batch, augmented when a generator is given. `rows=(first, total)`:
+    the batch is this process's part of a global batch of `total` (see random_affine)."""
     augment = None
     if generator is not None and (cfg.max_shift or cfg.max_rotate or cfg.max_scale):
-        augment = lambda x: random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale)  # noqa: E731
+        augment = lambda x: random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale, rows)  # noqa: E731
     x = normalize(images, augment=augment)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -117,46 +126,79 @@ def train_one_epoch(
     epoch: int = 1,
     amp_dtype: torch.dtype | None = None,
     grad_recorder: GradNormRecorder | None = None,
+    world: World = SINGLE,
 ) -> tuple[float, float, int]:
     """One pass over the training split, or the part of it the plan gives epoch `epoch`.
 
-    Returns (mean loss, accuracy, steps taken). Syncs with the host only every cfg.log_every steps,
-    to update the progress bar (and once more when a time budget times its first steps).
+    Returns (mean loss, accuracy, steps taken), over all processes of a data-parallel run. Syncs with
+    the host only every cfg.log_every steps, to update the progress bar and to stop at a loss that is
+    no longer finite (naming the first such step), and once more when a time budget times its first steps.
     """
     plan = plan or Plan(len(loader), epoch)  # without a plan: the whole pass
     model.train()
     device = loader.images.device
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    no_bad_step = torch.iinfo(torch.int64).max
+    first_bad = torch.full((), no_bad_step, dtype=torch.int64, device=device)
     seen = steps = 0
     first_step = (epoch - 1) * len(loader)
+    # This process's part of each global batch, and the weight that makes DDP's mean of the per-process
+    # gradients the gradient of the whole batch when the parts differ in size (1 when they do not).
+    first_row, part_rows = loader.part or (0, loader.batch_size)
+    weight = part_rows * world.world_size / loader.batch_size
+    rows = (first_row, loader.batch_size)
+
+    def check_finite() -> None:
+        bad = all_reduce_min(first_bad.clone(), world).item()
+        if bad != no_bad_step:
+            raise NonFiniteLoss(epoch, bad, cfg.lr)
+
     for images, labels in loader:
         if steps >= plan.steps_in_epoch(epoch):
             break
-        x = prepare_batch(images, cfg, generator)
+        x = prepare_batch(images, cfg, generator, rows)
         with autocast(device, amp_dtype):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if weight == 1 else loss * weight).backward()
         if grad_recorder is not None:
             grad_recorder.step()
         optimizer.step()
         schedule.step()
-        loss_sum += loss.detach() * len(labels)
+        steps += 1
+        loss = loss.detach()
+        first_bad = torch.where(torch.isfinite(loss) | (first_bad != no_bad_step), first_bad, first_step + steps)
+        loss_sum += loss * len(labels)
         correct += (logits.detach().argmax(1) == labels).sum()
         seen += len(labels)
-        steps += 1
         plan.after_step(first_step + steps, sync)
+        if steps % cfg.log_every == 0:
+            check_finite()
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", refresh=False)
         if bar is not None:
             bar.total = plan.steps_in_epoch(epoch)  # a time budget may revise it
             bar.update(1)
-            if steps % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", refresh=False)
-    if seen == 0:
+    if steps == 0:
         raise ValueError("the training split is smaller than one batch")
-    return loss_sum.item() / seen, correct.item() / seen, steps
+    check_finite()
+    totals = all_reduce_sum(torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64, device=device)]), world)
+    loss_total, correct_total, seen_total = totals.tolist()
+    return loss_total / seen_total, correct_total / seen_total, steps
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and the run's step."""
+
+    def __init__(self, epoch: int, step: int, lr: float) -> None:
+        super().__init__(
+            f"the training loss stopped being a finite number at step {step} (epoch {epoch}); "
+            f"training stopped and the checkpoints of earlier epochs are kept. Try a lower --lr (now {lr})"
+        )
+        self.epoch, self.step = epoch, step
 
 
 @torch.no_grad()
@@ -172,14 +214,22 @@ def predict_logits(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> tuple[float, float]:
-    """(cross-entropy loss, accuracy) on a split; NaNs for an empty split."""
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, world: World = SINGLE
+) -> tuple[float, float]:
+    """(cross-entropy loss, accuracy) on a split; NaNs for an empty split. In a data-parallel run each
+    process evaluates its part of the split and the sums are added up over all of them."""
     if len(images) == 0:
         return float("nan"), float("nan")
-    logits = predict_logits(model, images, cfg)
-    loss = F.cross_entropy(logits, labels).item()
-    acc = (logits.argmax(1) == labels).float().mean().item()
-    return loss, acc
+    part = world.split_part(len(images))
+    logits = predict_logits(model, images[part], cfg)
+    sums = torch.stack([
+        F.cross_entropy(logits, labels[part], reduction="sum").double(),
+        (logits.argmax(1) == labels[part]).sum().double(),
+        torch.tensor(float(len(logits)), dtype=torch.float64, device=logits.device),
+    ])
+    loss_sum, correct, n = all_reduce_sum(sums, world).tolist()
+    return loss_sum / n, correct / n
 
 
 @dataclass
@@ -197,9 +247,10 @@ class RunResult:
     final_test_acc: float
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    network: nn.Module | None = field(default=None, repr=False)  # the trained model (last epoch), for library users
 
     def summary(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "history"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("history", "network")}
         d["run_dir"] = str(self.run_dir)
         return d
 
@@ -210,35 +261,108 @@ def fit(
     out_root: str | Path = "runs",
     progress: bool = True,
 ) -> RunResult:
-    """Train cfg.model under cfg, write the run directory, and return the result.
+    """Train cfg.model under cfg, write a new run directory under out_root, and return the result.
 
     The test set is evaluated after every epoch for the record, but the reported model (best.pt) is
-    the epoch with the best validation accuracy: the test set never chooses anything.
+    the epoch with the best validation accuracy: the test set never chooses anything. Started by
+    torchrun, every process calls this and the run is data-parallel (see train/distributed.py).
     """
+    return _run(cfg, data, progress, out_root=Path(out_root))
+
+
+def resume(
+    run_dir: str | Path,
+    data: MNIST | None = None,
+    progress: bool = True,
+    device: str | None = None,
+    threads: int | None = None,
+    data_dir: str | None = None,
+) -> RunResult:
+    """Continue the run in run_dir from its last.pt (the end of its last finished epoch), with the settings
+    it was started with. A CPU run that is resumed ends with the same weights, bit for bit, as one that never
+    stopped; a run may be resumed by a different number of processes. A time-budget run resumes to the
+    step count it had planned. Only where it runs (device, threads, data directory) may change."""
+    run_dir = checkpoint_dir(run_dir)
+    last = run_dir / "last.pt"
+    if not last.exists():
+        raise CheckpointError(f"{run_dir} has no last.pt to resume from (is it a cnnlab run directory?)")
+    state = load_checkpoint(last)
+    missing = [k for k in _RESUME_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{last} was written by an older cnnlab and cannot be resumed (no {', '.join(missing)})")
+    cfg = TrainConfig.from_dict(state["config"])
+    changes = {k: v for k, v in dict(device=device, threads=threads, data_dir=data_dir).items() if v is not None}
+    return _run(replace(cfg, **changes), data, progress, run_dir=run_dir, state=state)
+
+
+_RESUME_KEYS = ("optimizer_state", "schedule_state", "rng", "steps", "history", "best")
+
+
+def _run(
+    cfg: TrainConfig,
+    data: MNIST | None,
+    progress: bool,
+    out_root: Path | None = None,
+    run_dir: Path | None = None,
+    state: dict[str, Any] | None = None,
+) -> RunResult:
+    with contextlib.ExitStack() as cleanup:
+        return _train(cfg, data, progress, cleanup, out_root, run_dir, state)
+
+
+def _train(
+    cfg: TrainConfig,
+    data: MNIST | None,
+    progress: bool,
+    cleanup: contextlib.ExitStack,
+    out_root: Path | None,
+    run_dir: Path | None,
+    state: dict[str, Any] | None,
+) -> RunResult:
     t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
+    world, device = distributed.init(resolve_device(cfg.device))
+    main = world.is_main
+    if state is not None and main:  # before touching anything: the run may still be going
+        assert run_dir is not None
+        cleanup.callback(RunDirLock(run_dir).release)
     configure(device, cfg.threads)
     amp_dtype = autocast_dtype(device, cfg.amp)
     if data is None:
-        data = load_mnist(cfg.data_dir, progress=progress)
+        with distributed.local_main_first(world):  # one fetch into each machine's cache
+            data = load_mnist(cfg.data_dir, progress=progress and main)
     splits = make_splits(data, cfg.val_size, device)
 
     torch.manual_seed(cfg.seed)
     in_channels = 1 if splits.train_x.dim() == 3 else splits.train_x.shape[1]
     model_kwargs = dict(in_channels=in_channels, num_classes=10, image_size=int(splits.train_x.shape[-1]))
     model = create_model(cfg.model, **model_kwargs)
+    if state is not None:
+        model.load_state_dict(state["model_state"])
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_params = count_parameters(model)
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    loader = InMemoryLoader(splits.train_x, splits.train_y, cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
+    part = world.batch_part(cfg.batch_size) if world.distributed else None
+    loader = InMemoryLoader(
+        splits.train_x, splits.train_y, cfg.batch_size, shuffle=True, drop_last=True, generator=gen, part=part
+    )
     if len(loader) == 0:
         raise ValueError(f"the training split ({len(splits.train_x)} images) is smaller than one batch ({cfg.batch_size})")
-    if cfg.time_budget > 0:
+    if state is not None:
+        if state.get("steps_per_epoch", len(loader)) != len(loader):
+            raise CheckpointError(
+                f"the run trained on {state['steps_per_epoch']} batches per epoch, but this data set gives "
+                f"{len(loader)}: it can only be resumed on the data it started with"
+            )
+        plan = Plan(len(loader), total_steps=state["total_steps"])
+    elif cfg.time_budget > 0:
         eval_images = len(splits.val_x) + len(splits.test_x)
-        plan: Plan = BudgetPlan(len(loader), cfg.batch_size, cfg.time_budget, t_start, eval_images)
+        plan = BudgetPlan(len(loader), cfg.batch_size, cfg.time_budget, t_start, eval_images)
+        plan.agree = lambda n: distributed.broadcast_object(n, world)  # rank 0's clock decides
+    elif cfg.steps > 0:
+        plan = Plan(len(loader), total_steps=cfg.steps)
     else:
         plan = Plan(len(loader), cfg.epochs)
     optimizer = build_optimizer(model, cfg)
@@ -250,32 +374,49 @@ def fit(
             raise ValueError(f"recording branch gradients needs a model with Inception blocks; {cfg.model} has none")
         recorder = GradNormRecorder(groups)
     branch_grads: list[dict[str, Any]] = []
-
-    run_dir = make_run_dir(out_root, cfg.model)
-    write_json(run_dir / "config.json", cfg.to_dict())
+    ddp_model = distributed.wrap(model, world, device)
 
     history: list[dict[str, Any]] = []
-    best_val, best_epoch, best_test = -1.0, 0, float("nan")
-    has_val = cfg.val_size > 0
+    best = {"val": -1.0, "epoch": 0, "test": float("nan")}
     epoch = steps_done = 0
+    elapsed_before = 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer_state"])
+        schedule.load_state_dict(state["schedule_state"])
+        gen.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        epoch, steps_done = state["epoch"], state["steps"]
+        history, best = list(state["history"]), dict(state["best"])
+        branch_grads = list(state.get("branch_grads", []))
+        elapsed_before = history[-1]["elapsed"] if history else 0.0
+        if main:
+            assert run_dir is not None
+            for tmp in run_dir.glob(".*.tmp"):  # what a killed run was writing when it stopped
+                tmp.unlink(missing_ok=True)
+            write_metrics(run_dir / "metrics.csv", history)  # drops rows written after the checkpoint
+    elif main:
+        assert out_root is not None
+        run_dir = make_run_dir(out_root, cfg.model)
+        cleanup.callback(RunDirLock(run_dir).release)
+        write_json(run_dir / "config.json", cfg.to_dict())
+    run_dir = Path(distributed.broadcast_object(str(run_dir), world))
+
+    has_val = cfg.val_size > 0
+    show = progress and main
     while epoch < plan.epochs:
         epoch += 1
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        of = "?" if cfg.time_budget > 0 else str(plan.epochs)
-        bar = tqdm(total=plan.steps_in_epoch(epoch), desc=f"{cfg.model} {epoch}/{of}", leave=False, disable=not progress, unit="step")
+        of = "?" if cfg.time_budget > 0 and state is None else str(plan.epochs)
+        bar = tqdm(total=plan.steps_in_epoch(epoch), desc=f"{cfg.model} {epoch}/{of}", leave=False, disable=not show, unit="step")
         train_loss, train_acc, steps = train_one_epoch(
-            model, loader, optimizer, schedule, cfg, gen, bar, plan, epoch, amp_dtype, recorder
+            ddp_model, loader, optimizer, schedule, cfg, gen, bar, plan, epoch, amp_dtype, recorder, world
         )
         bar.close()
         steps_done += steps
         train_seconds = time.perf_counter() - t0
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {cfg.lr})"
-            )
-        val_loss, val_acc = evaluate(model, splits.val_x, splits.val_y, cfg)
-        test_loss, test_acc = evaluate(model, splits.test_x, splits.test_y, cfg)
+        val_loss, val_acc = evaluate(model, splits.val_x, splits.val_y, cfg, world)
+        test_loss, test_acc = evaluate(model, splits.test_x, splits.test_y, cfg, world)
         plan.after_epoch(epoch, steps_done, train_seconds, time.perf_counter() - t0 - train_seconds)
         row = dict(
             epoch=epoch,
@@ -288,25 +429,35 @@ def fit(
             test_acc=test_acc,
             lr=lr,
             seconds=time.perf_counter() - t0,
-            elapsed=time.perf_counter() - t_start,
+            elapsed=elapsed_before + time.perf_counter() - t_start,
             time=time.time(),
         )
         history.append(row)
-        append_metrics(run_dir / "metrics.csv", row)
         if recorder is not None:
             branch_grads.append({"epoch": epoch, "steps": recorder.steps, "mean_squared_norm": recorder.mean()})
             recorder.reset()
-            write_json(run_dir / "branch_grads.json", {"model": cfg.model, "epochs": branch_grads})
-
         # Selection: best validation accuracy, ties to the later (longer-trained) epoch; without a
         # validation split (the course), the last epoch.
         score = val_acc if has_val else float(epoch)
-        state = _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch, row, plan)
-        if score >= best_val:
-            best_val, best_epoch, best_test = score, epoch, test_acc
-            save_checkpoint(run_dir / "best.pt", state)
-        save_checkpoint(run_dir / "last.pt", state)
-        if progress:
+        is_best = score >= best["val"]
+        if is_best:
+            best = {"val": score, "epoch": epoch, "test": test_acc}
+        if not main:
+            continue
+        # The order matters for a run killed in between: resume starts from last.pt and rewrites
+        # metrics.csv from it, so last.pt is written last.
+        append_metrics(run_dir / "metrics.csv", row)
+        if recorder is not None:
+            write_json(run_dir / "branch_grads.json", {"model": cfg.model, "epochs": branch_grads})
+        ckpt = _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch, row, plan)
+        ckpt.update(
+            steps=steps_done, steps_per_epoch=len(loader), history=history, best=best, branch_grads=branch_grads,
+            world_size=world.world_size,
+        )
+        if is_best:
+            save_checkpoint(run_dir / "best.pt", ckpt)
+        save_checkpoint(run_dir / "last.pt", ckpt)
+        if show:
             v = f"val {100 * val_acc:.2f}%  " if has_val else ""
             if cfg.time_budget > 0:
                 of = f"{steps_done / len(loader):.2f}/{plan.total_steps / len(loader):.2f}"
@@ -325,18 +476,20 @@ def fit(
         recipe=cfg.recipe,
         parameters=n_params,
         epochs=epoch,
-        best_epoch=best_epoch,
-        best_val_acc=best_val if has_val else float("nan"),
-        test_acc=best_test,
+        best_epoch=best["epoch"],
+        best_val_acc=best["val"] if has_val else float("nan"),
+        test_acc=best["test"],
         final_test_acc=history[-1]["test_acc"],
-        train_seconds=time.perf_counter() - t_start,
+        train_seconds=elapsed_before + time.perf_counter() - t_start,
         history=history,
+        network=model,
     )
-    write_json(run_dir / "summary.json", _json_safe(result.summary()))
-    note = ", ".join(
-        n for n, on in (("augmented", cfg.max_shift or cfg.max_rotate or cfg.max_scale), ("label-smoothed loss", cfg.label_smoothing)) if on
-    )
-    plot_curves(history_as_floats(history), run_dir / "curves.png", f"{cfg.model} ({cfg.recipe} recipe)", note)
+    if main:
+        write_json(run_dir / "summary.json", _json_safe(result.summary()))
+        note = ", ".join(
+            n for n, on in (("augmented", cfg.max_shift or cfg.max_rotate or cfg.max_scale), ("label-smoothed loss", cfg.label_smoothing)) if on
+        )
+        plot_curves(history_as_floats(history), run_dir / "curves.png", f"{cfg.model} ({cfg.recipe} recipe)", note)
     return result
 
 

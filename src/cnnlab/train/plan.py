@@ -23,13 +23,16 @@ _RESERVE_SECONDS = 1.0
 
 
 class Plan:
-    """A fixed number of steps: `epochs` full passes of `steps_per_epoch` steps."""
+    """A fixed number of steps: `epochs` full passes of `steps_per_epoch` steps, or `total_steps` exactly
+    (the last epoch then a partial pass)."""
 
-    def __init__(self, steps_per_epoch: int, epochs: int) -> None:
+    def __init__(self, steps_per_epoch: int, epochs: int = 1, total_steps: int | None = None) -> None:
         if steps_per_epoch < 1:
             raise ValueError("the training split is smaller than one batch")
         self.steps_per_epoch = steps_per_epoch
-        self.total_steps = steps_per_epoch * epochs
+        self.total_steps = steps_per_epoch * epochs if total_steps is None else total_steps
+        # Makes every process of a data-parallel run take rank 0's step count (identity in one process).
+        self.agree: Callable[[int], int] = lambda n: n
 
     @property
     def epochs(self) -> int:
@@ -116,4 +119,4 @@ class BudgetPlan(Plan):
             best = n
             if n < k * size:
                 break
-        self.total_steps = best
+        self.total_steps = self.agree(best)

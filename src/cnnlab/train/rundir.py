@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,38 @@ METRIC_FIELDS = [
     "elapsed",  # since training began
     "time",  # wall clock at the row's end, Unix seconds (to line runs up with other processes)
 ]
+
+
+class RunDirBusy(Exception):
+    """Another process is training in this run directory."""
+
+
+class RunDirLock:
+    """An exclusive lock on a run directory (its .lock file) for as long as a process trains in it, so that
+    `--resume` cannot start while the run it would continue is still going. The operating system drops the
+    lock when the process ends, however it ends, so a killed run leaves nothing to clean up."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._file = open(self.path, "a+")
+        try:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not a POSIX system: no lock
+            pass
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise RunDirBusy(f"{run_dir} is in use: {holder} is training in it") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"process {os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        self._file.close()
 
 
 def make_run_dir(root: str | Path, model: str) -> Path:
@@ -56,6 +89,15 @@ def append_metrics(path: str | Path, row: dict[str, Any]) -> None:
         if new:
             w.writeheader()
         w.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
+
+
+def write_metrics(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write metrics.csv anew, atomically (a resumed run drops rows written after its last checkpoint)."""
+    with atomic_writer(path, "w", perms=0o644) as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, lineterminator="\r\n")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:

@@ -1,0 +1,175 @@
+"""Data-parallel training on torch.distributed (gloo on 127.0.0.1): the batch split, the processes agreeing
+with each other and with one process, resuming on another number of processes, and a rank that dies."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+import torch
+
+from cnnlab.data.batching import InMemoryLoader, random_affine
+from cnnlab.train.distributed import World, world_from_env
+
+
+@pytest.mark.parametrize("batch,n", [(64, 2), (63, 2), (10, 3), (7, 7), (128, 5)])
+def test_a_global_batch_is_cut_into_contiguous_parts_differing_by_at_most_one(batch, n):
+    parts = [World(r, n).batch_part(batch) for r in range(n)]
+    assert parts[0][0] == 0
+    assert all(a[0] + a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    assert sum(c for _, c in parts) == batch
+    assert max(c for _, c in parts) - min(c for _, c in parts) <= 1
+    slices = [World(r, n).split_part(batch) for r in range(n)]
+    assert [i for s in slices for i in range(batch)[s]] == list(range(batch))
+
+
+def test_a_batch_smaller_than_the_world_is_refused():
+    with pytest.raises(ValueError, match="cannot be split among 4 processes"):
+        World(0, 4).batch_part(3)
+
+
+def test_world_comes_from_torchrun_environment(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert world_from_env() == World(0, 1, 0) and not world_from_env().distributed
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    w = world_from_env()
+    assert (w.rank, w.world_size, w.local_rank, w.is_main, w.distributed) == (3, 4, 1, False, True)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="not within WORLD_SIZE"):
+        world_from_env()
+
+
+def test_the_parts_of_every_rank_make_up_the_one_process_batch_and_its_augmentation():
+    images = torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(100)
+
+    def batches(part):
+        g = torch.Generator().manual_seed(5)
+        loader = InMemoryLoader(images, labels, 30, shuffle=True, drop_last=True, generator=g, part=part)
+        out = []
+        for _ in range(2):  # two epochs: the permutations must stay in step too
+            for x, y in loader:
+                first, total = (part[0], 30) if part else (0, 30)
+                aug = random_affine(x.float().unsqueeze(1) / 255, g, 2.0, 10.0, 0.1, rows=(first, total))
+                out.append((y, aug))
+        return out
+
+    whole = batches(None)
+    parts = [batches(World(r, 3).batch_part(30)) for r in range(3)]
+    for i, (y, aug) in enumerate(whole):
+        assert torch.equal(torch.cat([p[i][0] for p in parts]), y)
+        assert torch.equal(torch.cat([p[i][1] for p in parts]), aug)
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)
+
+
+def _max_diff(a, b):
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [64, 63])  # 63: parts of 32 and 31 images, the loss weighted by each share
+def test_two_processes_agree_exactly_and_match_one_process(procs, tmp_path, batch):
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir(), one.mkdir()
+    procs.run(procs.command(2, ["fit", str(two), "--batch-size", str(batch)]))
+    procs.run(procs.command(1, ["fit", str(one), "--batch-size", str(batch)]))
+    r0, r1, single = _weights(two / "rank0.pt"), _weights(two / "rank1.pt"), _weights(one / "rank0.pt")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0), "the two ranks ended with different weights"
+    assert _max_diff(r0, single) < 1e-5
+    # and the run did move the weights: the comparison is not of two untrained models
+    torch.manual_seed(7)
+    from cnnlab.models import create_model
+
+    assert _max_diff(create_model("basic_cnn").state_dict(), single) > 1e-2
+    runs = list(two.glob("*-basic_cnn"))
+    assert len(runs) == 1 and (runs[0] / "last.pt").exists(), "rank 0 alone writes one run directory"
+
+
+@pytest.mark.slow
+def test_a_run_of_two_processes_killed_midway_resumes_on_one_and_ends_where_an_unbroken_run_does(procs, tmp_path):
+    # Big enough that an epoch takes about a second, so the kill lands well before the last one.
+    args = ["--epochs", "4", "--images", "6000"]
+    broken, whole = tmp_path / "broken", tmp_path / "whole"
+    broken.mkdir(), whole.mkdir()
+    p = procs.start(procs.command(2, ["fit", str(broken), *args]), log=tmp_path / "broken.log")
+    procs.kill_when(p, lambda: any(broken.glob("*/last.pt")))
+    (run_dir,) = broken.glob("*-basic_cnn")
+    stopped_at = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]
+    assert stopped_at < 4
+    procs.run(procs.command(1, ["resume", str(broken), str(run_dir), *args]))
+    procs.run(procs.command(1, ["fit", str(whole), *args]))
+    assert _max_diff(_weights(broken / "rank0.pt"), _weights(whole / "rank0.pt")) < 1e-5
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["epoch"] == 4 and state["world_size"] == 1
+    assert [r["epoch"] for r in state["history"]] == [1, 2, 3, 4]
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 5  # header + 4 epochs, none twice
+
+
+@pytest.mark.slow
+def test_the_readme_torchrun_command_trains_on_real_mnist_like_one_process(procs, tmp_path, real_mnist):
+    argv = ["train", "--model", "basic_cnn", "--steps", "10", "--no-progress"]
+    two = procs.run(procs.command(2, [*argv, "--out", str(tmp_path / "two")], module=True))
+    procs.run(procs.command(1, [*argv, "--out", str(tmp_path / "one")], module=True))
+    assert two.stdout.count("in 2 processes") == 1, two.stdout  # rank 0 alone speaks
+    (a,), (b,) = (tmp_path / "two").glob("*/last.pt"), (tmp_path / "one").glob("*/last.pt")
+    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert sa["steps"] == sb["steps"] == 10
+    assert _max_diff(sa["model_state"], sb["model_state"]) < 1e-5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_when_a_rank_dies_the_other_stops_with_a_clear_error(procs, tmp_path, real_mnist):
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2", "CNNLAB_DIST_TIMEOUT": "60"}
+    cmd = procs.command(1, ["train", "--model", "basic_cnn", "--epochs", "5", "--no-progress", "--out", str(tmp_path)], module=True)
+    rank0 = procs.start(cmd, env={**env, "RANK": "0", "LOCAL_RANK": "0"}, log=tmp_path / "rank0.log")
+    rank1 = procs.start(cmd, env={**env, "RANK": "1", "LOCAL_RANK": "1"}, log=tmp_path / "rank1.log")
+    procs.kill_when(rank1, lambda: any(tmp_path.glob("*/config.json")), poll=0.05)  # training has begun
+    t = time.monotonic()
+    rank0.wait(timeout=90)
+    waited = time.monotonic() - t
+    log = (tmp_path / "rank0.log").read_text()
+    assert rank0.returncode == 1, log
+    assert "error: lost contact with another training process" in log and "Traceback" not in log, log
+    assert waited < 60
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_dead_worker_ends_the_whole_run(procs, tmp_path):
+    p = procs.start(procs.command(2, ["fit", str(tmp_path), "--epochs", "50", "--images", "6000"]), log=tmp_path / "log")
+
+    def rank1_pid():
+        for pid in procs.descendants(p.pid):
+            try:
+                env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"RANK=1" in env:
+                return pid
+        return None
+
+    end = time.monotonic() + 120
+    while not any(tmp_path.glob("*/config.json")):
+        assert time.monotonic() < end and p.poll() is None
+        time.sleep(0.05)
+    pid = rank1_pid()
+    assert pid is not None
+    os.kill(pid, 9)
+    t = time.monotonic()
+    p.wait(timeout=120)
+    assert p.returncode != 0
+    assert time.monotonic() - t < 60
