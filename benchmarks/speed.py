@@ -50,6 +50,8 @@ from cnnlab.models import create_model  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 from cnnlab.train import make_config  # noqa: E402
 from cnnlab.train.loop import build_optimizer, build_schedule, train_one_epoch  # noqa: E402
+from cnnlab.train import distributed  # noqa: E402
+from cnnlab.train.distributed import SINGLE, World  # noqa: E402
 from cnnlab.train.plan import Plan  # noqa: E402
 from cnnlab.train.runtime import autocast_dtype, configure  # noqa: E402
 
@@ -165,9 +167,10 @@ def step_flops(model_name: str, batch: int = 64) -> float:
     return counter.get_total_flops() / batch
 
 
-def _training_steps(model_name: str, data, device: str = "cpu", **overrides):
+def _training_steps(model_name: str, data, device: str = "cpu", world: World = SINGLE, **overrides):
     """cnnlab's training step on real batches, set up as fit() sets it up (the default recipe, with
-    `overrides`); returns run(steps) -> images trained on."""
+    `overrides`; in a data-parallel `world`, DDP and this rank's part of each batch); returns
+    run(steps) -> images trained on by all ranks together."""
     cfg = make_config(model_name, device=device, **overrides)
     dev = torch.device(device)
     configure(dev)
@@ -176,17 +179,19 @@ def _training_steps(model_name: str, data, device: str = "cpu", **overrides):
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     gen = torch.Generator(device=dev).manual_seed(0)
+    part = world.batch_part(cfg.batch_size) if world.distributed else None
     loader = InMemoryLoader(data.train_images.to(dev), data.train_labels.to(dev), cfg.batch_size, shuffle=True,
-                            drop_last=True, generator=gen)
+                            drop_last=True, generator=gen, part=part)
     plan = Plan(len(loader), 1)
     optimizer = build_optimizer(model, cfg)
     schedule = build_schedule(optimizer, cfg, plan)
     amp_dtype = autocast_dtype(dev, cfg.amp)
+    ddp_model = distributed.wrap(model, world, dev)
 
     def run(steps: int) -> int:
         plan.total_steps = steps
-        _, _, n = train_one_epoch(model, loader, optimizer, schedule, cfg, gen, plan=plan, amp_dtype=amp_dtype)
-        return n * cfg.batch_size  # train_one_epoch ends with a host sync, so the work is done
+        _, _, n = train_one_epoch(ddp_model, loader, optimizer, schedule, cfg, gen, plan=plan, amp_dtype=amp_dtype, world=world)
+        return n * cfg.batch_size  # train_one_epoch ends with a host sync (an all-reduce across ranks)
 
     return run
 

@@ -52,3 +52,41 @@ def trained_inception(real_mnist, tmp_path_factory):
     result = fit(cfg, real_mnist, out_root=tmp_path_factory.mktemp("runs"), progress=False)
     assert result.test_acc > 0.97, result.test_acc
     return result.run_dir
+
+
+# ---- the reliability record: what each fault test tried and what happened, for docs/reliability.md ------
+
+_RECORDS: list[dict] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reliability-log", metavar="PATH",
+        help="write what the fault tests tried and saw (JSON), for docs/reliability.py to render",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # every test that reports to the record is a reliability test: `-m reliability` picks them
+        if "reliability" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reliability)
+
+
+@pytest.fixture
+def reliability(request):
+    """record(fault, case, count, outcome): called by a fault test once its assertions have passed, so a
+    record exists only for what was tried and behaved as stated."""
+
+    def record(fault: str, case: str, count: int, outcome: str) -> None:
+        _RECORDS.append({"fault": fault, "case": case, "count": int(count), "outcome": outcome, "test": request.node.nodeid})
+
+    return record
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--reliability-log", default=None)
+    if path:
+        import json
+
+        with open(path, "w") as f:
+            json.dump({"exitstatus": int(exitstatus), "records": _RECORDS}, f, indent=1)

@@ -152,10 +152,11 @@ def no_pip() -> Callable[[Path, float], Path]:
 def _files_under(path: Path) -> list[str]:
     if not path.exists():
         return []
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != ".lock")
 
 
 @pytest.fixture
 def files_under() -> Callable[[Path], list[str]]:
-    """Lists every file below a path (hidden .part files included), relative and sorted; [] if it is absent."""
+    """Lists every file below a path (hidden temporary files included; not the empty .lock file that keeps two
+    processes from fetching into one cache at once), relative and sorted; [] if it is absent."""
     return _files_under

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import resource
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,3 +145,88 @@ def test_bad_cached_file_is_replaced_from_the_next_source(
     assert f"t10k-images-idx3-ubyte from cache {cache}" in m.source
     _assert_same(m, first_load.mnist)
     assert hashlib.sha256((cache / TRAIN_LABELS.name).read_bytes()).hexdigest() == TRAIN_LABELS.sha256
+
+
+# ---- faults: processes racing for one cache, a cache that cannot be written ---------------------------------
+
+_CHILD = """
+import sys
+from cnnlab.data import load_mnist
+m = load_mnist(cache_dir=sys.argv[1], mirrors=[sys.argv[2]], pip_download=None, progress=True)
+print("source:", m.source, int(m.train_labels.sum()), int(m.test_labels.sum()))
+"""
+
+
+def _load_in_child(cache: Path, url: str, preexec=None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-c", _CHILD, str(cache), url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=preexec,
+    )
+
+
+def _label_sums(m: MNIST) -> str:
+    return f"{int(m.train_labels.sum())} {int(m.test_labels.sum())}"
+
+
+def test_two_processes_fetching_into_one_empty_cache_both_succeed_and_it_is_fetched_once(
+    first_load: FirstLoad, gz_files: dict[str, bytes], http_server, tmp_path: Path, files_under: Callable, reliability
+) -> None:
+    for name, body in gz_files.items():
+        http_server.serve(name, body=body, delay=0.3)  # slow enough that the two surely overlap
+    children = [_load_in_child(tmp_path, http_server.url) for _ in range(2)]
+    results = [c.communicate(timeout=300) for c in children]
+    assert [c.returncode for c in children] == [0, 0], results
+    sources = sorted(out.split("source: ", 1)[1] for out, _ in results)
+    assert all(s.endswith(_label_sums(first_load.mnist) + "\n") for s in sources), sources
+    assert sources[0].startswith("cache ") and sources[1].startswith("mirror "), sources  # one waited, then read the cache
+    assert any("waiting for process" in err for _, err in results)
+    assert sorted(http_server.requests) == sorted(gz_files), http_server.requests  # each file fetched once
+    assert files_under(tmp_path) == sorted(f"mnist/{spec.name}" for spec in MNIST_FILES)
+    for spec in MNIST_FILES:
+        assert hashlib.sha256((tmp_path / "mnist" / spec.name).read_bytes()).hexdigest() == spec.sha256
+    reliability("data cache", "2 processes fetch MNIST into one empty cache at once", 1,
+                "both loaded the verified set; each file downloaded once (the second waited on the lock, then read the cache)")
+
+
+# Root ignores file modes: the read-only case runs its child without the capabilities that let it.
+_NO_OVERRIDE = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search") if os.getuid() == 0 else ()
+
+
+def _file_size_limit() -> None:  # writes past 1 MB fail with EFBIG, as on a full disk
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+def test_a_cache_that_cannot_be_written_says_so_and_keeps_no_partial_file(
+    first_load: FirstLoad, gz_files: dict[str, bytes], http_server, tmp_path: Path, files_under: Callable, fault, reliability
+) -> None:
+    for name, body in gz_files.items():
+        http_server.serve(name, body=body)
+    cache = tmp_path / "cache"
+    (cache / "mnist").mkdir(parents=True)
+    if fault == "read-only":
+        for d in (cache, cache / "mnist"):
+            d.chmod(0o555)
+    if fault == "read-only":
+        if _NO_OVERRIDE and not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv (util-linux): a read-only directory cannot be made")
+        child = _load_in_child(cache, http_server.url, prefix=_NO_OVERRIDE)
+    else:
+        child = _load_in_child(cache, http_server.url, _file_size_limit)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err
+    assert out.startswith(f"source: mirror {http_server.url}") and out.endswith(_label_sums(first_load.mnist) + "\n")
+    reason = "Permission denied" if fault == "read-only" else "File too large"
+    warning = [line for line in err.splitlines() if line.startswith("MNIST not cached: cannot write")]
+    assert warning and reason in warning[0] and "CNNLAB_CACHE" in warning[0], err
+    assert "Traceback" not in err
+    # No temporary or partial file is left; what did fit (the small label files, under the size limit) is whole.
+    specs = {spec.name: spec for spec in MNIST_FILES}
+    left = [Path(f).name for f in files_under(cache)]
+    assert all(name in specs for name in left), left
+    assert all(hashlib.sha256((cache / "mnist" / n).read_bytes()).hexdigest() == specs[n].sha256 for n in left)
+    assert len(left) == 4 - len(warning)
+    reliability("data cache", f"{fault} cache directory", 1,
+                f"data loaded from the mirror; one line per file not cached ('MNIST not cached: cannot write ...: {reason}');"
+                " no partial file left; files that fit are whole and verified")

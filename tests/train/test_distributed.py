@@ -173,3 +173,25 @@ def test_under_torchrun_a_dead_worker_ends_the_whole_run(procs, tmp_path):
     p.wait(timeout=120)
     assert p.returncode != 0
     assert time.monotonic() - t < 60
+
+
+@pytest.mark.slow
+def test_the_readme_two_machine_command_works_with_two_agents_on_this_host(procs, tmp_path, real_mnist):
+    # Two torchrun agents meeting at one rendezvous endpoint stand for two machines (the README's command
+    # with --nproc-per-node 1 and 127.0.0.1 for the first machine's name).
+    port = _free_port()
+    cmd = [
+        "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "cnnlab-test",
+        "-m", "cnnlab", "train", "--model", "basic_cnn", "--steps", "10", "--no-progress", "--out", str(tmp_path),
+    ]
+    import sys
+
+    agents = [procs.start([sys.executable, *cmd], log=tmp_path / f"node{i}.log") for i in range(2)]
+    for a in agents:
+        a.wait(timeout=240)
+    logs = [(tmp_path / f"node{i}.log").read_text() for i in range(2)]
+    assert [a.returncode for a in agents] == [0, 0], logs
+    assert sum(log.count("in 2 processes") for log in logs) == 1, logs
+    (last,) = tmp_path.glob("*/last.pt")
+    assert torch.load(last, weights_only=True)["world_size"] == 2

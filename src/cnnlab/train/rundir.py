@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from cnnlab.atomic import atomic_writer
+from cnnlab.locks import FileLock
 
 METRIC_FIELDS = [
     "epoch",
@@ -32,31 +32,16 @@ class RunDirBusy(Exception):
 
 
 class RunDirLock:
-    """An exclusive lock on a run directory (its .lock file) for as long as a process trains in it, so that
-    `--resume` cannot start while the run it would continue is still going. The operating system drops the
-    lock when the process ends, however it ends, so a killed run leaves nothing to clean up."""
+    """Held by the process training in a run directory (its .lock file), so that `--resume` cannot start
+    while the run it would continue is still going. A killed run's lock goes with its process."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / ".lock"
-        self._file = open(self.path, "a+")
-        try:
-            import fcntl
-
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # not a POSIX system: no lock
-            pass
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            raise RunDirBusy(f"{run_dir} is in use: {holder} is training in it") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"process {os.getpid()}\n")
-        self._file.flush()
+        self._lock = FileLock(Path(run_dir) / ".lock")
+        if not self._lock.acquire(blocking=False):
+            raise RunDirBusy(f"{run_dir} is in use: {self._lock.holder()} is training in it")
 
     def release(self) -> None:
-        self._file.close()
+        self._lock.release()
 
 
 def make_run_dir(root: str | Path, model: str) -> Path:
