@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.train import fit, make_config
+from cnnlab.train import fit, make_config, save_checkpoint
 
 
 def _run(capsys, *argv):
@@ -72,7 +72,7 @@ def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00" * 64)
     code, _, err = _run(capsys, "evaluate", str(bad))
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "not a readable cnnlab checkpoint" in err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "not a PyTorch checkpoint" in err
 
 
 def test_compare_of_a_directory_that_is_not_a_run(tmp_path, capsys):
@@ -113,8 +113,9 @@ def test_train_then_evaluate_on_real_mnist(real_mnist, tmp_path, capsys):
     assert len([ln for ln in out.splitlines() if "->" in ln]) >= 1
     # The checkpoint of another model does not load into this one.
     state = torch.load(run / "best.pt", weights_only=True)
+    state = {k: v for k, v in state.items() if k not in ("sha256", "format_version")}
     state["config"]["model"] = "resnet"
-    torch.save(state, tmp_path / "wrong.pt")
+    save_checkpoint(tmp_path / "wrong.pt", state)  # well-formed, so what refuses it is the weights' shapes
     code, _, err = _run(capsys, "evaluate", str(tmp_path / "wrong.pt"))
     assert code == 1 and "do not fit model 'resnet'" in err
 
@@ -145,7 +146,7 @@ def test_resume_with_settings_of_its_own_is_a_usage_error(flags, tmp_path, capsy
     assert code == 2 and "--resume continues a run with its own settings" in err and flags[0] in err
 
 
-def test_resume_of_what_is_not_a_run_or_a_run_in_use_is_one_line(tiny_mnist, tmp_path, capsys):
+def test_resume_of_what_is_not_a_run_or_a_run_in_use_is_one_line(tiny_mnist, tmp_path, capsys, reliability):
     code, _, err = _run(capsys, "train", "--resume", str(tmp_path))
     assert code == 1 and "has no last.pt to resume from" in err and len(err.strip().splitlines()) == 1
     from cnnlab.train.rundir import RunDirLock
@@ -159,6 +160,9 @@ def test_resume_of_what_is_not_a_run_or_a_run_in_use_is_one_line(tiny_mnist, tmp
         assert (run / "metrics.csv").read_bytes() == before
     finally:
         lock.release()
+    reliability("training", "--resume of a directory that is not a run, and of a run another process is training in", 2,
+                "one line each ('has no last.pt to resume from'; 'is in use: process N is training in it'), exit 1; "
+                "the running run's files untouched")
 
 
 @pytest.mark.slow
@@ -192,7 +196,7 @@ def test_predict_serve_export_with_a_bad_checkpoint_are_one_line(tmp_path, capsy
     for argv in (["predict", str(bad), "x.png"], ["serve", str(bad)], ["export", str(bad), "--format", "onnx"]):
         code, out, err = _run(capsys, *argv)
         assert code == 1, argv
-        assert len(err.strip().splitlines()) == 1 and "not a readable cnnlab checkpoint" in err
+        assert len(err.strip().splitlines()) == 1 and "not a PyTorch checkpoint" in err
 
 
 def test_analyze_cost_prints_the_lecture_example_and_writes_its_figure(tmp_path, capsys):
@@ -217,3 +221,52 @@ def test_report_from_given_runs_writes_every_section_and_figure(trained_resnet, 
     import re
 
     assert "gradient (training)" in text and re.search(r"\| incep1 +\| 5x5 +\|", text)
+
+
+def _usage_error_cases() -> list[list[str]]:
+    """Wrong arguments for every subcommand, read off the parser itself: an unknown flag, a missing
+    positional, and a bad value for every option that checks its value (a type or a list of choices)."""
+    import argparse
+
+    from cnnlab.cli import build_parser
+
+    def subparsers(p: argparse.ArgumentParser):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                yield from action.choices.items()
+
+    def commands(p, prefix):
+        subs = list(subparsers(p))
+        if not subs:
+            yield prefix, p
+        for name, sp in subs:
+            yield from commands(sp, [*prefix, name])
+
+    cases = []
+    for cmd, p in commands(build_parser(), []):
+        positionals = [a for a in p._actions if not a.option_strings and a.nargs != 0 and a.dest != "help"]
+        filler = ["x"] * sum(1 for a in positionals if a.nargs in (None, "+"))
+        cases.append([*cmd, *filler, "--no-such-flag"])
+        if any(a.required or a.nargs in (None, "+") for a in positionals):
+            cases.append(cmd)
+        for a in p._actions:
+            if a.option_strings and (a.type is not None or a.choices) and a.nargs != 0:
+                cases.append([*cmd, *filler, a.option_strings[-1], "-1x"])
+    return cases
+
+
+_USAGE_CASES = _usage_error_cases()
+
+
+def test_every_subcommand_given_wrong_arguments_exits_2_with_one_line(capsys, reliability):
+    commands = {tuple(c[:2]) if c[0] == "analyze" else (c[0],) for c in _USAGE_CASES}
+    assert {"train", "evaluate", "compare", "predict", "serve", "export", "report", "models"} <= {c[0] for c in commands}
+    for argv in _USAGE_CASES:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert e.value.code == 2, argv
+        assert len(err.strip().splitlines()) == 1 and "error" in err and "Traceback" not in err, (argv, err)
+    reliability("command line", f"wrong arguments to each of the {len(commands)} subcommands: an unknown flag, a missing "
+                "argument, a bad value for every option that checks one", len(_USAGE_CASES),
+                "exit status 2 and one line naming the problem, every time")

@@ -109,7 +109,7 @@ def _right_size_wrong_content(spec: OfficialFile) -> bytes:
     ids=["corrupt", "not-gzip", "404", "truncated", "slow"],
 )
 def test_bad_mirror_is_reported_and_leaves_nothing(
-    http_server, tmp_path: Path, no_pip: Callable, files_under: Callable, route: dict, fragment: str
+    http_server, tmp_path: Path, no_pip: Callable, files_under: Callable, route: dict, fragment: str, reliability
 ) -> None:
     for spec in MNIST_FILES:
         if route.get("body") == "right size, wrong content":
@@ -123,6 +123,8 @@ def test_bad_mirror_is_reported_and_leaves_nothing(
     assert fragment in mirror_line, message
     assert files_under(tmp_path) == []  # no partial, corrupt or temporary file in the cache
     assert time.monotonic() - start < 10 * SHORT
+    reliability("data sources", "a mirror serving wrong content, not gzip, 404, a body cut short, or nothing in time", 1,
+                "the mirror named with the reason; nothing written to the cache; the slow one given up on in time")
 
 
 def test_corrupt_file_is_named_among_good_answers(http_server, tmp_path: Path, no_pip: Callable) -> None:

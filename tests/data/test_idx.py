@@ -62,10 +62,12 @@ def test_parse_of_bytearray_is_writable_and_shares_memory() -> None:
     ],
     ids=["empty", "short-magic", "bad-magic", "bad-type", "short-header", "truncated-data", "trailing-data"],
 )
-def test_malformed_idx_names_the_file(data: bytes, fragment: str) -> None:
+def test_malformed_idx_names_the_file(data: bytes, fragment: str, reliability) -> None:
     with pytest.raises(DataError, match=fragment) as info:
         parse_idx(data, "train-labels-idx1-ubyte")
     assert str(info.value).startswith("train-labels-idx1-ubyte: ")
+    reliability("data files", "malformed IDX: empty, short or bad magic, unknown type, short header, truncated, trailing bytes",
+                1, "one DataError naming the file and the fault")
 
 
 def test_truncated_real_sized_header() -> None:

@@ -124,7 +124,7 @@ def test_read_verified_accepts_exact_file(tmp_path: Path, small_spec, packed: bo
 )
 @pytest.mark.parametrize("packed", [False, True], ids=["raw", "gz"])
 def test_read_verified_refuses_anything_else(
-    tmp_path: Path, small_spec, content: bytes, fragment: str, packed: bool
+    tmp_path: Path, small_spec, content: bytes, fragment: str, packed: bool, reliability
 ) -> None:
     spec, _ = small_spec
     path = tmp_path / (spec.name + (".gz" if packed else ""))
@@ -132,6 +132,8 @@ def test_read_verified_refuses_anything_else(
     with pytest.raises(DataError, match=fragment) as info:
         read_verified(path, spec)
     assert str(path) in str(info.value)
+    reliability("data files", "a data file short, altered by a byte, or too long; raw or gzipped", 1,
+                "refused by size or SHA-256, the file named; never used")
 
 
 def test_read_verified_bounds_a_gzip_bomb(tmp_path: Path, small_spec) -> None:

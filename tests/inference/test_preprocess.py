@@ -120,9 +120,11 @@ def _png_with_size(w: int, h: int) -> bytes:
     ],
     ids=["empty", "not-an-image", "truncated", "zero-size", "too-wide", "too-many-bytes"],
 )
-def test_bad_inputs_get_one_clear_error(data, error, words):
+def test_bad_inputs_get_one_clear_error(data, error, words, reliability):
     with pytest.raises(error, match=words):
         to_mnist(load_image(data))
+    reliability("images to predict", "empty, not an image, truncated, zero-size, over 4096 px a side, over 4 MB", 1,
+                "one ImageError naming the problem (the size limits checked before decoding)")
 
 
 def test_a_missing_file_is_an_image_error(tmp_path):

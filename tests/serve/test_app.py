@@ -81,7 +81,7 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_REQUESTS))
-def test_bad_requests_get_4xx_with_a_reason(client, name):
+def test_bad_requests_get_4xx_with_a_reason(client, name, reliability):
     status, kwargs = BAD_REQUESTS[name]
     if kwargs == "truncated":
         buf = io.BytesIO()
@@ -98,6 +98,8 @@ def test_bad_requests_get_4xx_with_a_reason(client, name):
     r = client.post("/api/predict", **kwargs)
     assert r.status_code == status, (r.status_code, r.text)
     assert r.json()["error"]
+    reliability("web API /api/predict", "hand-picked bad requests: " + ", ".join(BAD_REQUESTS), 1,
+                "each the 4xx it should be (400, 413, 415 or 422) with an {\"error\"} reason")
     assert client.get("/api/health").status_code == 200  # and it keeps serving
 
 

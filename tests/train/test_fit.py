@@ -77,7 +77,7 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable cnnlab checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_checkpoint(junk)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)

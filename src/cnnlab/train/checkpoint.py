@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cnnlab.atomic import atomic_writer
-from cnnlab.models import create_model
+from cnnlab.models import create_model, list_models
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.runtime import resolve_device
 
@@ -21,11 +23,40 @@ class CheckpointError(Exception):
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` atomically, so a crash or a full disk never leaves a half-written
-    checkpoint where a good one was."""
+    checkpoint where a good one was. A SHA-256 over everything in it is stored beside it, so a copy
+    damaged later (a bad disk, a broken transfer) is refused rather than trained or evaluated on."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(path) as f:
-        torch.save({"format_version": FORMAT_VERSION, **state}, f)
+        torch.save({"format_version": FORMAT_VERSION, **state, "sha256": fingerprint(state)}, f)
+
+
+def fingerprint(obj: Any) -> str:
+    """SHA-256 over a checkpoint's contents: every tensor's dtype, shape and bytes, every other value's repr,
+    dict keys in sorted order. The same state gives the same digest in any process."""
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # reshape: a 0-d tensor cannot be viewed as bytes
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode())
+                walk(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                walk(v)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    walk(obj)
+    return h.hexdigest()
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -44,14 +75,42 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / "best.pt"
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory without best.pt, not a checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many kinds for a bad file; the user needs one sentence
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable cnnlab checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: {_unreadable(path, e)}") from None
     if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not a cnnlab checkpoint (no model_state/config)")
+        raise CheckpointError(f"{path} is not a cnnlab checkpoint (a PyTorch file without model_state and config)")
+    stored = state.pop("sha256", None)
+    if stored is not None and stored != fingerprint({k: v for k, v in state.items() if k != "format_version"}):
+        raise CheckpointError(f"{path} is damaged: its contents do not match the SHA-256 stored with them")
     return state
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why torch.load could not read a file, in words a user can act on."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if not head:
+        return "the file is empty, not a checkpoint"
+    if head != b"PK\x03\x04":
+        return "not a PyTorch checkpoint (a checkpoint is a zip archive; this file is not one)"
+    if not zipfile.is_zipfile(path):
+        return "truncated: the archive ends early (an interrupted write, copy or download?)"
+    with zipfile.ZipFile(path) as z:
+        if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist()):
+            return "not a PyTorch checkpoint (a zip archive without PyTorch's data.pkl)"
+    message = str(err)
+    if "Unsupported global" in message or "not an allowed global" in message:
+        return ("holds Python objects other than tensors and plain values, so it was not loaded "
+                "(weights_only: loading it could run code)")
+    first = (message.strip().splitlines() or [type(err).__name__])[0]
+    return f"damaged, cannot be read ({first[:160]})"
 
 
 def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig, dict]:
@@ -60,12 +119,15 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.M
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(state["config"])
     cfg.device = str(dev)
+    if cfg.model not in list_models():
+        raise CheckpointError(f"{checkpoint} holds model {cfg.model!r}, which this cnnlab does not have "
+                              f"(it has: {', '.join(list_models())})")
     model = create_model(cfg.model, **state.get("model_kwargs", {}))
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({first})") from None
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
+        raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({lines[0][:160]})") from None
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
