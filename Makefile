@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 .PHONY: run test install dev clean
 
 run: $(VENV)/.installed
-	$(BIN)/cnnlab train --model all
+	$(BIN)/cnnlab train --model lecture
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

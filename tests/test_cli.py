@@ -63,7 +63,10 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
 def test_unknown_model_exits_2_before_any_work(capsys):
     code, _, err = _run(capsys, "train", "--model", "resnet", "vgg")
     assert code == 2
-    assert err.strip().splitlines() == ["cnnlab train: error: unknown model 'vgg'; choose from: basic_cnn, inception_net, resnet, or all"]
+    assert err.strip().splitlines() == [
+        "cnnlab train: error: unknown model 'vgg'; choose from: basic_cnn, inception_net, resnet, resnet_bn, "
+        "inception_bn, lecture or all"
+    ]
 
 
 def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys):
@@ -89,7 +92,7 @@ def test_compare_two_runs_prints_table_and_writes_figure(tiny_mnist, tmp_path, c
     code, out, _ = _run(capsys, "compare", *map(str, dirs), "--out", str(fig))
     assert code == 0 and fig.stat().st_size > 0
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["model", "recipe", "params"]
+    assert lines[0].split()[:4] == ["model", "recipe", "data", "params"]
     assert lines[2].startswith("basic_cnn") and "8,490" in lines[2]
     assert lines[3].startswith("resnet") and "41,514" in lines[3]
 

@@ -9,7 +9,8 @@ from typing import Sequence
 
 EXAMPLES = """examples:
   cnnlab models
-  cnnlab train --model all                      # the three lecture networks, then a comparison table
+  cnnlab train --model lecture                  # the three lecture networks, then a comparison table
+  cnnlab train --model resnet_bn --dataset fashion-mnist
   cnnlab train --model resnet --recipe course   # the course's own loop, for comparison
   cnnlab evaluate runs/<time>-resnet            # per-class accuracy and confusion.png
   cnnlab compare runs/*-resnet runs/*-inception_net
@@ -35,6 +36,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
+    from cnnlab.data.datasets import DATASETS
     from cnnlab.models import list_models
     from cnnlab.train import RECIPES
 
@@ -54,15 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train", help="train one or more models on MNIST", formatter_class=_formatter,
-        epilog="examples:\n  cnnlab train --model all\n  cnnlab train --model resnet --epochs 5 --seed 1\n"
+        epilog="examples:\n  cnnlab train --model lecture\n  cnnlab train --model resnet_bn --dataset fashion-mnist\n  cnnlab train --model resnet --epochs 5 --seed 1\n"
         "  cnnlab train --model inception_net --time-budget 60\n"
         "  cnnlab train --resume runs/20260101-120000-resnet     # continue a run that was stopped\n"
         "  torchrun --standalone --nproc-per-node 2 -m cnnlab train --model resnet   # data-parallel, 2 processes",
     )
     t.add_argument(
         "--model", nargs="+", metavar="NAME",
-        help=f"model(s) to train, or 'all' (default: resnet; choices: {', '.join(list_models())})",
+        help=f"model(s) to train; 'lecture' = the lecture's three, 'all' = every one (default: resnet; "
+        f"choices: {', '.join(list_models())})",
     )
+    t.add_argument(
+        "--dataset", type=_dataset, metavar="NAME",
+        help=f"{', '.join(DATASETS)} (each verified by hash), or imagefolder:PATH, a folder of class folders "
+        "of images (default: mnist)",
+    )
+    t.add_argument("--image-size", type=_positive_int, help="imagefolder: resize images to this side (default: inferred)")
     t.add_argument("--recipe", choices=RECIPES, help="training recipe (default: default)")
     t.add_argument("--epochs", type=_positive_int, help="epochs (default: the recipe's)")
     t.add_argument(
@@ -169,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_depth_args(ad)
     ad.add_argument("--out", default="analysis", help="directory for the figures (default: analysis)")
     _add_data_dir(ad)
+    _add_named_dataset(ad)
 
     rp = sub.add_parser(
         "report", help="run every analysis and write one Markdown report with its figures", formatter_class=_formatter,
@@ -182,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--budget", type=_positive_float, default=60.0, help="seconds per model trained by the report (default: 60)")
     _add_depth_args(rp)
     _add_data_dir(rp)
+    _add_named_dataset(rp)
     return p
 
 
@@ -199,6 +210,14 @@ def _even_depth(s: str) -> int:
     return v
 
 
+def _dataset(s: str) -> str:
+    from cnnlab.data.datasets import DATASETS
+
+    if s in DATASETS or (s.startswith("imagefolder:") and len(s) > len("imagefolder:")):
+        return s
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(DATASETS)}, or imagefolder:PATH; got {s!r}")
+
+
 def _port(s: str) -> int:
     v = _positive_int(s)
     if v > 65535:
@@ -208,6 +227,12 @@ def _port(s: str) -> int:
 
 def _add_checkpoint(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint file, or a run directory (uses its best.pt)")
+
+
+def _add_named_dataset(p: argparse.ArgumentParser) -> None:
+    from cnnlab.data.datasets import DATASETS
+
+    p.add_argument("--dataset", choices=tuple(DATASETS), default="mnist", help="data set (default: mnist)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -257,13 +282,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # Flags that set what a run is; --resume takes all of them from the run's checkpoint instead.
-_RUN_FLAGS = ("model", "recipe", "epochs", "steps", "batch_size", "lr", "time_budget", "seed", "amp", "record_branch_grads")
+_RUN_FLAGS = ("model", "dataset", "image_size", "recipe", "epochs", "steps", "batch_size", "lr", "time_budget", "seed", "amp", "record_branch_grads")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_run, plot_compare
-    from cnnlab.data import load_mnist
-    from cnnlab.models import list_models
+    from cnnlab.data import load_data
+    from cnnlab.models import LECTURE_MODELS, list_models
     from cnnlab.tables import format_table
     from cnnlab.train import distributed, fit, make_config, resolve_device, resume
 
@@ -274,15 +299,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps_flags = [f for f, v in (("--epochs", args.epochs), ("--steps", args.steps), ("--time-budget", args.time_budget)) if v]
     if len(steps_flags) > 1:
         raise _UserError(f"give one of --epochs, --steps and --time-budget, not {' and '.join(steps_flags)}")
-    models = list_models() if args.model == ["all"] else (args.model or ["resnet"])
+    named = {"all": list_models(), "lecture": list(LECTURE_MODELS)}
+    models = [m for name in (args.model or ["resnet"]) for m in named.get(name, [name])]
     unknown = [m for m in models if m not in list_models()]
     if unknown:
-        raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}, or all")
+        raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}, lecture or all")
     configs = [
         make_config(
-            m, args.recipe or "default", epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+            m, args.recipe or "default", args.dataset or "mnist", epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
             seed=args.seed, device=args.device, threads=args.threads, data_dir=args.data_dir,
             time_budget=args.time_budget, amp=args.amp, record_branch_grads=args.record_branch_grads or None,
+            image_size=args.image_size,
         )
         for m in models
     ]
@@ -294,9 +321,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             results = [resume(args.resume, None, progress, device=args.device, threads=args.threads, data_dir=args.data_dir)]
         else:
             with distributed.local_main_first(world):  # each machine fetches the data set once
-                data = load_mnist(args.data_dir, progress=progress)
+                data = load_data(args.dataset or "mnist", args.data_dir, image_size=args.image_size or 0,
+                                 seed=args.seed or 0, progress=progress)
             procs = f" in {world.world_size} processes" if world.distributed else ""
-            say(f"MNIST: {len(data.train_images):,} training and {len(data.test_images):,} test images from {data.source}{procs}")
+            say(f"{data.title}: {len(data.train_images):,} training and {len(data.test_images):,} test images from {data.source}{procs}")
             results = [fit(cfg, data, out_root=args.out, progress=progress) for cfg in configs]
     finally:
         distributed.shutdown()
@@ -320,19 +348,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.analysis.evaluation import evaluate_model, plot_confusion
     from cnnlab.train import checkpoint_dir, load_model
-    from cnnlab.data import load_mnist
+    from cnnlab.data import load_data
     from cnnlab.tables import format_table
 
     ckpt = Path(args.checkpoint)
     model, cfg, _ = load_model(ckpt, args.device)  # a bad checkpoint fails here, before any data is loaded
-    data = load_mnist(args.data_dir)
+    # The test set of the data the model was trained on (an image folder's split and size come from the run).
+    data = load_data(cfg.dataset, args.data_dir, image_size=cfg.image_size, seed=cfg.seed)
     ev = evaluate_model(model, cfg, data)
-    print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} images\n")
-    print(format_table(["class", "accuracy"], [[k, f"{100 * a:.2f}%"] for k, a in enumerate(ev.per_class)]))
+    print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images\n")
+    name = (lambda k: str(k)) if data.classes[0] == "0" else (lambda k: f"{k} {data.classes[k]}")
+    print(format_table(["class", "accuracy"], [[name(k), f"{100 * a:.2f}%"] for k, a in enumerate(ev.per_class)]))
     if ev.confused_pairs:
         print("\nmost confused (true -> predicted: count)")
         for t, p, n in ev.confused_pairs:
-            print(f"  {t} -> {p}: {n}")
+            print(f"  {name(t)} -> {name(p)}: {n}")
     out = Path(args.out) if args.out else checkpoint_dir(ckpt)
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(ev, out / "confusion.png")
@@ -424,9 +454,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(report.cost_section(out, args.model))
         print(f"figure: {out / 'cost.png'}")
         return 0
-    from cnnlab.data import load_mnist
+    from cnnlab.data import load_dataset
 
-    data = load_mnist(args.data_dir)
+    if args.analysis == "branches":  # the data set the first model was trained on
+        from cnnlab.train import load_checkpoint
+
+        name = load_checkpoint(args.checkpoints[0])["config"].get("dataset", "mnist")
+    else:
+        name = args.dataset
+    data = load_dataset(name, args.data_dir)
     if args.analysis == "branches":
         print(report.branches_section(args.checkpoints, data, out, args.device))
         print(f"figure: {out / 'branches.png'}")
@@ -438,9 +474,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.analysis.report import make_report
-    from cnnlab.data import load_mnist
+    from cnnlab.data import load_dataset
 
-    data = load_mnist(args.data_dir)
+    data = load_dataset(args.dataset, args.data_dir)
     path = make_report(
         Path(args.out), data, runs=args.runs, checkpoints=args.checkpoints, seeds=args.seeds, budget=args.budget,
         depths=tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm,

@@ -50,3 +50,13 @@ def test_random_affine_is_identity_without_jitter_and_moves_ink_with_it():
     # A small affine change keeps the ink roughly the same amount (scale changes area by <= 21%).
     ratio = y.sum((1, 2, 3)) / x.sum((1, 2, 3))
     assert ((ratio > 0.75) & (ratio < 1.3)).all()
+
+
+def test_hflip_mirrors_about_half_the_images_exactly_and_nothing_else():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    out = random_affine(x, g, 0.0, 0.0, 0.0, hflip=True)
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x)]
+    mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, x)]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 70 < sum(mirrored) < 130

@@ -41,7 +41,7 @@ def test_networks_adapt_to_channels_classes_and_size(name):
 @pytest.mark.parametrize("name", list_models())
 def test_networks_reject_arguments_they_cannot_honour(name):
     with pytest.raises(ValueError):
-        create_model(name, image_size=8)
+        create_model(name, image_size=4)
     with pytest.raises(ValueError):
         create_model(name, num_classes=1)
 
@@ -93,3 +93,27 @@ def test_blocks_reject_bad_channels():
         Inception(0)
     with pytest.raises(ValueError):
         ResidualBlock(0)
+
+
+def test_bn_basic_block_starts_as_its_shortcut_and_downsamples_with_a_projection():
+    from cnnlab.models.bn_nets import BasicBlockBN
+
+    same = BasicBlockBN(16, 16).eval()
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(same(x), torch.relu(x))  # the last BN's weight starts at 0: the block is relu(identity)
+    down = BasicBlockBN(16, 32, stride=2)
+    assert down(x).shape == (2, 32, 4, 4)
+    assert isinstance(down.shortcut[0], torch.nn.Conv2d) and down.shortcut[0].stride == (2, 2)
+    with pytest.raises(ValueError):
+        BasicBlockBN(16, 16, stride=3)
+
+
+def test_bn_inception_block_concatenates_its_four_branches():
+    from cnnlab.models.bn_nets import InceptionBN
+
+    block = InceptionBN(32, 16, (16, 24), (8, 12), 12).eval()
+    x = torch.randn(2, 32, 14, 14)
+    out = block(x)
+    assert out.shape == (2, 64, 14, 14) == (2, block.out_channels, 14, 14)
+    assert torch.equal(out, torch.cat(block.branches(x), 1))
+    assert [b.shape[1] for b in block.branches(x)] == [16, 24, 12, 12]

@@ -45,23 +45,25 @@ def load_run(path: str | Path) -> Run:
     return Run(path, config, summary, metrics)
 
 
-COMPARE_HEADERS = ["model", "recipe", "params", "MFLOPs/img", "epochs", "best val", "test acc", "train time"]
+COMPARE_HEADERS = ["model", "recipe", "data", "params", "MFLOPs/img", "epochs", "best val", "test acc", "train time"]
 
 
 def compare_rows(runs: list[Run]) -> list[list[str]]:
-    """One row per run: model, recipe, parameters, forward FLOPs per image, epochs, best validation
-    accuracy, test accuracy at the selected epoch, training time."""
+    """One row per run: model, recipe, data set, parameters, forward FLOPs per image (at the run's image
+    size and channels), epochs, best validation accuracy, test accuracy at the selected epoch, training time."""
     rows = []
     for r in runs:
-        model = create_model(r.config["model"])
+        kwargs = r.summary.get("model_kwargs", {})  # runs from before it was recorded: MNIST's 1 x 28 x 28
+        model = create_model(r.config["model"], **kwargs)
         s = r.summary
         val = s.get("best_val_acc")
         rows.append(
             [
                 r.config["model"],
                 r.config.get("recipe", "?"),
+                r.config.get("dataset", "mnist").removeprefix("imagefolder:"),
                 f"{count_parameters(model):,}",
-                f"{forward_flops(model) / 1e6:.2f}",
+                f"{forward_flops(model, kwargs.get('in_channels', 1), kwargs.get('image_size', 28)) / 1e6:.2f}",
                 str(s["epochs"]),
                 "-" if val is None else f"{100 * val:.2f}%",
                 f"{100 * s['test_acc']:.2f}%",

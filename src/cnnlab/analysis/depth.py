@@ -95,7 +95,7 @@ def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_siz
     model.train()
     for step in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=gen)
-        x, y = normalize(data.train_images[idx]), data.train_labels[idx]
+        x, y = normalize(data.train_images[idx], data.mean, data.std), data.train_labels[idx]
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,7 +109,7 @@ def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_siz
     model.eval()
     with torch.no_grad():
         probe = torch.arange(0, min(n, 5000))
-        logits = model(normalize(data.train_images[probe]))
+        logits = model(normalize(data.train_images[probe], data.mean, data.std))
         acc = (logits.argmax(1) == data.train_labels[probe]).float().mean().item()
     recorder.close()
     losses_f = torch.stack(losses).tolist()

@@ -18,6 +18,7 @@ class Evaluation:
     per_class: list[float]  # accuracy of each true class
     confusion: torch.Tensor  # [true, predicted] counts, int64
     confused_pairs: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # class names, by label
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -41,7 +42,7 @@ def evaluate_model(model: torch.nn.Module, cfg: TrainConfig, data: MNIST, top_pa
     order = flat.argsort(descending=True)[:top_pairs]
     pairs = [(int(i) // k, int(i) % k, int(flat[i])) for i in order if flat[i] > 0]
     acc = cm.diag().sum().item() / max(1, cm.sum().item())
-    return Evaluation(cfg.model, acc, per_class, cm, pairs)
+    return Evaluation(cfg.model, acc, per_class, cm, pairs, tuple(data.classes))
 
 
 def plot_confusion(ev: Evaluation, path: str | Path) -> None:
@@ -61,13 +62,18 @@ def plot_confusion(ev: Evaluation, path: str | Path) -> None:
         for p in range(k):
             if cm[t, p]:
                 ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=7, color="grey" if t == p else "black")
+    names = list(ev.classes) if len(ev.classes) == k else [str(i) for i in range(k)]
     ax.set(
         xticks=range(k),
         yticks=range(k),
+        xticklabels=names,
+        yticklabels=names,
         xlabel="predicted",
         ylabel="true",
         title=f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% (colour: errors only)",
     )
+    if any(len(n) > 2 for n in names):
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -11,7 +11,7 @@ from cnnlab.analysis import depth as dp
 from cnnlab.analysis.cost import cost_rows, inception_reduction_costs, lecture_1x1_example
 from cnnlab.atomic import atomic_writer
 from cnnlab.data import MNIST
-from cnnlab.models import create_model, list_models
+from cnnlab.models import LECTURE_MODELS, create_model, list_models
 from cnnlab.tables import format_table
 from cnnlab.train.rundir import write_json
 
@@ -171,7 +171,7 @@ def depth_section(data: MNIST, out_dir: Path, depths=(2, 4, 8, 16, 32), progress
 Plain and residual stacks of width {settings['width']} (a stride-2 3x3 stem, then `depth` 3x3 conv layers in blocks of
 two, with or without the lecture's skip, then a linear layer on the flattened 14x14 map; {'batch norm' if settings['batch_norm'] else 'no batch norm'};
 PyTorch's default initialisation), trained for {settings['steps']} SGD steps (batch {settings['batch_size']}, lr {settings['lr']},
-momentum 0.9) on real MNIST training images, the same batches for every network. Weight-gradient norms come from
+momentum 0.9) on real {data.title} training images, the same batches for every network. Weight-gradient norms come from
 hooks on the parameters: on the first batch (at initialisation) and the root mean square over the first 20 steps.
 Training accuracy is measured after training on 5,000 training images. The sweep took {seconds:.0f} s.
 PyTorch's default initialisation scales each layer so that the signal shrinks a little at every layer; without a
@@ -218,13 +218,13 @@ def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, check
     if not checkpoints:
         for seed in range(seeds):
             log(f"report: training inception_net seed {seed} for {budget:g} s (branch gradients recorded)")
-            cfg = make_config("inception_net", time_budget=budget, seed=seed, record_branch_grads=True)
+            cfg = make_config("inception_net", dataset=data.name, time_budget=budget, seed=seed, record_branch_grads=True)
             checkpoints.append(str(fit(cfg, data, out_root=out_dir / "runs").run_dir))
     if not runs:
         runs = [checkpoints[0]] if Path(checkpoints[0]).is_dir() else []
-        for model in (m for m in list_models() if m != "inception_net" or not runs):
+        for model in (m for m in LECTURE_MODELS if m != "inception_net" or not runs):
             log(f"report: training {model} for {budget:g} s")
-            runs.append(str(fit(make_config(model, time_budget=budget), data, out_root=out_dir / "runs").run_dir))
+            runs.append(str(fit(make_config(model, dataset=data.name, time_budget=budget), data, out_root=out_dir / "runs").run_dir))
     log("report: cost")
     sections = [cost_section(out_dir)]
     log("report: branches")

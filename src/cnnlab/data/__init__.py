@@ -2,6 +2,8 @@
 
 Modules, one concern each:
   official     file names, sizes and hashes of the official MNIST; the check every copy must pass
+  datasets     the MNIST-format sets known by name (MNIST, Fashion-MNIST): files, classes, sources, statistics
+  imagefolder  your own images, one folder per class, split and sized deterministically
   idx          read and write the IDX format
   cache        where the cache lives; atomic writes into it
   download     HTTP fetch with timeouts, progress and user-readable failures
@@ -12,6 +14,20 @@ Modules, one concern each:
 
 from cnnlab.data.cache import default_cache_dir
 from cnnlab.data.errors import DataError
-from cnnlab.data.mnist import MNIST, load_mnist
+from cnnlab.data.datasets import DATASETS, DatasetSpec, get_dataset
+from cnnlab.data.imagefolder import is_imagefolder, load_imagefolder
+from cnnlab.data.mnist import MNIST, load_dataset, load_mnist
 
-__all__ = ["MNIST", "DataError", "default_cache_dir", "load_mnist"]
+
+def load_data(name: str, data_dir=None, *, image_size: int = 0, seed: int = 0, progress: bool = True) -> MNIST:
+    """Any data set cnnlab trains on, by its --dataset name: "mnist", "fashion-mnist" or "imagefolder:PATH"
+    (`image_size` and `seed` apply to an image folder: its size and its train/test split)."""
+    if is_imagefolder(name):
+        return load_imagefolder(name.split(":", 1)[1], image_size, seed)
+    return load_dataset(name, data_dir, progress=progress)
+
+
+__all__ = [
+    "DATASETS", "MNIST", "DataError", "DatasetSpec", "default_cache_dir", "get_dataset", "load_data", "load_dataset",
+    "load_imagefolder", "load_mnist",
+]

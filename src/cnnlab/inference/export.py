@@ -30,12 +30,13 @@ class ExportError(Exception):
 class PixelInput(nn.Module):
     """The model behind its input standardisation: 0..255 pixels in, logits out."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
         super().__init__()
         self.model = model
+        self.mean, self.std = mean, std  # the training data's pixel statistics
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels / 255.0 - MNIST_MEAN) / MNIST_STD
+        x = (pixels / 255.0 - self.mean) / self.std
         return self.model(x)
 
 
@@ -45,7 +46,7 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
     model, cfg, state = load_model(checkpoint, "cpu")
-    model = PixelInput(model.to(memory_format=torch.contiguous_format)).eval()
+    model = PixelInput(model.to(memory_format=torch.contiguous_format), cfg.norm_mean, cfg.norm_std).eval()
     kw = state.get("model_kwargs", {})
     example = torch.zeros(2, kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
     if out is None:

@@ -47,6 +47,7 @@ class Predictor:
         self.device = next(self.model.parameters()).device
         self.info = {
             "model": self.config.model,
+            "dataset": self.config.dataset,
             "parameters": count_parameters(self.model),
             "epoch": state.get("epoch"),
             "test_accuracy": state.get("metrics", {}).get("test_acc"),
@@ -56,7 +57,7 @@ class Predictor:
     @torch.inference_mode()
     def predict_image(self, image: np.ndarray) -> Prediction:
         """Predict a (28, 28) uint8 image already in MNIST's format."""
-        x = normalize(torch.from_numpy(image).to(self.device).unsqueeze(0))
+        x = normalize(torch.from_numpy(image).to(self.device).unsqueeze(0), self.config.norm_mean, self.config.norm_std)
         probs = torch.softmax(self.model(x).float(), dim=1)[0]
         return Prediction(image=image, probabilities=probs.tolist())
 

@@ -1,13 +1,15 @@
 """Blocks, the lecture's networks, and the registry that names them."""
 
-from cnnlab.models import nets as _nets  # noqa: F401  (registers the networks)
+from cnnlab.models import nets as _nets  # noqa: F401  (registers the lecture's networks)
+from cnnlab.models import bn_nets as _bn_nets  # noqa: F401  (registers the stronger ones, after them)
 from cnnlab.models.blocks import Inception, ResidualBlock
 from cnnlab.models.nets import BasicCNN, InceptionNet, ResNet
-from cnnlab.models.registry import count_parameters, create_model, list_models, register_model
+from cnnlab.models.registry import LECTURE_MODELS, count_parameters, create_model, list_models, register_model
 
 __all__ = [
     "BasicCNN",
     "Inception",
+    "LECTURE_MODELS",
     "InceptionNet",
     "ResNet",
     "ResidualBlock",

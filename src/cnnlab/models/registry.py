@@ -8,6 +8,9 @@ from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
+# The networks of the lectures, the ones `cnnlab train --model lecture` (and `make run`) train and compare.
+LECTURE_MODELS = ("basic_cnn", "inception_net", "resnet")
+
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Decorator: store a model builder under its function name."""

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab.data import MNIST, load_mnist
+from cnnlab.data import MNIST
+from cnnlab.data import load_data
+from cnnlab.data.imagefolder import is_imagefolder
 from cnnlab.data.batching import InMemoryLoader, normalize, random_affine
 from cnnlab.models import count_parameters, create_model
 from cnnlab.train import distributed
@@ -65,9 +67,9 @@ def prepare_batch(
     """uint8 batch -> normalised float batch, augmented when a generator is given. `rows=(first, total)`:
     the batch is this process's part of a global batch of `total` (see random_affine)."""
     augment = None
-    if generator is not None and (cfg.max_shift or cfg.max_rotate or cfg.max_scale):
-        augment = lambda x: random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale, rows)  # noqa: E731
-    x = normalize(images, augment=augment)
+    if generator is not None and (cfg.max_shift or cfg.max_rotate or cfg.max_scale or cfg.hflip):
+        augment = lambda x: random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale, rows, cfg.hflip)  # noqa: E731
+    x = normalize(images, cfg.norm_mean, cfg.norm_std, augment=augment)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
@@ -248,6 +250,7 @@ class RunResult:
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
     network: nn.Module | None = field(default=None, repr=False)  # the trained model (last epoch), for library users
+    model_kwargs: dict[str, int] = field(default_factory=dict)  # in_channels, num_classes, image_size
 
     def summary(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("history", "network")}
@@ -329,12 +332,19 @@ def _train(
     amp_dtype = autocast_dtype(device, cfg.amp)
     if data is None:
         with distributed.local_main_first(world):  # one fetch into each machine's cache
-            data = load_mnist(cfg.data_dir, progress=progress and main)
+            data = load_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed, progress=progress and main)
+    if state is None:  # the data decide what the run is trained on and how it is standardised
+        cfg = replace(cfg, dataset=data.name, norm_mean=data.mean, norm_std=data.std)
+        if is_imagefolder(data.name):  # recorded, so that evaluate and resume rebuild the same split and size
+            cfg = replace(cfg, image_size=int(data.train_images.shape[-1]))
+        if cfg.val_size >= len(data.train_images) // 2:
+            # MNIST's 5,000 held-out images would be most of a small folder: hold out a tenth instead.
+            cfg = replace(cfg, val_size=len(data.train_images) // 10)
     splits = make_splits(data, cfg.val_size, device)
 
     torch.manual_seed(cfg.seed)
     in_channels = 1 if splits.train_x.dim() == 3 else splits.train_x.shape[1]
-    model_kwargs = dict(in_channels=in_channels, num_classes=10, image_size=int(splits.train_x.shape[-1]))
+    model_kwargs = dict(in_channels=in_channels, num_classes=len(data.classes), image_size=int(splits.train_x.shape[-1]))
     model = create_model(cfg.model, **model_kwargs)
     if state is not None:
         model.load_state_dict(state["model_state"])
@@ -483,6 +493,7 @@ def _train(
         train_seconds=elapsed_before + time.perf_counter() - t_start,
         history=history,
         network=model,
+        model_kwargs=model_kwargs,
     )
     if main:
         write_json(run_dir / "summary.json", _json_safe(result.summary()))

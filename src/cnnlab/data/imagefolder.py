@@ -1,0 +1,113 @@
+"""Your own images: a folder with one sub-folder per class, loaded into memory like MNIST.
+
+    photos/
+      cat/  a.jpg b.png ...
+      dog/  c.jpg ...
+
+`--dataset imagefolder:photos` reads every image file (by extension; other files are ignored), of any size
+and mode, and makes it square at one size (`--image-size`, or the median of the images' shorter sides,
+kept within 16..64 pixels so that the lecture's networks fit and the set stays small in memory). Images are
+grey (1 channel) when every one of them is, else RGB. The split is stratified and repeatable: in each class,
+a shuffle seeded by `--seed` puts 20% in the test set; the rest is training data (in shuffled order, so the
+validation hold-out taken from its end mixes the classes).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.data.errors import DataError
+
+PREFIX = "imagefolder:"
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+TEST_FRACTION = 0.2
+MIN_SIDE, MAX_SIDE = 16, 64
+
+
+def is_imagefolder(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0):
+    """Load `path` (see the module's docstring) as an MNIST-like set; image_size 0 infers it.
+
+    Raises:
+        DataError: not a directory, no class folders, empty classes, or files that cannot be read (listed).
+    """
+    from PIL import Image, ImageOps
+
+    from cnnlab.data.mnist import MNIST
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"imagefolder {root}: not a directory")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DataError(f"imagefolder {root}: needs at least 2 class folders (one per class), found {len(class_dirs)}")
+    files = {d.name: sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS) for d in class_dirs}
+    empty = [name for name, fs in files.items() if not fs]
+    if empty:
+        raise DataError(f"imagefolder {root}: no image files in {', '.join(empty)} (extensions: {', '.join(sorted(EXTENSIONS))})")
+
+    images, bad = {}, []
+    for name, fs in files.items():
+        for f in fs:
+            try:
+                with Image.open(f) as im:
+                    im = ImageOps.exif_transpose(im)
+                    im.load()
+                    images[f] = im.copy()
+            except Exception as e:  # Pillow raises many kinds for a bad file; the user needs the list
+                bad.append(f"{f.relative_to(root)} ({type(e).__name__})")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"imagefolder {root}: {len(bad)} file(s) cannot be read as images: {shown}")
+
+    if image_size <= 0:
+        image_size = int(min(MAX_SIDE, max(MIN_SIDE, statistics.median(min(im.size) for im in images.values()))))
+    grey = all(im.mode in GREY_MODES for im in images.values())
+
+    def pixels(im) -> np.ndarray:
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent parts read as white paper
+            im = Image.alpha_composite(canvas, rgba)
+        im = im.convert("L" if grey else "RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+        return a if grey else a.transpose(2, 0, 1)
+
+    rng = random.Random(seed)
+    train, test = [], []
+    for label, (name, fs) in enumerate(files.items()):
+        order = list(fs)
+        rng.shuffle(order)
+        n_test = max(1, round(TEST_FRACTION * len(order))) if len(order) > 1 else 0
+        test += [(f, label) for f in order[:n_test]]
+        train += [(f, label) for f in order[n_test:]]
+    rng.shuffle(train)
+
+    def stack(items):
+        x = torch.from_numpy(np.stack([pixels(images[f]) for f, _ in items])) if items else torch.empty(0, dtype=torch.uint8)
+        return x, torch.tensor([label for _, label in items], dtype=torch.int64)
+
+    train_x, train_y = stack(train)
+    test_x, test_y = stack(test)
+    x01 = train_x.float().div(255)
+    return MNIST(
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        source=f"image folder {root} ({len(images)} images, {len(train)} train / {len(test)} test, "
+        f"{image_size}x{image_size} {'grey' if grey else 'RGB'})",
+        name=f"{PREFIX}{root}",
+        classes=tuple(files),
+        mean=float(x01.mean()),
+        std=float(x01.std().clamp(min=1e-3)),
+    )
