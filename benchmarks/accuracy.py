@@ -52,7 +52,7 @@ def main() -> int:
     json_path = out / "accuracy.json"
     if args.report_only:
         saved = json.loads(json_path.read_text())
-        write_file(out / "accuracy.md", render_markdown(summarise(saved["runs"]), saved["machine"], saved["command"]))
+        write_file(out / "accuracy.md", render_markdown(summarise(saved["runs"]), saved["machine"], _commands(saved["runs"])))
         print(f"wrote {out / 'accuracy.md'} from {json_path}")
         return 0
     runs = json.loads(json_path.read_text())["runs"] if args.resume and json_path.exists() else []
@@ -76,14 +76,14 @@ def main() -> int:
                     dataset=dataset, model=model, recipe=recipe, seed=seed, epochs=cfg.epochs,
                     test_acc=100 * r.test_acc, best_epoch=r.best_epoch,
                     best_val_acc=None if r.best_val_acc != r.best_val_acc else 100 * r.best_val_acc,
-                    final_test_acc=100 * r.final_test_acc, wall_seconds=wall,
+                    final_test_acc=100 * r.final_test_acc, wall_seconds=wall, command=command,
                 )
             )
             print(f"{dataset} {model:14s} {recipe:8s} seed {seed}: test {100 * r.test_acc:.2f}%  {wall:.0f}s", flush=True)
             _write_json(json_path, machine, command, runs)
     _write_json(json_path, machine, command, runs)
     table = summarise(runs)
-    md = render_markdown(table, machine, command)
+    md = render_markdown(table, machine, _commands(runs))
     write_file(out / "accuracy.md", md)
     print()
     print(format_table(HEADERS, table))
@@ -121,7 +121,7 @@ def render_markdown(table: list[list[str]], machine: str, command: str) -> str:
             "# Accuracy on the official MNIST and Fashion-MNIST test sets",
             "",
             f"Machine: {machine}.  ",
-            f"Command: `{command}` (run from the repository root).",
+            f"Commands: `{command}` (run from the repository root, in that order, --resume adding runs).",
             "",
             "Test accuracy in % of the 10,000 official test images; mean and sample standard deviation over seeds.",
             "Fashion-MNIST's default recipe mirrors images left-right instead of rotating or scaling them.",
@@ -140,6 +140,11 @@ def render_markdown(table: list[list[str]], machine: str, command: str) -> str:
             "",
         ]
     )
+
+
+def _commands(runs: list[dict]) -> str:
+    """The commands that produced the runs (runs from before commands were recorded: the first one)."""
+    return "`, `".join(dict.fromkeys(r.get("command", "python benchmarks/accuracy.py") for r in runs))
 
 
 def _write_json(path: Path, machine: str, command: str, runs: list[dict]) -> None:

@@ -139,7 +139,7 @@ def render(r: dict) -> str:
         format_table(
             ["model", "params", "img/s 1p x 2t", "img/s 1p x 1t", "img/s 2p x 1t", "2p / 1p",
              "compute ms/step/proc", "all-reduce ms", "comm / compute"],
-            rows,
+            rows, markdown=True,
         ),
         "",
         "- *img/s*: images per second of the whole run. *2p / 1p*: two processes of one thread each against one",
@@ -151,7 +151,7 @@ def render(r: dict) -> str:
         "All-reduce between 2 processes on this machine (median of "
         f"{r['allreduce_repeats']} each):",
         "",
-        format_table(["floats", "bytes", "ms"], [[f"{int(n):,}", f"{4 * int(n):,}", f"{1e3 * t:.3f}"] for n, t in sorted(r["allreduce"].items(), key=lambda kv: int(kv[0]))]),
+        format_table(["floats", "bytes", "ms"], [[f"{int(n):,}", f"{4 * int(n):,}", f"{1e3 * t:.3f}"] for n, t in sorted(r["allreduce"].items(), key=lambda kv: int(kv[0]))], markdown=True),
         "",
         f"Fitted: time = {1e6 * lat:.0f} us + bytes / {bw / 1e9:.2f} GB/s (least squares over the sizes above).",
         "",
@@ -195,7 +195,7 @@ def render(r: dict) -> str:
         format_table(
             ["model", "train FLOPs/image/param", "compute ms/image", "t_comm ms (1 Gbit/s)", "break-even img/machine/step",
              f"pays at batch {r['batch']}"],
-            rows,
+            rows, markdown=True,
         ),
         "",
         "  Both sides of the break-even grow with the parameter count, so what decides is the compute per",
