@@ -241,7 +241,8 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--data-dir", help="a directory holding the four MNIST files, gzipped or not (default: cache, then download)"
+        "--data-dir",
+        help="a directory holding the data set's four IDX files, gzipped or not (default: cache, then download)",
     )
 
 
