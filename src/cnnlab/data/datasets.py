@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cnnlab.data.batching import MNIST_MEAN, MNIST_STD
 from cnnlab.data.official import MNIST_FILES, OfficialFile
 
 
@@ -40,8 +41,8 @@ MNIST = DatasetSpec(
     files=MNIST_FILES,
     classes=tuple(str(d) for d in range(10)),
     mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-    mean=0.1307,
-    std=0.3081,
+    mean=MNIST_MEAN,
+    std=MNIST_STD,
 )
 
 _F = (60000, 28, 28), (60000,), (10000, 28, 28), (10000,)

