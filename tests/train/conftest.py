@@ -42,14 +42,21 @@ class Procs:
         assert p.returncode == 0, f"{cmd} exited {p.returncode}:\n{out[-2000:]}\n{err[-3000:]}"
         return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
-    def kill_when(self, p: subprocess.Popen, ready, timeout: float = 120, poll: float = 0.005) -> None:
-        """SIGKILL the process and all its children the moment ready() is true."""
+    def kill_when(self, p: subprocess.Popen, ready, timeout: float = 120, poll: float = 0.005,
+                  may_end: bool = False) -> bool:
+        """SIGKILL the process and all its children the moment ready() is true; True once killed.
+
+        A process that ends on its own first fails the test, or, with may_end=True, returns False.
+        """
         end = time.monotonic() + timeout
         while not ready():
-            assert p.poll() is None, "the process ended before the moment to kill it"
+            if p.poll() is not None:
+                assert may_end, "the process ended before the moment to kill it"
+                return False
             assert time.monotonic() < end, "the moment to kill never came"
             time.sleep(poll)
         kill_tree(p)
+        return True
 
     @staticmethod
     def descendants(pid: int) -> list[int]:
