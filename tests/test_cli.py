@@ -217,6 +217,8 @@ def test_report_from_given_runs_writes_every_section_and_figure(trained_resnet, 
                           str(trained_inception), "--depths", "2", "4", "--steps", "5", "--out", str(out_dir))
     assert code == 0, err
     text = (out_dir / "README.md").read_text()
+    assert "Data: MNIST (60,000 training and 10,000 test images" in text
+    assert "on the 10,000 MNIST test images" in text
     for heading in ("## 1.", "## 2.", "## 3 and 4.", "## The networks compared"):
         assert heading in text
     for fig in ("cost.png", "branches.png", "depth_gradients.png", "depth_training.png", "compare.png"):

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(
         prog="cnnlab",
-        description="The Inception and residual networks of the lecture 'CNN, advanced', trained on real MNIST.",
+        description="The Inception and residual networks of the lecture 'CNN, advanced', trained on real MNIST, "
+        "Fashion-MNIST or your own image folders.",
         epilog=EXAMPLES,
         formatter_class=_formatter,
     )
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     t = sub.add_parser(
-        "train", help="train one or more models on MNIST", formatter_class=_formatter,
+        "train", help="train one or more models on MNIST, Fashion-MNIST or an image folder", formatter_class=_formatter,
         epilog="examples:\n  cnnlab train --model lecture\n  cnnlab train --model resnet_bn --dataset fashion-mnist\n  cnnlab train --model resnet --epochs 5 --seed 1\n"
         "  cnnlab train --model inception_net --time-budget 60\n"
         "  cnnlab train --resume runs/20260101-120000-resnet     # continue a run that was stopped\n"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cnnlab.data.batching import MNIST_MEAN, MNIST_STD, InMemoryLoader, normalize, random_affine
+from cnnlab.data.batching import MNIST_MEAN, MNIST_STD, InMemoryLoader, cutout, normalize, random_affine
 
 
 def test_shuffled_epoch_visits_every_image_once_and_repeats_with_the_seed():
@@ -60,3 +60,24 @@ def test_hflip_mirrors_about_half_the_images_exactly_and_nothing_else():
     mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, x)]
     assert all(s or m for s, m in zip(same, mirrored))
     assert 70 < sum(mirrored) < 130
+
+
+def test_cutout_blanks_one_square_per_image_inside_or_clipped_by_the_edge():
+    x = torch.ones(500, 1, 28, 28)
+    out = cutout(x, torch.Generator().manual_seed(0), 8)
+    blanked = (out == 0).squeeze(1)
+    counts = blanked.sum((1, 2))
+    assert (counts <= 64).all() and (counts >= 16).all()  # at worst a quarter of the square is inside
+    assert (counts == 64).float().mean() > 0.5  # most centres are far enough from the edges
+    for img in blanked[:50]:  # what is blanked is one axis-aligned rectangle
+        rows, cols = img.any(1).nonzero().flatten(), img.any(0).nonzero().flatten()
+        assert img[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+        assert img.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert torch.equal(cutout(x, torch.Generator().manual_seed(0), 0), x)
+
+
+def test_cutout_of_a_part_of_a_batch_is_that_part_of_the_whole_batch():
+    x = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    whole = cutout(x, torch.Generator().manual_seed(0), 10)
+    part = cutout(x[4:7], torch.Generator().manual_seed(0), 10, rows=(4, 10))
+    assert torch.equal(part, whole[4:7])

@@ -78,3 +78,18 @@ def test_a_failed_export_leaves_the_previous_file_whole(trained_resnet, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
     with pytest.raises(ExportError, match="unknown format"):
         export_model(trained_resnet, "tflite", tmp_path / "m.tflite")
+
+
+def test_an_export_of_a_mirror_averaged_model_averages_in_the_graph(tiny_mnist, tmp_path):
+    from cnnlab.train import fit, make_config, predict_logits
+
+    cfg = make_config("basic_cnn", epochs=1, batch_size=50, val_size=100, device="cpu", hflip=True, tta_hflip=True)
+    run_dir = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False).run_dir
+    scripted = torch.jit.load(str(export_model(run_dir, "torchscript", tmp_path / "m.pt")))
+    model, saved_cfg, _ = load_model(run_dir, "cpu")
+    pixels = tiny_mnist.test_images[:32]
+    with torch.no_grad():
+        got = scripted(pixels.unsqueeze(1).float())
+    assert (got - predict_logits(model, pixels, saved_cfg)).abs().max() <= 1e-4
+    saved_cfg.tta_hflip = False
+    assert (got - predict_logits(model, pixels, saved_cfg)).abs().max() > 1e-3  # the averaging is in the graph

@@ -117,3 +117,18 @@ def test_a_time_budget_run_plans_its_steps_and_records_them(tiny_mnist, tmp_path
     assert rows[-1]["steps"] == load_checkpoint(result.run_dir / "last.pt")["total_steps"]
     assert all(r["time"] > 1e9 for r in rows)  # wall-clock stamps, to line runs up across processes
     assert result.epochs == len(rows)
+
+
+def test_mirror_test_time_augmentation_averages_the_logits_of_both_images(tiny_mnist):
+    from cnnlab.models import create_model
+    from cnnlab.train import predict_logits
+
+    torch.manual_seed(0)
+    model = create_model("resnet_bn")
+    images = tiny_mnist.test_images[:40]
+    plain = make_config("resnet_bn", device="cpu")
+    tta = make_config("resnet_bn", device="cpu", tta_hflip=True)
+    straight = predict_logits(model, images, plain)
+    mirrored = predict_logits(model, images.flip(-1), plain)
+    assert not torch.allclose(straight, mirrored, atol=1e-3)  # the network is not mirror-symmetric
+    assert torch.allclose(predict_logits(model, images, tta), (straight + mirrored) / 2, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Depth: plain stacks against residual stacks of the same width, on real MNIST.
+"""Depth: plain stacks against residual stacks of the same width, on a real data set (MNIST by default).
 
 A stack is a stem (3x3 conv, stride 2: 28x28 -> 14x14), then `depth` 3x3 conv layers in blocks of two,
 with or without a skip around each block, then a linear classifier on the flattened 14x14 map (no global

@@ -133,7 +133,7 @@ def branches_section(checkpoints: list[str], data: MNIST, out_dir: Path, device:
     return f"""## 2. Which Inception branches does training lean on?
 
 The notes ask it: "the teacher's Inception code never shows which branches were selected". Measured on
-{len(reports)} trained `inception_net` model(s) (test accuracy {accs}), on the 10,000 test images: accuracy
+{len(reports)} trained `inception_net` model(s) (test accuracy {accs}), on the {len(data.test_labels):,} {data.title} test images: accuracy
 with one branch's output zeroed, accuracy with only that branch kept, the branch's share of its block's output
 energy, and its share of the block's squared gradient norm over training (recorded by hooks during training).
 Mean over the models, with min..max in brackets when there are several.
@@ -242,6 +242,7 @@ def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, check
     header = (
         "# The lecture's claims, measured\n\n"
         f"Made by `cnnlab report` on {time.strftime('%Y-%m-%d')}; machine: {describe_machine()}.  \n"
+        f"Data: {data.title} ({len(data.train_labels):,} training and {len(data.test_labels):,} test images, {data.source}).  \n"
         f"Models compared: {', '.join(how(d) for d in runs)}.  \n"
         + (f"Models whose branches are analysed: {', '.join(how(d) for d in analysed)}." if analysed else "")
     )

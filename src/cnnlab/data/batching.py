@@ -74,6 +74,26 @@ def random_affine(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def cutout(
+    x: torch.Tensor, generator: torch.Generator, size: int, rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Blank a size x size square of every image (DeVries and Taylor's cutout), its centre drawn uniformly
+    over the image, so a square near an edge is partly outside it. Fills with 0, the background of [0, 1]
+    images (apply before normalising). `rows` as in random_affine."""
+    n, _, h, w = x.shape
+    if size <= 0:
+        return x
+    first, total = rows if rows is not None else (0, n)
+    centre = torch.rand(total, 2, generator=generator, device=x.device, dtype=torch.float32)[first : first + n]
+    cy = (centre[:, 0] * h).floor().view(n, 1, 1)
+    cx = (centre[:, 1] * w).floor().view(n, 1, 1)
+    lo = size // 2  # a square of `size` pixels from centre - lo to centre - lo + size - 1
+    ys = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
+    xs = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
+    inside = (ys >= cy - lo) & (ys < cy - lo + size) & (xs >= cx - lo) & (xs < cx - lo + size)
+    return x.masked_fill(inside.unsqueeze(1), 0.0)
+
+
 class InMemoryLoader:
     """Batches of (uint8 images, labels) sliced from tensors already on the device.
 

@@ -1,9 +1,11 @@
 """Export a trained model to ONNX or TorchScript, for use without cnnlab.
 
-The exported graph takes what an MNIST file holds, not what the network's first layer takes: float32
-images of shape (N, 1, 28, 28) with pixel values 0..255, white digit on black. The standardisation the
-model was trained with is part of the graph, so nobody has to know MNIST's mean and standard deviation.
-The batch dimension is dynamic. Output: (N, 10) logits (softmax them for probabilities).
+The exported graph takes what the data set's files hold, not what the network's first layer takes:
+float32 images of shape (N, C, S, S) — (N, 1, 28, 28) for MNIST and Fashion-MNIST — with pixel values
+0..255 (MNIST: white digit on black). The standardisation the model was trained with is part of the graph,
+so nobody has to know the data set's mean and standard deviation; so is the mirror-image averaging of a
+model evaluated that way (tta_hflip). The batch dimension is dynamic. Output: (N, classes) logits (softmax
+them for probabilities).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from cnnlab.data.batching import MNIST_MEAN, MNIST_STD
-from cnnlab.train import checkpoint_dir, load_model
+from cnnlab.train import checkpoint_dir, load_model, tta_forward
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -28,16 +30,18 @@ class ExportError(Exception):
 
 
 class PixelInput(nn.Module):
-    """The model behind its input standardisation: 0..255 pixels in, logits out."""
+    """The model behind its input standardisation: 0..255 pixels in, logits out. With tta_hflip the logits
+    are averaged with the mirror image's, as the model was evaluated in training."""
 
-    def __init__(self, model: nn.Module, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
+    def __init__(self, model: nn.Module, mean: float = MNIST_MEAN, std: float = MNIST_STD, tta_hflip: bool = False) -> None:
         super().__init__()
         self.model = model
         self.mean, self.std = mean, std  # the training data's pixel statistics
+        self.tta_hflip = tta_hflip
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = (pixels / 255.0 - self.mean) / self.std
-        return self.model(x)
+        return tta_forward(self.model, x, self.tta_hflip)
 
 
 def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None) -> Path:
@@ -46,7 +50,7 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
     model, cfg, state = load_model(checkpoint, "cpu")
-    model = PixelInput(model.to(memory_format=torch.contiguous_format), cfg.norm_mean, cfg.norm_std).eval()
+    model = PixelInput(model.to(memory_format=torch.contiguous_format), cfg.norm_mean, cfg.norm_std, cfg.tta_hflip).eval()
     kw = state.get("model_kwargs", {})
     example = torch.zeros(2, kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
     if out is None:

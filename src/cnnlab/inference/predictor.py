@@ -11,7 +11,7 @@ import torch
 from cnnlab.data.batching import normalize
 from cnnlab.inference.preprocess import to_mnist
 from cnnlab.models import count_parameters
-from cnnlab.train import CheckpointError, load_model
+from cnnlab.train import CheckpointError, load_model, tta_forward
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Predictor:
     def predict_image(self, image: np.ndarray) -> Prediction:
         """Predict a (28, 28) uint8 image already in MNIST's format."""
         x = normalize(torch.from_numpy(image).to(self.device).unsqueeze(0), self.config.norm_mean, self.config.norm_std)
-        probs = torch.softmax(self.model(x).float(), dim=1)[0]
+        probs = torch.softmax(tta_forward(self.model, x, self.config.tta_hflip).float(), dim=1)[0]
         return Prediction(image=image, probabilities=probs.tolist())
 
     def predict(self, source) -> Prediction:

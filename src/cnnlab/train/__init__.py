@@ -2,7 +2,7 @@
 
 from cnnlab.train.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_model, save_checkpoint
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
-from cnnlab.train.loop import NonFiniteLoss, RunResult, evaluate, fit, predict_logits, resume
+from cnnlab.train.loop import NonFiniteLoss, RunResult, evaluate, fit, predict_logits, resume, tta_forward
 from cnnlab.train.runtime import resolve_device
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "predict_logits",
     "resolve_device",
     "save_checkpoint",
+    "tta_forward",
 ]

@@ -30,6 +30,8 @@ class TrainConfig:
     max_rotate: float = 10.0  # augmentation: random rotation, degrees (0 disables)
     max_scale: float = 0.1  # augmentation: random scale, fraction (0 disables)
     hflip: bool = False  # augmentation: mirror half the images left-right (clothes, not digits)
+    cutout: int = 0  # augmentation: blank a random square of this many pixels a side in every image (0 disables)
+    tta_hflip: bool = False  # evaluate on each image and its mirror image, averaging the logits (with hflip)
     norm_mean: float = 0.1307  # pixel mean and std the images are standardised with: the data set's own,
     norm_std: float = 0.3081  # set from the data when training starts (MNIST's here)
     val_size: int = 5000  # last training images held out for model selection; 0 = none (the course)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from cnnlab.data import MNIST
 from cnnlab.data import load_data
 from cnnlab.data.imagefolder import is_imagefolder
-from cnnlab.data.batching import InMemoryLoader, normalize, random_affine
+from cnnlab.data.batching import InMemoryLoader, cutout, normalize, random_affine
 from cnnlab.models import count_parameters, create_model
 from cnnlab.train import distributed
 from cnnlab.train.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
@@ -67,8 +67,10 @@ def prepare_batch(
     """uint8 batch -> normalised float batch, augmented when a generator is given. `rows=(first, total)`:
     the batch is this process's part of a global batch of `total` (see random_affine)."""
     augment = None
-    if generator is not None and (cfg.max_shift or cfg.max_rotate or cfg.max_scale or cfg.hflip):
-        augment = lambda x: random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale, rows, cfg.hflip)  # noqa: E731
+    if generator is not None and (cfg.max_shift or cfg.max_rotate or cfg.max_scale or cfg.hflip or cfg.cutout):
+        def augment(x: torch.Tensor) -> torch.Tensor:
+            x = random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale, rows, cfg.hflip)
+            return cutout(x, generator, cfg.cutout, rows)
     x = normalize(images, cfg.norm_mean, cfg.norm_std, augment=augment)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -203,15 +205,26 @@ class NonFiniteLoss(FloatingPointError):
         self.epoch, self.step = epoch, step
 
 
+def tta_forward(model: nn.Module, x: torch.Tensor, hflip: bool) -> torch.Tensor:
+    """The model's logits for a normalised batch; with hflip, the mean of the logits for the images and
+    for their mirror images (test-time augmentation for models trained with mirroring)."""
+    logits = model(x)
+    if hflip:
+        logits = (logits + model(x.flip(-1))) / 2
+    return logits
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Float32 logits for uint8 images, in batches of cfg.eval_batch_size, without gradients."""
+    """Float32 logits for uint8 images, in batches of cfg.eval_batch_size, without gradients
+    (averaged with the mirror images' when cfg.tta_hflip)."""
     model.eval()
     amp_dtype = autocast_dtype(images.device, cfg.amp)
     out = []
     for i in range(0, len(images), cfg.eval_batch_size):
         with autocast(images.device, amp_dtype):
-            out.append(model(prepare_batch(images[i : i + cfg.eval_batch_size], cfg)).float())
+            x = prepare_batch(images[i : i + cfg.eval_batch_size], cfg)
+            out.append(tta_forward(model, x, cfg.tta_hflip).float())
     return torch.cat(out) if out else torch.empty(0, model.num_classes)
 
 
@@ -498,7 +511,11 @@ def _train(
     if main:
         write_json(run_dir / "summary.json", _json_safe(result.summary()))
         note = ", ".join(
-            n for n, on in (("augmented", cfg.max_shift or cfg.max_rotate or cfg.max_scale), ("label-smoothed loss", cfg.label_smoothing)) if on
+            n for n, on in (
+                ("augmented", cfg.max_shift or cfg.max_rotate or cfg.max_scale or cfg.hflip or cfg.cutout),
+                ("label-smoothed loss", cfg.label_smoothing),
+                ("val/test on images and mirror images", cfg.tta_hflip),
+            ) if on
         )
         plot_curves(history_as_floats(history), run_dir / "curves.png", f"{cfg.model} ({cfg.recipe} recipe)", note)
     return result
