@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="compare.png", help="figure path (default: compare.png)")
 
     pr = sub.add_parser(
-        "predict", help="classify your own images of digits", formatter_class=_formatter,
+        "predict", help="classify your own images (digits, clothes, or an image-folder model's classes)", formatter_class=_formatter,
         epilog="examples:\n  cnnlab predict runs/20260101-120000-resnet photo.jpg drawing.png\n"
         "  cnnlab predict runs/20260101-120000-resnet *.png --json",
     )
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size, dark on light or light on dark)")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout instead of text (default: off)")
     pr.add_argument("--top", type=_positive_int, default=3, help="classes to show per image (default: 3)")
-    pr.add_argument("--save-input", metavar="DIR", help="also write the 28x28 image the model saw, per image (default: off)")
+    pr.add_argument("--save-input", metavar="DIR", help="also write the image the model saw (28x28 for MNIST), per image (default: off)")
 
     sv = sub.add_parser(
         "serve", help="a web page to draw digits on, and a JSON API", formatter_class=_formatter,
@@ -407,10 +407,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.save_input:
             out = Path(args.save_input)
             out.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pred.image).save(out / f"{Path(path).stem}-28x28.png")
+            image = pred.image if pred.image.ndim == 2 else pred.image.transpose(1, 2, 0)
+            Image.fromarray(image).save(out / f"{Path(path).stem}-{image.shape[1]}x{image.shape[0]}.png")
         if not args.json:
-            top = "  ".join(f"{c}: {100 * p:5.1f}%" for c, p in pred.top(args.top))
-            print(f"{path}: {pred.top(1)[0][0]}    ({top})")
+            top = "  ".join(f"{pred.classes[c]}: {100 * p:5.1f}%" for c, p in pred.top(args.top))
+            print(f"{path}: {pred.classes[pred.top(1)[0][0]]}    ({top})")
     if args.json:
         print(json.dumps({"model": predictor.info, "predictions": results}, indent=2))
     return 1 if failed else 0

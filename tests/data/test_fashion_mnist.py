@@ -81,3 +81,30 @@ def test_train_and_evaluate_on_fashion_mnist_from_the_command_line(installed, tm
     assert main(["evaluate", str(run)]) == 0
     report = capsys.readouterr().out
     assert "Fashion-MNIST test images" in report and "9 Ankle boot" in report and "6 Shirt" in report
+
+    # Its test images as product photos (dark on white, large, off centre), predicted by name.
+    data = load_dataset("fashion-mnist", progress=False)
+    paths = []
+    for i in range(40):
+        photo = product_photo(data.test_images[i].numpy(), seed=i)
+        paths.append(tmp_path / f"{i}-{data.classes[int(data.test_labels[i])].replace('/', '-')}.png")
+        photo.save(paths[-1])
+    assert main(["predict", str(run), *map(str, paths)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    named = [line.split(":")[1].split("(")[0].strip() for line in lines]
+    truth = [p.stem.split("-", 1)[1] for p in paths]
+    right = sum(n.replace("/", "-") == t for n, t in zip(named, truth))
+    assert right >= 0.6 * len(paths), list(zip(named, truth))  # the network reads about 80% of test images right
+
+
+def product_photo(image, seed: int = 0):
+    """A Fashion-MNIST image as the photo it came from might look: dark on white, 6x larger, off centre."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    item = Image.fromarray(255 - image).resize((168, 168), Image.Resampling.BICUBIC)
+    photo = Image.new("L", (168 + rng.randint(10, 80), 168 + rng.randint(10, 80)), 255)
+    photo.paste(item, (rng.randint(0, photo.width - 168), rng.randint(0, photo.height - 168)))
+    return photo.convert("RGB")

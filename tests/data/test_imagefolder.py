@@ -95,3 +95,15 @@ def test_a_folder_of_drawn_shapes_trains_end_to_end(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "circle" in report and "triangle" in report
     assert f"test accuracy {100 * state['metrics']['test_acc']:.2f}%" in report
+
+    # New drawings, never seen in training, predicted by name from files of any size and mode.
+    fresh = draw_folder(tmp_path / "fresh", per_class=10, seed=99)
+    images = sorted(str(f) for f in fresh.rglob("*.*") if f.suffix != ".txt")
+    assert main(["predict", str(run), *images, "--json", "--save-input", str(tmp_path / "seen")]) == 0
+    import json
+
+    preds = json.loads(capsys.readouterr().out)["predictions"]
+    right = sum(p["top"][0]["name"] == Path(p["image"]).parent.name for p in preds)
+    assert right >= 0.75 * len(preds), f"{right} of {len(preds)} fresh drawings named right"
+    seen = Image.open(next((tmp_path / "seen").iterdir()))
+    assert seen.mode == "RGB" and seen.size == (cfg["image_size"], cfg["image_size"])

@@ -6,9 +6,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from cnnlab.inference.preprocess import MAX_SIDE, ImageError, ImageTooLarge, load_image, to_mnist
+from cnnlab.inference.preprocess import MAX_SIDE, ImageError, ImageTooLarge, load_image, preparer, to_fashion, to_mnist, to_square
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -130,3 +130,45 @@ def test_bad_inputs_get_one_clear_error(data, error, words, reliability):
 def test_a_missing_file_is_an_image_error(tmp_path):
     with pytest.raises(ImageError, match="cannot read"):
         to_mnist(tmp_path / "nope.png")
+
+
+def _garment() -> np.ndarray:
+    """A shirt-like shape in Fashion-MNIST's layout: light on black, 28 px tall (the longer side), centred."""
+    img = Image.new("L", (28, 28), 0)
+    d = ImageDraw.Draw(img)
+    d.rectangle((8, 0, 19, 27), fill=200)  # body
+    d.rectangle((4, 0, 23, 9), fill=160)  # sleeves
+    d.rectangle((12, 0, 15, 3), fill=0)  # collar
+    return np.asarray(img)
+
+
+def test_a_garment_photographed_large_on_white_comes_back_in_fashion_mnists_format():
+    garment = _garment()
+    item = Image.fromarray(255 - garment).resize((140, 140), Image.Resampling.BICUBIC)
+    for background, at in ((255, (30, 5)), (235, (0, 60))):  # white paper; light grey, in a corner
+        photo = Image.new("L", (220, 210), background)
+        photo.paste(Image.fromarray(np.clip(np.asarray(item).astype(int) - (255 - background), 0, 255).astype(np.uint8)), at)
+        out = to_fashion(png_bytes(photo.convert("RGB")))
+        assert out.shape == (28, 28) and out.dtype == np.uint8
+        assert correlation(out, garment) > 0.95
+        assert out[:, :2].max() <= 10 and out[:, -2:].max() <= 10  # narrower than tall: centred, black at the sides
+        assert np.abs(out.astype(int) - garment.astype(int)).mean() < 25
+
+
+def test_a_garment_on_black_is_taken_as_it_is_and_a_blank_photo_has_no_item():
+    garment = _garment()
+    photo = Image.new("L", (100, 80), 0)
+    photo.paste(Image.fromarray(garment).resize((56, 56), Image.Resampling.BICUBIC), (10, 12))
+    assert correlation(to_fashion(photo), garment) > 0.95
+    with pytest.raises(ImageError, match="no item"):
+        to_fashion(Image.new("L", (50, 50), 240))
+
+
+def test_each_data_set_gets_its_own_preparation():
+    photo = Image.new("RGB", (90, 60), (250, 250, 250))
+    ImageDraw.Draw(photo).ellipse((20, 10, 60, 50), fill=(200, 30, 30))
+    assert preparer("mnist") is to_mnist and preparer("fashion-mnist") is to_fashion
+    rgb = preparer("imagefolder:/x", in_channels=3, image_size=32)(png_bytes(photo))
+    assert rgb.shape == (3, 32, 32) and rgb[0, 16, 16] > 150 and rgb[1, 16, 16] < 80  # red stays red
+    grey = to_square(photo, 24, channels=1)
+    assert grey.shape == (24, 24) and grey[0, 0] > 240

@@ -107,3 +107,29 @@ def test_the_api_answers_json_errors_for_unknown_routes_and_methods(client):
     assert client.get("/api/nothing").status_code == 404
     assert client.get("/api/predict").status_code == 405
     assert json.loads(client.get("/api/nothing").text)
+
+
+def test_a_model_of_other_classes_answers_with_their_names(tiny_mnist, tmp_path):
+    """Mechanics only (a model trained on noise): the class names recorded in training reach the API, and a
+    Fashion-MNIST model's pictures are prepared as garments."""
+    import dataclasses
+
+    from cnnlab.data.datasets import FASHION_MNIST
+    from cnnlab.train import fit, make_config
+
+    data = dataclasses.replace(tiny_mnist, name="fashion-mnist", classes=FASHION_MNIST.classes)
+    cfg = make_config("basic_cnn", dataset="fashion-mnist", epochs=1, batch_size=50, val_size=100, device="cpu")
+    run = fit(cfg, data, out_root=tmp_path, progress=False).run_dir
+    with TestClient(create_app(Predictor(run))) as c:
+        info = c.get("/api/model").json()
+        assert info["classes"] == list(FASHION_MNIST.classes) and info["data_title"] == "Fashion-MNIST"
+        buf = io.BytesIO()
+        Image.new("RGB", (60, 80), "white").save(buf, format="PNG")  # a blank photo: no item
+        r = c.post("/api/predict", content=buf.getvalue(), headers={"Content-Type": "image/png"})
+        assert r.status_code == 422 and "no item" in r.json()["error"]
+        img = Image.new("RGB", (60, 80), "white")
+        img.paste((30, 30, 30), (15, 10, 45, 70))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        body = c.post("/api/predict", content=buf.getvalue(), headers={"Content-Type": "image/png"}).json()
+        assert body["top"][0]["name"] == FASHION_MNIST.classes[body["top"][0]["class"]]

@@ -4,6 +4,7 @@ Needs Debian's chromium (/usr/bin/chromium, or $CNNLAB_CHROMIUM) and the playwri
 missing the test skips and says which, except in CI (CI=true), where .ci/run installs both and it must run.
 """
 
+import contextlib
 import math
 import os
 import shutil
@@ -33,23 +34,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url(trained_resnet):
+@contextlib.contextmanager
+def _serving(run_dir):
+    """A real uvicorn server for the run's model on a free port of 127.0.0.1: its URL."""
     uvicorn = pytest.importorskip("uvicorn")
     from cnnlab.inference.predictor import Predictor
     from cnnlab.serve.app import create_app
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Predictor(trained_resnet)), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(Predictor(run_dir)), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline, "the server did not start within 20 s"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(trained_resnet):
+    with _serving(trained_resnet) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _browser_page():
+    _need(os.path.exists(CHROMIUM), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need(False, "the playwright package is not installed (pip install playwright)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 900, "height": 700})
+        finally:
+            browser.close()
+
+
+def _draw(page, strokes) -> None:
+    box = page.locator("#pad").bounding_box()
+    page.click("#clear")
+    for stroke in strokes:
+        x0, y0 = stroke[0]
+        page.mouse.move(box["x"] + x0, box["y"] + y0)
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
+        page.mouse.up()
+    page.click("#predict")
+    page.wait_for_function("document.body.dataset.prediction !== undefined && "
+                           "!document.getElementById('status').textContent.startsWith('predicting')")
 
 
 # Strokes on the 280 x 280 canvas, as a person would draw them: lists of (x, y) points.
@@ -66,33 +106,35 @@ DIGITS = {
 
 
 def test_drawing_digits_on_the_page_gets_them_read(server_url, tmp_path):
-    _need(os.path.exists(CHROMIUM), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need(False, "the playwright package is not installed (pip install playwright)")
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 900, "height": 700})
+    with _browser_page() as page:
         page.goto(server_url)
         page.wait_for_function("document.getElementById('model').textContent.includes('resnet')")
-        box = page.locator("#pad").bounding_box()
+        assert page.inner_text("h1") == "Draw a digit"
         for digit, strokes in DIGITS.items():
-            page.click("#clear")
-            for stroke in strokes:
-                x0, y0 = stroke[0]
-                page.mouse.move(box["x"] + x0, box["y"] + y0)
-                page.mouse.down()
-                for x, y in stroke[1:]:
-                    page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
-                page.mouse.up()
-            page.click("#predict")
-            page.wait_for_function("document.body.dataset.prediction !== undefined && "
-                                   "!document.getElementById('status').textContent.startsWith('predicting')")
+            _draw(page, strokes)
             assert page.inner_text("#answer").strip() == digit, f"drew {digit}, the page says {page.inner_text('#answer')}"
             assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")
         shot = os.environ.get("CNNLAB_SCREENSHOT")
         if shot:
             page.screenshot(path=str(Path(shot)))
-        browser.close()
+
+
+def test_a_model_of_named_classes_gets_named_bars_and_answers(tiny_mnist, tmp_path):
+    """Mechanics (a model trained on noise, so which class wins is not checked): the page labels its bars
+    with the model's class names, in order, and answers with the name of the class it marks best."""
+    import dataclasses
+
+    from cnnlab.data.datasets import FASHION_MNIST
+    from cnnlab.train import fit, make_config
+
+    data = dataclasses.replace(tiny_mnist, name="fashion-mnist", classes=FASHION_MNIST.classes)
+    cfg = make_config("basic_cnn", dataset="fashion-mnist", epochs=1, batch_size=50, val_size=100, device="cpu")
+    run = fit(cfg, data, out_root=tmp_path, progress=False).run_dir
+    with _serving(run) as url, _browser_page() as page:
+        page.goto(url)
+        page.wait_for_function("document.getElementById('model').textContent.includes('Fashion-MNIST')")
+        assert page.locator("#bars .label").all_inner_texts() == list(FASHION_MNIST.classes)
+        assert page.inner_text("h1").startswith("Draw one of: T-shirt/top, Trouser")
+        _draw(page, [[(90, 40), (190, 40), (190, 250), (90, 250), (90, 40)]])
+        best = page.locator("#bars .bar.best .label").all_inner_texts()
+        assert len(best) == 1 and page.inner_text("#answer").strip() == best[0]

@@ -132,3 +132,14 @@ def test_mirror_test_time_augmentation_averages_the_logits_of_both_images(tiny_m
     mirrored = predict_logits(model, images.flip(-1), plain)
     assert not torch.allclose(straight, mirrored, atol=1e-3)  # the network is not mirror-symmetric
     assert torch.allclose(predict_logits(model, images, tta), (straight + mirrored) / 2, atol=1e-5)
+
+
+def test_class_names_come_from_the_run_else_from_its_data_set():
+    from cnnlab.data.datasets import FASHION_MNIST
+    from cnnlab.train import class_names
+
+    fashion = make_config("resnet", dataset="fashion-mnist")
+    assert class_names({"model_kwargs": {"num_classes": 10}}, fashion) == FASHION_MNIST.classes  # older runs
+    folder = make_config("resnet", dataset="imagefolder:/photos")
+    assert class_names({"model_kwargs": {"num_classes": 2}, "classes": ["cat", "dog"]}, folder) == ("cat", "dog")
+    assert class_names({"model_kwargs": {"num_classes": 3}}, folder) == ("0", "1", "2")

@@ -73,15 +73,6 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0):
         image_size = int(min(MAX_SIDE, max(MIN_SIDE, statistics.median(min(im.size) for im in images.values()))))
     grey = all(im.mode in GREY_MODES for im in images.values())
 
-    def pixels(im) -> np.ndarray:
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # transparent parts read as white paper
-            im = Image.alpha_composite(canvas, rgba)
-        im = im.convert("L" if grey else "RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        return a if grey else a.transpose(2, 0, 1)
-
     rng = random.Random(seed)
     train, test = [], []
     for label, (name, fs) in enumerate(files.items()):
@@ -93,7 +84,7 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0):
     rng.shuffle(train)
 
     def stack(items):
-        x = torch.from_numpy(np.stack([pixels(images[f]) for f, _ in items])) if items else torch.empty(0, dtype=torch.uint8)
+        x = torch.from_numpy(np.stack([square_pixels(images[f], image_size, grey) for f, _ in items])) if items else torch.empty(0, dtype=torch.uint8)
         return x, torch.tensor([label for _, label in items], dtype=torch.int64)
 
     train_x, train_y = stack(train)
@@ -111,3 +102,17 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0):
         mean=float(x01.mean()),
         std=float(x01.std().clamp(min=1e-3)),
     )
+
+
+def square_pixels(im, size: int, grey: bool) -> np.ndarray:
+    """A Pillow image as the folder's training images are stored: uint8, (size, size) grey or
+    (3, size, size) RGB, stretched to a square; transparent parts read as white paper."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(canvas, rgba)
+    im = im.convert("L" if grey else "RGB").resize((size, size), Image.Resampling.BILINEAR)
+    a = np.array(im, dtype=np.uint8)  # a copy: writable, so torch can take it without a warning
+    return a if grey else np.ascontiguousarray(a.transpose(2, 0, 1))

@@ -9,15 +9,17 @@ import numpy as np
 import torch
 
 from cnnlab.data.batching import normalize
-from cnnlab.inference.preprocess import to_mnist
+from cnnlab.data.datasets import DATASETS
+from cnnlab.inference.preprocess import preparer
 from cnnlab.models import count_parameters
-from cnnlab.train import CheckpointError, load_model, tta_forward
+from cnnlab.train import class_names, load_model, tta_forward
 
 
 @dataclass
 class Prediction:
-    image: np.ndarray  # the 28x28 uint8 image the model saw
+    image: np.ndarray  # the uint8 image the model saw: (H, W) grey or (3, H, W) RGB
     probabilities: list[float]  # one per class, summing to 1
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # class names, by label
 
     def top(self, k: int = 3) -> list[tuple[int, float]]:
         """The k most probable classes as (class, probability), most probable first."""
@@ -26,13 +28,14 @@ class Prediction:
 
     def as_dict(self, k: int = 3) -> dict:
         return {
-            "top": [{"class": c, "probability": p} for c, p in self.top(k)],
+            "top": [{"class": c, "name": self.classes[c], "probability": p} for c, p in self.top(k)],
             "probabilities": self.probabilities,
         }
 
 
 class Predictor:
-    """A checkpoint's model on the CPU, in eval mode, with its metadata.
+    """A checkpoint's model on the CPU, in eval mode, with its metadata and the preprocessing its training
+    data calls for (a digit for MNIST, a garment for Fashion-MNIST, a stretched square for an image folder).
 
     Args:
         checkpoint: a checkpoint file or a run directory (its best.pt).
@@ -42,12 +45,15 @@ class Predictor:
     def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
         self.model, self.config, state = load_model(checkpoint, device)
         kwargs = state.get("model_kwargs", {})
-        if kwargs.get("in_channels", 1) != 1 or kwargs.get("image_size", 28) != 28:
-            raise CheckpointError(f"{checkpoint}: this model takes {kwargs} images, not 28x28 grey digits")
+        self.in_channels, self.image_size = kwargs.get("in_channels", 1), kwargs.get("image_size", 28)
+        self.classes = class_names(state, self.config)
+        self.prepare = preparer(self.config.dataset, self.in_channels, self.image_size)
         self.device = next(self.model.parameters()).device
         self.info = {
             "model": self.config.model,
             "dataset": self.config.dataset,
+            "data_title": DATASETS[self.config.dataset].title if self.config.dataset in DATASETS else self.config.dataset,
+            "classes": list(self.classes),
             "parameters": count_parameters(self.model),
             "epoch": state.get("epoch"),
             "test_accuracy": state.get("metrics", {}).get("test_acc"),
@@ -56,11 +62,11 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_image(self, image: np.ndarray) -> Prediction:
-        """Predict a (28, 28) uint8 image already in MNIST's format."""
+        """Predict a uint8 image already in the training data's format ((H, W) grey or (C, H, W))."""
         x = normalize(torch.from_numpy(image).to(self.device).unsqueeze(0), self.config.norm_mean, self.config.norm_std)
         probs = torch.softmax(tta_forward(self.model, x, self.config.tta_hflip).float(), dim=1)[0]
-        return Prediction(image=image, probabilities=probs.tolist())
+        return Prediction(image=image, probabilities=probs.tolist(), classes=self.classes)
 
     def predict(self, source) -> Prediction:
-        """Preprocess any picture of a digit (path, bytes, PIL image or array), then predict it."""
-        return self.predict_image(to_mnist(source))
+        """Preprocess any picture (path, bytes, PIL image; a grey array for MNIST and Fashion-MNIST models), then predict it."""
+        return self.predict_image(self.prepare(source))

@@ -9,12 +9,16 @@ margins, its stroke width and its dark-on-light polarity, and a model trained on
 3. subtract the background and stretch the ink to 0..255;
 4. crop to the ink's bounding box, scale its longer side to 20 px (aspect ratio kept), anti-aliased;
 5. place it in 28x28 so that its centre of mass is at the centre.
+
+Models trained on other data read other pictures: `to_fashion` makes one garment into Fashion-MNIST's format,
+`to_square` makes any picture into an image-folder model's format, and `preparer` picks the one for a model.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -101,20 +105,7 @@ def to_mnist(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndarra
 
     Raises ImageError for inputs that cannot be read or hold no ink.
     """
-    if isinstance(source, np.ndarray):
-        grey = source.astype(np.float32)
-        if grey.ndim != 2 or grey.size == 0:
-            raise ImageError(f"expected a 2-D grey image, got an array of shape {grey.shape}")
-    else:
-        img = source if isinstance(source, Image.Image) else load_image(source)
-        grey = to_grey(img)
-
-    # Polarity: the border is mostly background. Light background -> dark ink -> invert.
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = float(np.median(border))
-    if background > 127.5:
-        grey = 255.0 - grey
-        background = 255.0 - background
+    grey, background = _light_on_dark(_grey_of(source))
     ink = np.clip(grey - background, 0, None)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
@@ -143,3 +134,70 @@ def to_mnist(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndarra
     )
     out = np.clip(np.asarray(placed, dtype=np.float32), 0, 255)
     return np.round(out).astype(np.uint8)
+
+
+def _grey_of(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndarray:
+    if isinstance(source, np.ndarray):
+        grey = source.astype(np.float32)
+        if grey.ndim != 2 or grey.size == 0:
+            raise ImageError(f"expected a 2-D grey image, got an array of shape {grey.shape}")
+        return grey
+    return to_grey(source if isinstance(source, Image.Image) else load_image(source))
+
+
+def _light_on_dark(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """(image, background level) with the subject brighter than the background: the border is mostly
+    background, and a light background means a dark subject, so the image is inverted."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = float(np.median(border))
+    if background > 127.5:
+        return 255.0 - grey, 255.0 - background
+    return grey, background
+
+
+def to_fashion(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndarray:
+    """A picture of one garment in Fashion-MNIST's format: (28, 28) uint8, the item light on black,
+    trimmed to it and scaled so that its longer side is 28 px, centred.
+
+    Fashion-MNIST was made from product photos on white: trimmed of the background, the longer edge resized
+    to 28, the shorter padded to 28 around the centre, the intensities negated. Here the background is the
+    border's median level (light or dark), and a pixel belongs to the item when it differs from it by more
+    than 5% of the grey range.
+
+    Raises ImageError for inputs that cannot be read or where nothing differs from the background.
+    """
+    grey, background = _light_on_dark(_grey_of(source))
+    item = np.clip(grey - background, 0, 255)
+    ys, xs = np.nonzero(item > 0.05 * 255)
+    if len(ys) == 0 or float(item.max()) < MIN_CONTRAST:
+        raise ImageError("the image holds no item: nothing differs from its background")
+    crop = item[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    h, w = crop.shape
+    scale = SIZE / max(h, w)
+    new_w, new_h = max(1, min(SIZE, round(w * scale))), max(1, min(SIZE, round(h * scale)))
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
+    small = np.clip(np.asarray(Image.fromarray(crop.astype(np.float32)).resize((new_w, new_h), resample)), 0, 255)
+    out = np.zeros((SIZE, SIZE), dtype=np.float32)
+    top, left = (SIZE - new_h) // 2, (SIZE - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = small
+    return np.round(out).astype(np.uint8)
+
+
+def to_square(source: str | Path | bytes | Image.Image, size: int, channels: int) -> np.ndarray:
+    """Any picture as an image-folder model's training images were made: stretched to (size, size),
+    grey (channels 1) or (3, size, size) RGB, uint8."""
+    from cnnlab.data.imagefolder import square_pixels
+
+    if isinstance(source, np.ndarray):
+        raise ImageError("give an image file or a Pillow image, not an array")
+    img = source if isinstance(source, Image.Image) else load_image(source)
+    return square_pixels(ImageOps.exif_transpose(img), size, grey=channels == 1)
+
+
+def preparer(dataset: str, in_channels: int = 1, image_size: int = 28) -> Callable[..., np.ndarray]:
+    """The function that turns a user's picture into what a model trained on `dataset` reads."""
+    if dataset == "fashion-mnist":
+        return to_fashion
+    if dataset == "mnist":
+        return to_mnist
+    return lambda source: to_square(source, image_size, in_channels)

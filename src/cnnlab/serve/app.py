@@ -154,5 +154,5 @@ def _from_multipart(content_type: str, body: bytes) -> bytes:
 
 def _png_data_url(image) -> str:
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(image if image.ndim == 2 else image.transpose(1, 2, 0)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,6 +1,6 @@
 """Training: the config and its recipes, the loop, checkpoints and run directories."""
 
-from cnnlab.train.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_model, save_checkpoint
+from cnnlab.train.checkpoint import CheckpointError, checkpoint_dir, class_names, load_checkpoint, load_model, save_checkpoint
 from cnnlab.train.config import RECIPES, TrainConfig, make_config
 from cnnlab.train.loop import NonFiniteLoss, RunResult, evaluate, fit, predict_logits, resume, tta_forward
 from cnnlab.train.runtime import resolve_device
@@ -9,6 +9,7 @@ __all__ = [
     "RECIPES",
     "CheckpointError",
     "checkpoint_dir",
+    "class_names",
     "RunResult",
     "TrainConfig",
     "evaluate",

@@ -132,3 +132,16 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.M
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.eval(), cfg, state
+
+
+def class_names(state: dict, cfg: TrainConfig) -> tuple[str, ...]:
+    """The class names of a checkpoint's model, by label: as recorded in training, else its data set's
+    (checkpoints from before they were recorded), else the labels' numbers."""
+    from cnnlab.data.datasets import DATASETS
+
+    n = int(state.get("model_kwargs", {}).get("num_classes", 10))
+    if len(state.get("classes") or ()) == n:
+        return tuple(str(c) for c in state["classes"])
+    if cfg.dataset in DATASETS and len(DATASETS[cfg.dataset].classes) == n:
+        return tuple(DATASETS[cfg.dataset].classes)
+    return tuple(str(i) for i in range(n))

@@ -475,7 +475,7 @@ def _train(
         ckpt = _state(model, model_kwargs, optimizer, schedule, gen, cfg, epoch, row, plan)
         ckpt.update(
             steps=steps_done, steps_per_epoch=len(loader), history=history, best=best, branch_grads=branch_grads,
-            world_size=world.world_size,
+            world_size=world.world_size, classes=list(data.classes),
         )
         if is_best:
             save_checkpoint(run_dir / "best.pt", ckpt)
