@@ -48,23 +48,23 @@ def test_kill_9_at_random_points_then_resume_ends_bit_identical(procs, tmp_path,
     outcomes = []
     for i, (label, when) in enumerate(_kill_moments(rng, seconds)):
         out = tmp_path / f"broken{i}"
-        if callable(when):
+        # The machine is shared: a run can end before its moment comes (sooner than the reference did, or
+        # with a checkpoint write too quick to be caught). Then it is run again on a fresh directory, a timed
+        # moment drawn earlier, so every outcome counted is a real kill at the moment named.
+        for attempt in range(4):
+            shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
+            t0 = time.monotonic()
             p = procs.start(procs.command(1, ["fit", str(out), *ARGS]), log=out / "log")
-            procs.kill_when(p, lambda: when(out), poll=0.001)
-        else:
-            # The machine is shared: a run can end sooner than the reference did. Then the moment is drawn
-            # again, earlier, on a fresh directory, so every attempt is a real kill.
-            for attempt in range(4):
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir()
-                t0 = time.monotonic()
-                p = procs.start(procs.command(1, ["fit", str(out), *ARGS]), log=out / "log")
-                if procs.kill_when(p, lambda: time.monotonic() - t0 >= when, poll=0.01, may_end=True):
-                    break
-                when = round(when * 0.6, 2)
+            if callable(when):
+                killed = procs.kill_when(p, lambda: when(out), poll=0.001, may_end=True)
             else:
-                pytest.fail(f"{label}: every run ended before the moment to kill it")
+                killed = procs.kill_when(p, lambda: time.monotonic() - t0 >= when, poll=0.01, may_end=True)
+                when = round(when * 0.6, 2)
+            if killed:
+                break
+        else:
+            pytest.fail(f"{label}: every run ended before the moment to kill it")
         runs = list(out.glob("*-resnet"))
         if not runs or not (runs[0] / "last.pt").exists():
             # killed before the first checkpoint: nothing to resume, and a fresh run is the remedy
