@@ -22,6 +22,20 @@ def tiny_mnist() -> MNIST:
     )
 
 
+@pytest.fixture
+def fashion_named_run(tiny_mnist, tmp_path):
+    """A basic_cnn run directory, one epoch on tiny_mnist's noise recorded as Fashion-MNIST (its data set and
+    class names): for the mechanics of named classes in predict and serve, never for accuracy."""
+    import dataclasses
+
+    from cnnlab.data.datasets import FASHION_MNIST
+    from cnnlab.train import fit, make_config
+
+    data = dataclasses.replace(tiny_mnist, name="fashion-mnist", classes=FASHION_MNIST.classes)
+    cfg = make_config("basic_cnn", dataset="fashion-mnist", epochs=1, batch_size=50, val_size=100, device="cpu")
+    return fit(cfg, data, out_root=tmp_path, progress=False).run_dir
+
+
 @pytest.fixture(scope="session")
 def real_mnist() -> MNIST:
     """The real MNIST, verified by hash, from the user's cache (fetched once if absent)."""

@@ -109,17 +109,12 @@ def test_the_api_answers_json_errors_for_unknown_routes_and_methods(client):
     assert json.loads(client.get("/api/nothing").text)
 
 
-def test_a_model_of_other_classes_answers_with_their_names(tiny_mnist, tmp_path):
+def test_a_model_of_other_classes_answers_with_their_names(fashion_named_run):
     """Mechanics only (a model trained on noise): the class names recorded in training reach the API, and a
     Fashion-MNIST model's pictures are prepared as garments."""
-    import dataclasses
-
     from cnnlab.data.datasets import FASHION_MNIST
-    from cnnlab.train import fit, make_config
 
-    data = dataclasses.replace(tiny_mnist, name="fashion-mnist", classes=FASHION_MNIST.classes)
-    cfg = make_config("basic_cnn", dataset="fashion-mnist", epochs=1, batch_size=50, val_size=100, device="cpu")
-    run = fit(cfg, data, out_root=tmp_path, progress=False).run_dir
+    run = fashion_named_run
     with TestClient(create_app(Predictor(run))) as c:
         info = c.get("/api/model").json()
         assert info["classes"] == list(FASHION_MNIST.classes) and info["data_title"] == "Fashion-MNIST"

@@ -119,17 +119,12 @@ def test_drawing_digits_on_the_page_gets_them_read(server_url, tmp_path):
             page.screenshot(path=str(Path(shot)))
 
 
-def test_a_model_of_named_classes_gets_named_bars_and_answers(tiny_mnist, tmp_path):
+def test_a_model_of_named_classes_gets_named_bars_and_answers(fashion_named_run):
     """Mechanics (a model trained on noise, so which class wins is not checked): the page labels its bars
     with the model's class names, in order, and answers with the name of the class it marks best."""
-    import dataclasses
-
     from cnnlab.data.datasets import FASHION_MNIST
-    from cnnlab.train import fit, make_config
 
-    data = dataclasses.replace(tiny_mnist, name="fashion-mnist", classes=FASHION_MNIST.classes)
-    cfg = make_config("basic_cnn", dataset="fashion-mnist", epochs=1, batch_size=50, val_size=100, device="cpu")
-    run = fit(cfg, data, out_root=tmp_path, progress=False).run_dir
+    run = fashion_named_run
     with _serving(run) as url, _browser_page() as page:
         page.goto(url)
         page.wait_for_function("document.getElementById('model').textContent.includes('Fashion-MNIST')")

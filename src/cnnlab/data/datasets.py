@@ -65,6 +65,11 @@ FASHION_MNIST = DatasetSpec(
 DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (MNIST, FASHION_MNIST)}
 
 
+def title_of(name: str) -> str:
+    """How a data set's name is written for people: the spec's title, or the name itself (image folders)."""
+    return DATASETS[name].title if name in DATASETS else name
+
+
 def get_dataset(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}, or imagefolder:PATH")

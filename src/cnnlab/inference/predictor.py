@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.batching import normalize
-from cnnlab.data.datasets import DATASETS
+from cnnlab.data.datasets import title_of
 from cnnlab.inference.preprocess import preparer
 from cnnlab.models import count_parameters
 from cnnlab.train import class_names, load_model, tta_forward
@@ -52,7 +52,7 @@ class Predictor:
         self.info = {
             "model": self.config.model,
             "dataset": self.config.dataset,
-            "data_title": DATASETS[self.config.dataset].title if self.config.dataset in DATASETS else self.config.dataset,
+            "data_title": title_of(self.config.dataset),
             "classes": list(self.classes),
             "parameters": count_parameters(self.model),
             "epoch": state.get("epoch"),
