@@ -34,6 +34,8 @@ def test_models_lists_every_model_with_parameters_and_flops(capsys):
         ["train", "--no-such-flag"],
         ["train", "--time-budget", "0"],
         ["train", "--amp", "fp8"],
+        ["train", "--cutout", "0"],
+        ["evaluate", "ckpt", "--tta-hflip", "yes"],
         ["evaluate"],
         ["compare"],
         ["predict", "ckpt"],
@@ -97,6 +99,18 @@ def test_compare_two_runs_prints_table_and_writes_figure(tiny_mnist, tmp_path, c
     assert lines[3].startswith("resnet") and "41,514" in lines[3]
 
 
+def test_train_flags_set_the_config_and_the_rest_keep_the_data_sets_recipe():
+    from cnnlab.cli import build_parser, train_configs
+
+    args = build_parser().parse_args(["train", "--model", "resnet_bn", "--dataset", "fashion-mnist", "--cutout", "8", "--tta-hflip"])
+    (cfg,) = train_configs(args, ["resnet_bn"])
+    assert (cfg.cutout, cfg.tta_hflip) == (8, True)
+    assert (cfg.hflip, cfg.max_rotate, cfg.epochs, cfg.dataset) == (True, 0.0, 15, "fashion-mnist")  # Fashion-MNIST's recipe
+    args = build_parser().parse_args(["train", "--model", "resnet", "--lr", "0.2"])
+    (cfg,) = train_configs(args, ["resnet"])
+    assert (cfg.cutout, cfg.tta_hflip, cfg.hflip, cfg.lr, cfg.max_rotate) == (0, False, False, 0.2, 10.0)
+
+
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "cnnlab", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "train" in out.stdout and "example" in out.stdout
@@ -143,7 +157,9 @@ def test_two_ways_of_setting_the_length_is_a_usage_error(argv, capsys):
     assert code == 2 and "give one of --epochs, --steps and --time-budget" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("flags", [["--epochs", "3"], ["--model", "resnet"], ["--lr", "0.1"], ["--seed", "0"]])
+@pytest.mark.parametrize(
+    "flags", [["--epochs", "3"], ["--model", "resnet"], ["--lr", "0.1"], ["--seed", "0"], ["--cutout", "8"], ["--tta-hflip"]]
+)
 def test_resume_with_settings_of_its_own_is_a_usage_error(flags, tmp_path, capsys):
     code, _, err = _run(capsys, "train", "--resume", str(tmp_path), *flags)
     assert code == 2 and "--resume continues a run with its own settings" in err and flags[0] in err

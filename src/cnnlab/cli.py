@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
     t.add_argument(
+        "--cutout", type=_positive_int, metavar="PIXELS",
+        help="augmentation: blank a random square this many pixels a side in every training image (default: off)",
+    )
+    t.add_argument(
+        "--tta-hflip", action="store_true",
+        help="validate and test on each image and its mirror image, averaging the logits; predict, serve and "
+        "export then do the same (for models trained with mirroring, as on Fashion-MNIST) (default: off)",
+    )
+    t.add_argument(
         "--time-budget",
         type=_positive_float,
         metavar="SECONDS",
@@ -119,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(e)
     _add_device(e)
     e.add_argument("--out", help="where to write confusion.png (default: beside the checkpoint)")
+    e.add_argument(
+        "--tta-hflip", action="store_true",
+        help="average each test image's logits with its mirror image's (default: as the model was trained)",
+    )
 
     c = sub.add_parser(
         "compare", help="table and overlaid curves of finished runs", formatter_class=_formatter,
@@ -284,7 +298,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # Flags that set what a run is; --resume takes all of them from the run's checkpoint instead.
-_RUN_FLAGS = ("model", "dataset", "image_size", "recipe", "epochs", "steps", "batch_size", "lr", "time_budget", "seed", "amp", "record_branch_grads")
+_RUN_FLAGS = ("model", "dataset", "image_size", "recipe", "epochs", "steps", "batch_size", "lr", "time_budget", "seed", "amp", "record_branch_grads",
+             "cutout", "tta_hflip")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -292,7 +307,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.data import load_data
     from cnnlab.models import LECTURE_MODELS, list_models
     from cnnlab.tables import format_table
-    from cnnlab.train import distributed, fit, make_config, resolve_device, resume
+    from cnnlab.train import distributed, fit, resolve_device, resume
 
     if args.resume:
         given = [f"--{f.replace('_', '-')}" for f in _RUN_FLAGS if getattr(args, f) is not None and getattr(args, f) is not False]
@@ -306,15 +321,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}, lecture or all")
-    configs = [
-        make_config(
-            m, args.recipe or "default", args.dataset or "mnist", epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-            seed=args.seed, device=args.device, threads=args.threads, data_dir=args.data_dir,
-            time_budget=args.time_budget, amp=args.amp, record_branch_grads=args.record_branch_grads or None,
-            image_size=args.image_size,
-        )
-        for m in models
-    ]
+    configs = train_configs(args, models)
     world, _ = distributed.init(resolve_device(args.device))
     say = print if world.is_main else (lambda *a, **k: None)
     progress = not args.no_progress and world.is_main
@@ -347,6 +354,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_configs(args: argparse.Namespace, models: list[str]) -> list:
+    """The TrainConfig of each model from the train command's flags (a flag not given keeps the recipe's value)."""
+    from cnnlab.train import make_config
+
+    return [
+        make_config(
+            m, args.recipe or "default", args.dataset or "mnist", epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+            seed=args.seed, device=args.device, threads=args.threads, data_dir=args.data_dir,
+            time_budget=args.time_budget, amp=args.amp, record_branch_grads=args.record_branch_grads or None,
+            image_size=args.image_size, cutout=args.cutout, tta_hflip=args.tta_hflip or None,
+        )
+        for m in models
+    ]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.analysis.evaluation import evaluate_model, plot_confusion
     from cnnlab.train import checkpoint_dir, load_model
@@ -355,10 +377,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.checkpoint)
     model, cfg, _ = load_model(ckpt, args.device)  # a bad checkpoint fails here, before any data is loaded
+    if args.tta_hflip:
+        cfg = dataclasses.replace(cfg, tta_hflip=True)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
     data = load_data(cfg.dataset, args.data_dir, image_size=cfg.image_size, seed=cfg.seed)
     ev = evaluate_model(model, cfg, data)
-    print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images\n")
+    mirrored = ", each averaged with its mirror image" if cfg.tta_hflip else ""
+    print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images{mirrored}\n")
     name = (lambda k: str(k)) if data.classes[0] == "0" else (lambda k: f"{k} {data.classes[k]}")
     print(format_table(["class", "accuracy"], [[name(k), f"{100 * a:.2f}%"] for k, a in enumerate(ev.per_class)]))
     if ev.confused_pairs:

@@ -3,6 +3,7 @@ run on it. Needs Debian's dataset-fashion-mnist (.ci/run installs it); skips, sa
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 from pathlib import Path
@@ -81,9 +82,20 @@ def test_train_and_evaluate_on_fashion_mnist_from_the_command_line(installed, tm
     assert main(["evaluate", str(run)]) == 0
     report = capsys.readouterr().out
     assert "Fashion-MNIST test images" in report and "9 Ankle boot" in report and "6 Shirt" in report
+    assert "mirror image" not in report.splitlines()[0]
+
+    # Mirror averaging at test time, as the accuracy benchmark measures it, from the command line.
+    from cnnlab.train import evaluate, load_model
+
+    model, cfg, _ = load_model(run / "best.pt", device="cpu")
+    data = load_dataset("fashion-mnist", progress=False)
+    mirrored = evaluate(model, data.test_images, data.test_labels, dataclasses.replace(cfg, tta_hflip=True))[1]
+    assert main(["evaluate", str(run), "--tta-hflip"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith("test images, each averaged with its mirror image")
+    assert f"test accuracy {100 * mirrored:.2f}%" in first
 
     # Its test images as product photos (dark on white, large, off centre), predicted by name.
-    data = load_dataset("fashion-mnist", progress=False)
     paths = []
     for i in range(40):
         photo = product_photo(data.test_images[i].numpy(), seed=i)
