@@ -72,6 +72,12 @@ def test_diverging_loss_stops_with_a_clear_error(tiny_mnist, tmp_path):
         fit(_quick(lr=1e12, schedule="constant", label_smoothing=0.0), tiny_mnist, out_root=tmp_path, progress=False)
 
 
+def test_a_cutout_as_large_as_the_images_is_refused_before_any_run_directory(tiny_mnist, tmp_path):
+    with pytest.raises(ValueError, match=r"cutout must be smaller than the images \(28 pixels a side\), got 28"):
+        fit(_quick(cutout=28), tiny_mnist, out_root=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_checkpoint_errors_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")

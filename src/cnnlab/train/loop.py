@@ -373,6 +373,9 @@ def _train(
     )
     if len(loader) == 0:
         raise ValueError(f"the training split ({len(splits.train_x)} images) is smaller than one batch ({cfg.batch_size})")
+    side = min(splits.train_x.shape[-2:])
+    if cfg.cutout >= side:
+        raise ValueError(f"cutout must be smaller than the images ({side} pixels a side), got {cfg.cutout}")
     if state is not None:
         if state.get("steps_per_epoch", len(loader)) != len(loader):
             raise CheckpointError(
