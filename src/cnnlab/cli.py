@@ -335,6 +335,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             procs = f" in {world.world_size} processes" if world.distributed else ""
             say(f"{data.title}: {len(data.train_images):,} training and {len(data.test_images):,} test images from {data.source}{procs}")
             results = [fit(cfg, data, out_root=args.out, progress=progress) for cfg in configs]
+        distributed.barrier(world)  # every rank leaves once rank 0 has written the run directories
     finally:
         distributed.shutdown()
     for r in results:
@@ -531,6 +532,14 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    dist = sys.modules.get("cnnlab.train.distributed")  # imported only by commands that may train
+    if dist is not None and dist.joined():
+        dist.leave(code)  # a torchrun worker: exit without racing gloo's threads in the teardown
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from cnnlab.analysis.compare import RunDirError
     from cnnlab.data import DataError

@@ -129,6 +129,19 @@ def test_the_readme_torchrun_command_trains_on_real_mnist_like_one_process(procs
     assert _max_diff(sa["model_state"], sb["model_state"]) < 1e-5
 
 
+@pytest.mark.slow
+def test_a_torchrun_worker_exits_with_its_commands_code_and_message(procs, tmp_path, real_mnist):
+    # Workers end through distributed.leave (os._exit after a flush): the code and the message must survive it.
+    cmd = procs.command(2, ["train", "--model", "basic_cnn", "--steps", "2", "--cutout", "40", "--out", str(tmp_path)],
+                        module=True)
+    p = procs.start(cmd)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 1, (out, err)
+    # torchrun stops the other rank when the first exits, so one or two ranks have spoken
+    assert "cnnlab train: error: cutout must be smaller than the images" in err, err
+    assert "exitcode: 1" in err and not list(tmp_path.iterdir())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
