@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.data import MNIST
-from cnnlab.train import fit, make_config, resume
+from cnnlab.train import distributed, fit, make_config, resume
 
 
 def synthetic(images: int) -> MNIST:
@@ -55,3 +55,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    if distributed.joined():
+        distributed.leave(0)  # as `cnnlab train` does: no interpreter teardown beside gloo's threads
