@@ -2,9 +2,17 @@
 through the library (fit or resume), then saves this process's own final weights as rank<R>.pt.
 
 Run by torchrun (or alone) from tests/train/test_distributed.py and the resume tests:
-    python ddp_worker.py fit OUT [--epochs E] [--batch-size B] [--model M] [--images N]
-    python ddp_worker.py resume OUT RUN_DIR
+    python ddp_worker.py fit OUT [--epochs E] [--batch-size B] [--model M] [--images N] [--float64] [--record-steps K]
+    python ddp_worker.py resume OUT RUN_DIR [--float64]
 Synthetic data is enough here: these tests compare weights between runs, never accuracy.
+
+--float64 trains in float64 (torch's default dtype, which the model and the batches follow). In float32, 1 and N
+processes agree to rounding (1e-7) until a ReLU or a max-pool meets two values that rounding orders differently;
+that discrete choice changes a gradient by about 1e-4 of its size, and training amplifies it (see the tests).
+In float64 rounding is 1e-16 and no such choice is met in a short run, so N processes must match 1 to 1e-12 there
+on any CPU, and any error in how a batch is split shows as a large difference.
+--record-steps K saves the gradient every optimiser step applies, for the first K steps, as grads<R>.pt
+(through torch's global optimiser hook: the worker only observes the run).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from cnnlab.data import MNIST
 from cnnlab.train import distributed, fit, make_config, resume
@@ -39,8 +48,19 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default="basic_cnn")
     p.add_argument("--images", type=int, default=1200)
+    p.add_argument("--float64", action="store_true")
+    p.add_argument("--record-steps", type=int, default=0)
     a = p.parse_args()
     torch.set_num_threads(1)  # two processes on a small machine
+    if a.float64:
+        torch.set_default_dtype(torch.float64)
+    grads: list[torch.Tensor] = []
+    if a.record_steps:
+        def record(optimizer, args, kwargs) -> None:
+            if len(grads) < a.record_steps:
+                grads.append(torch.cat([q.grad.detach().flatten() for g in optimizer.param_groups for q in g["params"]]))
+
+        register_optimizer_step_post_hook(record)
     data = synthetic(a.images)
     if a.mode == "fit":
         cfg = make_config(a.model, epochs=a.epochs, batch_size=a.batch_size, val_size=200, device="cpu", seed=7)
@@ -49,6 +69,8 @@ def main() -> None:
         result = resume(a.run_dir, data, progress=False)
     rank = int(os.environ.get("RANK", "0"))
     torch.save(result.network.state_dict(), Path(a.out) / f"rank{rank}.pt")
+    if a.record_steps:
+        torch.save(grads, Path(a.out) / f"grads{rank}.pt")
     if rank == 0:
         (Path(a.out) / "run_dir.txt").write_text(str(result.run_dir))
 

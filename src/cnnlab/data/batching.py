@@ -25,9 +25,11 @@ def normalize(
 ) -> torch.Tensor:
     """uint8 images (N, H, W) or (N, C, H, W) -> float (N, C, H, W), scaled to [0, 1] then standardised.
 
+    The floats are torch's default dtype (float32 unless changed), so a model built under
+    `torch.set_default_dtype(torch.float64)` trains in float64 end to end (the data-parallel tests do that).
     `augment`, if given, runs on the [0, 1] images before standardising, where the background is 0.
     """
-    x = images.float().div_(255.0)
+    x = images.to(torch.get_default_dtype()).div_(255.0)
     if x.dim() == 3:
         x = x.unsqueeze(1)
     if augment is not None:

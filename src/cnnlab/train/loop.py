@@ -165,7 +165,8 @@ def train_one_epoch(
         x = prepare_batch(images, cfg, generator, rows)
         with autocast(device, amp_dtype):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+        # the loss in float32 at least: autocast's bfloat16 logits are widened, float64 ones kept
+        loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         (loss if weight == 1 else loss * weight).backward()
         if grad_recorder is not None:
