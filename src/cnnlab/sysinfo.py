@@ -1,4 +1,10 @@
-"""One line naming the machine a measurement ran on: CPU model, cores, memory, GPU, Python, PyTorch and its threads."""
+"""One line naming the machine a measurement ran on: CPU model and kind, cores, memory, GPU, Python, PyTorch
+and its threads.
+
+The CPU kind matters as much as the model name: "AMD EPYC" has named both an AVX2 generation and an AVX-512 one
+on our machines, and PyTorch picks other kernels on each (`torch.backends.cpu.get_cpu_capability()`), so float
+results differ in the last bits and a seeded run repeats exactly only on the same kind.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,26 @@ import platform
 import torch
 
 
-def describe_machine() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_kind() -> str:
+    """The CPU's model name, family and model numbers, and the instruction set PyTorch's kernels use,
+    e.g. "AMD EPYC (family 25, model 17; PyTorch kernels: AVX512)"."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
+            for ln in f:
+                key, _, value = ln.partition(":")
+                if not ln.strip():
+                    break  # the first processor is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
         pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    numbers = ", ".join(f"{k} {fields[k2]}" for k, k2 in (("family", "cpu family"), ("model", "model")) if k2 in fields)
+    return f"{name} ({numbers + '; ' if numbers else ''}PyTorch kernels: {torch.backends.cpu.get_cpu_capability()})"
+
+
+def describe_machine() -> str:
+    cpu = cpu_kind()
     mem = ""
     try:
         with open("/proc/meminfo") as f:

@@ -45,7 +45,7 @@ def test_fetch_slow_server_times_out_quickly(http_server) -> None:
     start = time.monotonic()
     with pytest.raises(DownloadError, match=f"no answer within {SHORT:g} s") as info:
         fetch_url(http_server.url + "f.gz", timeout=SHORT, progress=False)
-    assert time.monotonic() - start < 5 * SHORT
+    assert time.monotonic() - start < 10 * SHORT  # gave up before the server would have answered
     assert info.value.unreachable
 
 
@@ -122,7 +122,7 @@ def test_bad_mirror_is_reported_and_leaves_nothing(
     mirror_line = next(line for line in message.splitlines() if line.startswith(f"  - mirror {http_server.url}: "))
     assert fragment in mirror_line, message
     assert files_under(tmp_path) == []  # no partial, corrupt or temporary file in the cache
-    assert time.monotonic() - start < 10 * SHORT
+    assert time.monotonic() - start < 10 * SHORT  # the slow mirror was given up on before it answered
     reliability("data sources", "a mirror serving wrong content, not gzip, 404, a body cut short, or nothing in time", 1,
                 "the mirror named with the reason; nothing written to the cache; the slow one given up on in time")
 
@@ -151,7 +151,8 @@ def test_down_mirror_is_skipped_after_first_failure(
             pip_download=no_pip,
             progress=False,
         )
-    assert time.monotonic() - start < 3 * SHORT + 1
+    # one timeout, not one per file: the slow host was asked once (a wall-clock bound would be one machine's)
+    assert time.monotonic() - start < 10 * SHORT
     assert len(http_server.requests) == 1
     assert sorted(second_http_server.requests) == sorted(f"{spec.name}.gz" for spec in MNIST_FILES)
     message = str(info.value)

