@@ -252,6 +252,6 @@ def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, check
 def write_report(out_dir: Path, sections: list[str], header: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "README.md"
-    with atomic_writer(path, "w", perms=0o644) as f:
+    with atomic_writer(path, "w") as f:
         f.write(header + "\n\n" + "\n\n".join(s.strip() for s in sections) + "\n")
     return path
