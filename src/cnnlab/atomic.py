@@ -21,7 +21,8 @@ def atomic_writer(
     Args:
         path: the final location; its directory must exist.
         mode: "wb" or "w".
-        perms: chmod the file to this before the rename (mkstemp creates it private, 0o600).
+        perms: the file's mode; by default 0o666 less the umask, what `open(path, "w")` gives a new file
+            (mkstemp alone would make every checkpoint and config private, 0o600, even on a shared server).
         verify: called with the temporary file's path once it is on disk; raising stops the rename.
     """
     path = Path(path)
@@ -29,14 +30,31 @@ def atomic_writer(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, mode) as f:
+            os.fchmod(f.fileno(), perms if perms is not None else 0o666 & ~current_umask())
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if perms is not None:
-            tmp.chmod(perms)
         if verify is not None:
             verify(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask(status: str | Path = "/proc/self/status") -> int:
+    """The process's umask, read from `status` where Linux shows it (since 4.7), else set and put back.
+
+    Setting it to read it back changes the process-wide mask for a moment, and a file another thread creates
+    in that moment gets the wrong mode; reading /proc changes nothing, so it comes first.
+    """
+    try:
+        with open(status) as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # should another thread create a file in between, it errs on the private side
+    os.umask(mask)
+    return mask

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Sequence
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:
     """Columns aligned: numbers to the right, text to the left. markdown=True gives a GitHub table."""
     cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    widths = [max(display_width(r[i]) for r in cells) for i in range(len(headers))]
     numeric = [all(_is_number(r[i]) for r in cells[1:]) and len(cells) > 1 for i in range(len(headers))]
 
     def line(r: list[str]) -> str:
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)]
+        parts = [_pad(c, w, right=num) for c, w, num in zip(r, widths, numeric)]
         return ("| " + " | ".join(parts) + " |") if markdown else "  ".join(parts).rstrip()
 
     if markdown:
@@ -20,6 +21,17 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown
     else:
         rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def display_width(s: str) -> int:
+    """Columns `s` takes in a terminal: East Asian wide and fullwidth characters (猫, Ａ) two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+
+
+def _pad(s: str, width: int, right: bool) -> str:
+    # str.ljust counts characters, not columns, so a class named 猫 would push the next column one place left.
+    fill = " " * (width - display_width(s))
+    return fill + s if right else s + fill
 
 
 def _is_number(s: str) -> bool:

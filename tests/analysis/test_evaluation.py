@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from cnnlab.analysis.evaluation import confusion_matrix, evaluate_model, plot_confusion
@@ -23,4 +24,24 @@ def test_evaluate_model_agrees_with_training_and_plots(tiny_mnist, tmp_path):
     assert all(ev.confusion[t, p] == n for t, p, n in ev.confused_pairs)
     assert [n for _, _, n in ev.confused_pairs] == sorted((n for _, _, n in ev.confused_pairs), reverse=True)
     plot_confusion(ev, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chinese_class_names_are_drawn_with_a_cjk_font(tmp_path, caplog):
+    # Class folders named 猫 狗 鸟: DejaVu Sans has no glyph for them and would draw empty boxes, warning per glyph.
+    import logging
+    import warnings
+
+    from cnnlab.analysis.evaluation import Evaluation
+    from cnnlab.plotting import INSTALL_HINT, installed_family
+
+    if installed_family() is None:
+        pytest.skip(f"no CJK font installed ({INSTALL_HINT})")
+    cm = torch.tensor([[5, 1, 0], [2, 4, 0], [0, 0, 6]])
+    ev = Evaluation("basic_cnn", 15 / 18, [5 / 6, 4 / 6, 1.0], cm, [(1, 0, 2), (0, 1, 1)], ("猫", "狗", "鸟"))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="matplotlib"):
+        warnings.simplefilter("always")
+        plot_confusion(ev, tmp_path / "c.png")
+    assert [str(w.message) for w in caught if "missing from font" in str(w.message)] == []
+    assert [r.getMessage() for r in caplog.records if "font" in r.getMessage()] == []
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

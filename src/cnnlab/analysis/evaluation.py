@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.data import MNIST
+from cnnlab.tables import display_width
 from cnnlab.train import TrainConfig, predict_logits
 
 
@@ -52,6 +53,8 @@ def plot_confusion(ev: Evaluation, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cnnlab.plotting import font_family
+
     cm = ev.confusion.numpy()
     k = cm.shape[0]
     off = cm.copy()
@@ -63,16 +66,14 @@ def plot_confusion(ev: Evaluation, path: str | Path) -> None:
             if cm[t, p]:
                 ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=7, color="grey" if t == p else "black")
     names = list(ev.classes) if len(ev.classes) == k else [str(i) for i in range(k)]
-    ax.set(
-        xticks=range(k),
-        yticks=range(k),
-        xticklabels=names,
-        yticklabels=names,
-        xlabel="predicted",
-        ylabel="true",
-        title=f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% (colour: errors only)",
-    )
-    if any(len(n) > 2 for n in names):
+    title = f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% (colour: errors only)"
+    family = font_family(title, *names)  # class names are folder names: 猫 狗 鸟 need a CJK font
+    ax.set_xticks(range(k), names, fontfamily=family)
+    ax.set_yticks(range(k), names, fontfamily=family)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontfamily=family)
+    if any(display_width(n) > 2 for n in names):
         plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()

@@ -37,6 +37,7 @@ def cost_section(out_dir: Path, models: list[str] | None = None) -> str:
         tables.append(f"`{m}`:\n\n" + format_table(["part", "kind", "parameters", "multiply-adds", "FLOPs"], body, markdown=True))
     bl = [[str(b["in_channels"]), f"{b['size']}x{b['size']}", b["variant"], str(b["out_channels"]), f"{b['parameters']:,}", f"{b['macs']:,}"]
           for b in blocks]
+    per_model_tables = "\n\n".join(tables)  # a blank line ends a Markdown table; without it the next label joins it
     ratio = lecture["direct"] / lecture["with_1x1"]
     per_case = {}
     for b in blocks:
@@ -71,7 +72,7 @@ widen them to 16, so there they add work; with GoogLeNet's 192 input channels th
 
 Per part of each network:
 
-{chr(10).join(tables)}
+{per_model_tables}
 """
 
 
@@ -252,6 +253,6 @@ def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, check
 def write_report(out_dir: Path, sections: list[str], header: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "README.md"
-    with atomic_writer(path, "w", perms=0o644) as f:
+    with atomic_writer(path, "w") as f:
         f.write(header + "\n\n" + "\n\n".join(s.strip() for s in sections) + "\n")
     return path

@@ -126,7 +126,9 @@ def plot_curves(rows: list[dict[str, float]], path: str | Path, title: str = "",
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     if title:
-        fig.suptitle(title)
+        from cnnlab.plotting import font_family
+
+        fig.suptitle(title, fontfamily=font_family(title))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,32 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from cnnlab.analysis.report import cost_section
+
+REPORT = Path(__file__).resolve().parents[2] / "report" / "README.md"
+
+
+def rows_glued_to_tables(markdown: str) -> list[str]:
+    """Lines that directly follow a table row without being one: Markdown reads them as the table's last row."""
+    lines = markdown.splitlines()
+    return [b for a, b in zip(lines, lines[1:]) if a.startswith("|") and b.strip() and not b.startswith("|")]
+
+
+def test_the_check_sees_a_label_glued_to_a_table():
+    assert rows_glued_to_tables("| a |\n|---|\n| 1 |\n`resnet`:\n") == ["`resnet`:"]
+    assert rows_glued_to_tables("| a |\n|---|\n| 1 |\n\n`resnet`:\n") == []
+
+
+@pytest.mark.slow  # the cost figure alone takes seconds on a busy CPU
+def test_every_cost_table_ends_before_the_next_label(tmp_path):
+    section = cost_section(tmp_path, ["basic_cnn", "resnet"])
+    rules = [line for line in section.splitlines() if re.fullmatch(r"\|[-:|]+\|", line)]
+    assert len(rules) == 3  # the Inception block table, then one per model
+    assert rows_glued_to_tables(section) == []
+    assert (tmp_path / "cost.png").stat().st_size > 0
+
+
+def test_the_committed_report_has_no_label_glued_to_a_table():
+    assert rows_glued_to_tables(REPORT.read_text()) == []

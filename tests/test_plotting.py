@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import matplotlib
+import pytest
+
+from cnnlab.plotting import INSTALL_HINT, font_family, installed_family
+
+
+def test_latin_text_keeps_the_default_font_alone():
+    assert font_family("resnet (default recipe)", "0", "T-shirt/top") == list(matplotlib.rcParams["font.family"])
+
+
+def test_chinese_text_falls_back_to_an_installed_cjk_font_after_the_default():
+    cjk = installed_family()
+    if cjk is None:
+        pytest.skip(f"no CJK font installed ({INSTALL_HINT})")
+    assert font_family("猫", "dog") == [*matplotlib.rcParams["font.family"], cjk]
+
+
+NO_CJK_FONT = """
+import io
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from cnnlab.plotting import font_family
+
+for _ in range(2):
+    fig, ax = plt.subplots()
+    ax.set_xticks([0, 1, 2], ["猫", "狗", "鸟"], fontfamily=font_family("猫", "狗", "鸟", candidates=["No Such CJK Font"]))
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+print("drawn")
+"""
+
+
+def test_without_a_cjk_font_the_figure_is_drawn_and_the_user_told_once_what_to_install():
+    # A fresh process, so the note is not already said; every warning shown, so a per-glyph one would surface.
+    done = subprocess.run([sys.executable, "-W", "always", "-c", NO_CJK_FONT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "drawn"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert INSTALL_HINT in lines[0]
