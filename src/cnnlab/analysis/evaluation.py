@@ -60,7 +60,7 @@ def plot_confusion(ev: Evaluation, path: str | Path) -> None:
     off = cm.copy()
     off[range(k), range(k)] = 0
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    im = ax.imshow(off, cmap="Reds")
+    im = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(1, int(off.max())))  # no mistakes: white, not one flat colour
     for t in range(k):
         for p in range(k):
             if cm[t, p]:
