@@ -14,6 +14,7 @@ validation hold-out taken from its end mixes the classes).
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 from pathlib import Path
@@ -46,7 +47,7 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0, missi
 
     from cnnlab.data.mnist import MNIST
 
-    root = Path(path).expanduser().absolute()
+    root = Path(os.path.abspath(Path(path).expanduser()))  # abspath: "../x" recorded as where it leads
     if not root.is_dir():
         raise DataError(f"imagefolder {root}: not a directory" + (f" ({missing_hint})" if missing_hint else ""))
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))

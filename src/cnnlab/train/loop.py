@@ -421,8 +421,10 @@ def _train(
         with distributed.local_main_first(world):  # one fetch into each machine's cache
             data = load_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed,
                              progress=mode == "bar", recorded=state is not None)
-    # A resumed image-folder run records where its folder is now (it may have been given a new place).
-    cfg = config_for_data(cfg, data) if state is None else replace(cfg, dataset=data.name)
+    if state is None:
+        cfg = config_for_data(cfg, data)
+    elif is_imagefolder(data.name):  # records where the folder is now: --data-dir may have named its new place
+        cfg = replace(cfg, dataset=data.name, data_dir=None)
     splits = make_splits(data, cfg.val_size, device)
 
     torch.manual_seed(cfg.seed)
