@@ -119,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(t)
     t.add_argument("--out", default="runs", help="where run directories are created (default: runs)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines (default: off)")
+    t.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress bars; the line after each epoch is still printed. Without it, bars are drawn on a "
+        "terminal, and output to a file or pipe gets the per-epoch lines alone (default: off)",
+    )
 
     e = sub.add_parser(
         "evaluate", help="test accuracy, per-class accuracy, confused pairs, confusion.png", formatter_class=_formatter,
@@ -136,9 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "compare", help="table and overlaid curves of finished runs", formatter_class=_formatter,
-        epilog="example:\n  cnnlab compare runs/*-resnet runs/*-inception_net",
+        epilog="example:\n  cnnlab compare runs/*-resnet runs/*-inception_net\n\n"
+        "Unfinished runs (stopped, or still training) are skipped, each named on stderr with the reason.",
     )
-    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by cnnlab train")
+    c.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR",
+        help="run directories written by cnnlab train; those that are not finished runs are skipped",
+    )
     c.add_argument("--out", default="compare.png", help="figure path (default: compare.png)")
 
     pr = sub.add_parser(
@@ -257,7 +265,8 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
-        help="a directory holding the data set's four IDX files, gzipped or not (default: cache, then download)",
+        help="a directory holding the data set's four IDX files, gzipped or not; for a run trained on an image "
+        "folder that has moved since, the folder's new place (default: cache, then download; the run's folder)",
     )
 
 
@@ -307,7 +316,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.data import load_data
     from cnnlab.models import LECTURE_MODELS, list_models
     from cnnlab.tables import format_table
+    from cnnlab.data.imagefolder import is_imagefolder
     from cnnlab.train import distributed, fit, resolve_device, resume
+    from cnnlab.train.loop import config_for_data, progress_mode
 
     if args.resume:
         given = [f"--{f.replace('_', '-')}" for f in _RUN_FLAGS if getattr(args, f) is not None and getattr(args, f) is not False]
@@ -316,6 +327,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps_flags = [f for f, v in (("--epochs", args.epochs), ("--steps", args.steps), ("--time-budget", args.time_budget)) if v]
     if len(steps_flags) > 1:
         raise _UserError(f"give one of --epochs, --steps and --time-budget, not {' and '.join(steps_flags)}")
+    if args.data_dir and args.dataset and is_imagefolder(args.dataset):
+        raise _UserError("a new run names its image folder in --dataset imagefolder:PATH; --data-dir gives a "
+                         "resumed run's folder a new place")
     named = {"all": list_models(), "lecture": list(LECTURE_MODELS)}
     models = [m for name in (args.model or ["resnet"]) for m in named.get(name, [name])]
     unknown = [m for m in models if m not in list_models()]
@@ -323,17 +337,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}, lecture or all")
     configs = train_configs(args, models)
     world, _ = distributed.init(resolve_device(args.device))
-    say = print if world.is_main else (lambda *a, **k: None)
-    progress = not args.no_progress and world.is_main
+    say = (lambda *a: print(*a, flush=True)) if world.is_main else (lambda *a: None)
+    progress = "lines" if args.no_progress else True  # True: bars on a terminal, lines in a log (progress_mode)
     try:
         if args.resume:  # the checkpoint is checked before any data is loaded
             results = [resume(args.resume, None, progress, device=args.device, threads=args.threads, data_dir=args.data_dir)]
         else:
             with distributed.local_main_first(world):  # each machine fetches the data set once
                 data = load_data(args.dataset or "mnist", args.data_dir, image_size=args.image_size or 0,
-                                 seed=args.seed or 0, progress=progress)
+                                 seed=args.seed or 0, progress=world.is_main and progress_mode(progress) == "bar",
+                                 recorded=False)
             procs = f" in {world.world_size} processes" if world.distributed else ""
-            say(f"{data.title}: {len(data.train_images):,} training and {len(data.test_images):,} test images from {data.source}{procs}")
+            say(f"{data.title}: {_image_counts(config_for_data(configs[0], data).val_size, data)} from {data.source}{procs}")
             results = [fit(cfg, data, out_root=args.out, progress=progress) for cfg in configs]
         distributed.barrier(world)  # every rank leaves once rank 0 has written the run directories
     finally:
@@ -353,6 +368,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         plot_compare(runs, fig)
         print(f"\ncurves of all runs: {fig}")
     return 0
+
+
+def _image_counts(val_size: int, data) -> str:
+    """The counts a run trains, selects and tests on, as the loop splits them (the hold-out from the training
+    images' end), so that they agree with any later message about a split."""
+    train = len(data.train_images) - val_size
+    return f"{train:,} training + {val_size:,} validation + {len(data.test_images):,} test images"
 
 
 def train_configs(args: argparse.Namespace, models: list[str]) -> list:
@@ -399,10 +421,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_run, plot_compare
+    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_runs, plot_compare
     from cnnlab.tables import format_table
 
-    runs = [load_run(d) for d in args.runs]
+    runs, skipped = load_runs(args.runs)  # none to compare: RunDirError, one line
+    for reason in skipped:
+        print(f"cnnlab compare: skipped: {reason}", file=sys.stderr)
     print(format_table(COMPARE_HEADERS, compare_rows(runs)))
     plot_compare(runs, args.out)
     print(f"\ncurves: {args.out}")
@@ -554,9 +578,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except (DataError, CheckpointError, RunDirError, RunDirBusy, ExportError, ValueError, FloatingPointError, OSError) as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        _print_stop_advice(args.command, e)
         return 1
-    except KeyboardInterrupt:
-        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # On a terminal the ^C echo (or a bar) may hold the cursor mid-line: start a fresh one.
+        fresh_line = "\n" if sys.stderr.isatty() else ""
+        print(f"{fresh_line}cnnlab {args.command}: interrupted", file=sys.stderr)
+        _print_stop_advice(args.command, e)
         return 130
     except Exception as e:
         from cnnlab.train.distributed import is_lost_peer
@@ -567,9 +595,13 @@ def _main(argv: Sequence[str] | None) -> int:
 
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         reason = re.sub(r"^\[[^\]]*\]\s*", "", reason)[:160]  # drop gloo's "[/path/pair.cc:537]" prefix
-        print(
-            f"cnnlab {args.command}: error: lost contact with another training process ({reason}); "
-            "finished epochs are kept: continue with cnnlab train --resume RUN_DIR",
-            file=sys.stderr,
-        )
+        print(f"cnnlab {args.command}: error: lost contact with another training process ({reason})", file=sys.stderr)
+        _print_stop_advice(args.command, e)
         return 1
+
+
+def _print_stop_advice(command: str, e: BaseException) -> None:
+    """Where the run that `e` stopped is and the command that continues it, the command on a line of its own."""
+    loop = sys.modules.get("cnnlab.train.loop")  # not imported: nothing was trained, so no run was stopped
+    for i, line in enumerate(loop.stop_advice(e) if loop else []):
+        print(f"cnnlab {command}: {line}" if i == 0 else line, file=sys.stderr)

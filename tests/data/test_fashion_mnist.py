@@ -73,7 +73,7 @@ def test_train_and_evaluate_on_fashion_mnist_from_the_command_line(installed, tm
     code = main(["train", "--model", "basic_cnn", "--dataset", "fashion-mnist", "--epochs", "1", "--out",
                  str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
-    assert code == 0 and out.startswith("Fashion-MNIST: 60,000 training and 10,000 test images from system dir")
+    assert code == 0 and out.startswith("Fashion-MNIST: 55,000 training + 5,000 validation + 10,000 test images from system dir")
     (run,) = tmp_path.glob("*-basic_cnn")
     state = torch.load(run / "best.pt", weights_only=True)
     assert state["config"]["dataset"] == "fashion-mnist" and state["config"]["hflip"] is True

@@ -3,6 +3,7 @@ empty classes and unreadable files are listed in one clear error."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -107,3 +108,65 @@ def test_a_folder_of_drawn_shapes_trains_end_to_end(tmp_path, capsys):
     assert right >= 0.75 * len(preds), f"{right} of {len(preds)} fresh drawings named right"
     seen = Image.open(next((tmp_path / "seen").iterdir()))
     assert seen.mode == "RGB" and seen.size == (cfg["image_size"], cfg["image_size"])
+
+
+def _train_small(folder: str, out: str, *extra: str) -> int:
+    return main(["train", "--model", "basic_cnn", "--dataset", f"imagefolder:{folder}", "--steps", "2",
+                 "--batch-size", "8", "--image-size", "16", "--out", out, "--no-progress", *extra])
+
+
+def test_a_run_on_a_relative_folder_evaluates_and_resumes_from_elsewhere_and_after_a_move(tmp_path, monkeypatch, capsys,
+                                                                                           reliability):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    draw_folder(home / "shapes", per_class=8)
+    monkeypatch.chdir(home)
+    assert _train_small("shapes", "runs") == 0  # the folder as a user types it: relative
+    (run,) = (home / "runs").glob("*-basic_cnn")
+    recorded = f"imagefolder:{home / 'shapes'}"
+    assert json.loads((run / "config.json").read_text())["dataset"] == recorded
+    assert torch.load(run / "last.pt", weights_only=True)["config"]["dataset"] == recorded
+
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert main(["train", "--resume", str(run)]) == 0
+
+    (home / "shapes").rename(tmp_path / "moved")
+    capsys.readouterr()
+    for argv in (["evaluate", str(run)], ["train", "--resume", str(run)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.splitlines() == [
+            f"cnnlab {argv[0]}: error: imagefolder {home / 'shapes'}: not a directory "
+            "(the run was trained on it; if it moved, pass --data-dir NEW_PATH)"
+        ], err
+    assert main(["evaluate", str(run), "--data-dir", str(tmp_path / "moved")]) == 0
+    assert main(["train", "--resume", str(run), "--data-dir", "../moved"]) == 0
+    # The resumed run records the folder's new place, absolute (its checkpoints from then on too).
+    assert json.loads((run / "config.json").read_text())["dataset"] == f"imagefolder:{tmp_path / 'moved'}"
+    reliability("image folders", "a run on a relative folder, evaluated and resumed from another directory, then the "
+                "folder moved", 4, "the absolute path is recorded; a moved folder is one line naming --data-dir; "
+                "evaluate and --resume with --data-dir NEW_PATH work")
+
+
+def test_a_new_run_names_its_folder_in_dataset_not_data_dir(tmp_path, capsys):
+    draw_folder(tmp_path / "shapes", per_class=4)
+    assert _train_small(str(tmp_path / "shapes"), str(tmp_path / "runs"), "--data-dir", str(tmp_path)) == 2
+    assert "--data-dir gives a resumed run's folder a new place" in capsys.readouterr().err
+    assert _train_small(str(tmp_path / "nowhere"), str(tmp_path / "runs")) == 1
+    err = capsys.readouterr().err  # a new run's folder was never trained on: no advice about moving it
+    assert err.strip().endswith("not a directory") and "--data-dir" not in err
+
+
+def test_the_image_counts_printed_agree_with_the_split_the_run_trains_on(tmp_path, capsys):
+    draw_folder(tmp_path / "shapes", per_class=20)  # 3 x 16 training images, 3 x 4 test images
+    assert _train_small(str(tmp_path / "shapes"), str(tmp_path / "runs")) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    (run,) = (tmp_path / "runs").glob("*-basic_cnn")
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["val_size"] == 4 and "44 training + 4 validation + 12 test images" in header, header
+    assert " train / " not in header  # the folder's own description no longer counts before the hold-out
+    assert _train_small(str(tmp_path / "shapes"), str(tmp_path / "runs"), "--batch-size", "64") == 1
+    err = capsys.readouterr().err
+    assert "the training split (44 images, after 4 held out for validation) is smaller than one batch (64)" in err, err

@@ -27,10 +27,13 @@ class Procs:
             return [sys.executable, *target]
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *target]
 
-    def start(self, cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    def start(self, cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None,
+              stdout=None, stderr=None) -> subprocess.Popen:
+        """stdout and stderr, when given (a pty's end, say), replace the log or the pipes."""
         out = open(log, "w") if log else subprocess.PIPE
         p = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT if log else subprocess.PIPE, text=True,
+            cmd, stdout=out if stdout is None else stdout, stderr=(subprocess.STDOUT if log else subprocess.PIPE) if stderr is None else stderr,
+            text=True,
             env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, start_new_session=True,
         )
         self.started.append(p)
@@ -101,3 +104,19 @@ def procs():
     ps = Procs()
     yield ps
     ps.close()
+
+
+@pytest.fixture
+def noise_folder(tmp_path) -> Path:
+    """An image folder of 3 classes x 12 grey 16x16 noise PNGs: the smallest data set `cnnlab train` runs on in a
+    subprocess (for the mechanics of output and stopping, never for accuracy)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "noise"
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root

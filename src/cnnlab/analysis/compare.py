@@ -34,6 +34,9 @@ def load_run(path: str | Path) -> Run:
     if not path.is_dir():
         raise RunDirError(f"{path} is not a directory (expected a run directory such as runs/<time>-<model>)")
     missing = [n for n in ("config.json", "summary.json", "metrics.csv") if not (path / n).exists()]
+    if missing == ["summary.json"] and (path / "last.pt").exists():
+        raise RunDirError(f"{path} is not a finished cnnlab run (no summary.json: stopped, or still training; "
+                          f"cnnlab train --resume {path} continues a stopped one)")
     if missing:
         raise RunDirError(f"{path} is not a finished cnnlab run (missing {', '.join(missing)})")
     try:
@@ -43,6 +46,25 @@ def load_run(path: str | Path) -> Run:
     except (ValueError, KeyError) as e:
         raise RunDirError(f"{path} has an unreadable run file ({e})") from None
     return Run(path, config, summary, metrics)
+
+
+def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
+    """The finished runs among `paths`, and one line for each directory skipped: its path and why. A shell
+    pattern such as runs/*-resnet also matches runs that were stopped or are still training; they have no
+    summary yet, and their partial numbers would not compare fairly with finished runs, so they are left out.
+
+    Raises:
+        RunDirError: none of `paths` is a finished run (the message lists why, for each).
+    """
+    runs, skipped = [], []
+    for p in paths:
+        try:
+            runs.append(load_run(p))
+        except RunDirError as e:
+            skipped.append(str(e))
+    if not runs:
+        raise RunDirError(skipped[0] if len(skipped) == 1 else f"none of the {len(skipped)} directories is a finished cnnlab run: {'; '.join(skipped)}")
+    return runs, skipped
 
 
 COMPARE_HEADERS = ["model", "recipe", "data", "params", "MFLOPs/img", "epochs", "best val", "test acc", "train time"]

@@ -19,11 +19,21 @@ from cnnlab.data.imagefolder import is_imagefolder, load_imagefolder
 from cnnlab.data.mnist import MNIST, load_dataset, load_mnist
 
 
-def load_data(name: str, data_dir=None, *, image_size: int = 0, seed: int = 0, progress: bool = True) -> MNIST:
+def load_data(
+    name: str, data_dir=None, *, image_size: int = 0, seed: int = 0, progress: bool = True, recorded: bool = True
+) -> MNIST:
     """Any data set cnnlab trains on, by its --dataset name: "mnist", "fashion-mnist" or "imagefolder:PATH"
-    (`image_size` and `seed` apply to an image folder: its size and its train/test split)."""
+    (`image_size` and `seed` apply to an image folder: its size and its train/test split).
+
+    For a named set, `data_dir` holds its IDX files. For an image folder, `data_dir` is the folder's new place
+    when it has moved since `name` was recorded in a run. `recorded`: `name` comes from a trained run (evaluate,
+    resume, analysis), so a folder that is gone gets told how to name its new place; a new run passes False.
+    """
     if is_imagefolder(name):
-        return load_imagefolder(name.split(":", 1)[1], image_size, seed)
+        if data_dir:
+            return load_imagefolder(data_dir, image_size, seed)
+        moved = "the run was trained on it; if it moved, pass --data-dir NEW_PATH" if recorded else ""
+        return load_imagefolder(name.split(":", 1)[1], image_size, seed, missing_hint=moved)
     return load_dataset(name, data_dir, progress=progress)
 
 

@@ -14,6 +14,7 @@ validation hold-out taken from its end mixes the classes).
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 from pathlib import Path
@@ -34,8 +35,10 @@ def is_imagefolder(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0):
-    """Load `path` (see the module's docstring) as an MNIST-like set; image_size 0 infers it.
+def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0, missing_hint: str = ""):
+    """Load `path` (see the module's docstring) as an MNIST-like set; image_size 0 infers it. The set's name
+    holds the folder's absolute path, so a run that records it can be evaluated or resumed from anywhere.
+    `missing_hint` is added to the error when `path` is not a directory.
 
     Raises:
         DataError: not a directory, no class folders, empty classes, or files that cannot be read (listed).
@@ -44,9 +47,9 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0):
 
     from cnnlab.data.mnist import MNIST
 
-    root = Path(path).expanduser()
+    root = Path(os.path.abspath(Path(path).expanduser()))  # abspath: "../x" recorded as where it leads
     if not root.is_dir():
-        raise DataError(f"imagefolder {root}: not a directory")
+        raise DataError(f"imagefolder {root}: not a directory" + (f" ({missing_hint})" if missing_hint else ""))
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(class_dirs) < 2:
         raise DataError(f"imagefolder {root}: needs at least 2 class folders (one per class), found {len(class_dirs)}")
@@ -95,7 +98,9 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0):
         train_labels=train_y,
         test_images=test_x,
         test_labels=test_y,
-        source=f"image folder {root} ({len(images)} images, {len(train)} train / {len(test)} test, "
+        # No train/test counts here: the validation hold-out is taken from the training images later, and
+        # the counts users see are the ones after it (cnnlab train's header).
+        source=f"image folder {root} ({len(images)} images in {len(files)} classes, "
         f"{image_size}x{image_size} {'grey' if grey else 'RGB'})",
         name=f"{PREFIX}{root}",
         classes=tuple(files),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -196,14 +197,72 @@ def train_one_epoch(
 
 
 class NonFiniteLoss(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the epoch and the run's step."""
+    """The training loss became NaN or infinite; the message names the epoch, the run's step and, once the
+    run has marked it (see stop_advice), the run directory."""
 
     def __init__(self, epoch: int, step: int, lr: float) -> None:
-        super().__init__(
-            f"the training loss stopped being a finite number at step {step} (epoch {epoch}); "
-            f"training stopped and the checkpoints of earlier epochs are kept. Try a lower --lr (now {lr})"
+        super().__init__(epoch, step, lr)
+        self.epoch, self.step, self.lr = epoch, step, lr
+
+    def __str__(self) -> str:
+        run_dir = getattr(self, _STOPPED_RUN, None)
+        kept = f" in {run_dir}" if run_dir is not None else ""
+        return (
+            f"the training loss stopped being a finite number at step {self.step} (epoch {self.epoch}); "
+            f"training stopped and the checkpoints of earlier epochs are kept{kept}. Try a lower --lr (now {self.lr})"
         )
-        self.epoch, self.step = epoch, step
+
+
+# The attribute that carries a stopped run's directory on the exception that stopped it.
+_STOPPED_RUN = "cnnlab_run_dir"
+
+
+def _mark_stop(run_dir: Path) -> Callable[..., bool]:
+    """An ExitStack exit callback that marks an exception leaving the run with the run's directory."""
+
+    def mark(exc_type, exc, tb) -> bool:
+        if exc is not None and getattr(exc, _STOPPED_RUN, None) is None:
+            setattr(exc, _STOPPED_RUN, run_dir)
+        return False  # never swallows the exception
+
+    return mark
+
+
+def stop_advice(exc: BaseException) -> list[str]:
+    """What to tell the user about the run that `exc` stopped (Ctrl-C, a lost peer, any error): where its
+    directory is and the command that continues it. Empty when `exc` came before the directory existed, and
+    for a loss that stopped being finite: its own message names the directory, and resuming would only
+    repeat the same steps."""
+    run_dir = getattr(exc, _STOPPED_RUN, None)
+    if run_dir is None or isinstance(exc, NonFiniteLoss):
+        return []
+    if not (Path(run_dir) / "last.pt").exists():
+        return [f"no epoch of {run_dir} had finished, so there is nothing to resume: start the run again"]
+    return [f"the finished epochs are kept in {run_dir}; continue with:", f"cnnlab train --resume {run_dir}"]
+
+
+# What a run prints: True chooses by where the output goes (see progress_mode).
+Progress = Union[bool, Literal["bar", "lines", "off"]]
+
+
+def progress_mode(progress: Progress) -> str:
+    """'bar' (a progress bar during each epoch and a line after it), 'lines' (the line alone) or 'off'.
+    True picks bars on a terminal and plain lines when the output goes to a file or a pipe, where a
+    bar's carriage returns would fill the log."""
+    if progress is True:
+        return "bar" if sys.stdout.isatty() and sys.stderr.isatty() else "lines"
+    if progress is False:
+        return "off"
+    if progress not in ("bar", "lines", "off"):
+        raise ValueError(f"unknown progress {progress!r}; choose from True, False, 'bar', 'lines', 'off'")
+    return progress
+
+
+def _say(mode: str, line: str) -> None:
+    if mode == "bar":
+        tqdm.write(line)  # above a bar that is still drawn
+    elif mode == "lines":
+        print(line, flush=True)  # a log file shows each line as it happens
 
 
 def tta_forward(model: nn.Module, x: torch.Tensor, hflip: bool) -> torch.Tensor:
@@ -276,13 +335,14 @@ def fit(
     cfg: TrainConfig,
     data: MNIST | None = None,
     out_root: str | Path = "runs",
-    progress: bool = True,
+    progress: Progress = True,
 ) -> RunResult:
     """Train cfg.model under cfg, write a new run directory under out_root, and return the result.
 
     The test set is evaluated after every epoch for the record, but the reported model (best.pt) is
     the epoch with the best validation accuracy: the test set never chooses anything. Started by
     torchrun, every process calls this and the run is data-parallel (see train/distributed.py).
+    `progress`: see progress_mode; only the first process prints.
     """
     return _run(cfg, data, progress, out_root=Path(out_root))
 
@@ -290,7 +350,7 @@ def fit(
 def resume(
     run_dir: str | Path,
     data: MNIST | None = None,
-    progress: bool = True,
+    progress: Progress = True,
     device: str | None = None,
     threads: int | None = None,
     data_dir: str | None = None,
@@ -298,7 +358,8 @@ def resume(
     """Continue the run in run_dir from its last.pt (the end of its last finished epoch), with the settings
     it was started with. A CPU run that is resumed ends with the same weights, bit for bit, as one that never
     stopped; a run may be resumed by a different number of processes. A time-budget run resumes to the
-    step count it had planned. Only where it runs (device, threads, data directory) may change."""
+    step count it had planned. Only where it runs (device, threads, data directory) may change; for a run
+    on an image folder, data_dir is the folder's new place if it has moved."""
     run_dir = checkpoint_dir(run_dir)
     last = run_dir / "last.pt"
     if not last.exists():
@@ -315,10 +376,22 @@ def resume(
 _RESUME_KEYS = ("optimizer_state", "schedule_state", "rng", "steps", "history", "best")
 
 
+def config_for_data(cfg: TrainConfig, data: MNIST) -> TrainConfig:
+    """A new run's config once its data are loaded: the data decide what it is trained on (an image folder's
+    absolute path), how it is standardised, an image folder's size, and how many images are held out."""
+    cfg = replace(cfg, dataset=data.name, norm_mean=data.mean, norm_std=data.std)
+    if is_imagefolder(data.name):  # recorded, so that evaluate and resume rebuild the same split and size
+        cfg = replace(cfg, image_size=int(data.train_images.shape[-1]))
+    if cfg.val_size >= len(data.train_images) // 2:
+        # MNIST's 5,000 held-out images would be most of a small folder: hold out a tenth instead.
+        cfg = replace(cfg, val_size=len(data.train_images) // 10)
+    return cfg
+
+
 def _run(
     cfg: TrainConfig,
     data: MNIST | None,
-    progress: bool,
+    progress: Progress,
     out_root: Path | None = None,
     run_dir: Path | None = None,
     state: dict[str, Any] | None = None,
@@ -330,7 +403,7 @@ def _run(
 def _train(
     cfg: TrainConfig,
     data: MNIST | None,
-    progress: bool,
+    progress: Progress,
     cleanup: contextlib.ExitStack,
     out_root: Path | None,
     run_dir: Path | None,
@@ -339,6 +412,7 @@ def _train(
     t_start = time.perf_counter()
     world, device = distributed.init(resolve_device(cfg.device))
     main = world.is_main
+    mode = progress_mode(progress) if main else "off"
     if state is not None and main:  # before touching anything: the run may still be going
         assert run_dir is not None
         cleanup.callback(RunDirLock(run_dir).release)
@@ -346,14 +420,12 @@ def _train(
     amp_dtype = autocast_dtype(device, cfg.amp)
     if data is None:
         with distributed.local_main_first(world):  # one fetch into each machine's cache
-            data = load_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed, progress=progress and main)
-    if state is None:  # the data decide what the run is trained on and how it is standardised
-        cfg = replace(cfg, dataset=data.name, norm_mean=data.mean, norm_std=data.std)
-        if is_imagefolder(data.name):  # recorded, so that evaluate and resume rebuild the same split and size
-            cfg = replace(cfg, image_size=int(data.train_images.shape[-1]))
-        if cfg.val_size >= len(data.train_images) // 2:
-            # MNIST's 5,000 held-out images would be most of a small folder: hold out a tenth instead.
-            cfg = replace(cfg, val_size=len(data.train_images) // 10)
+            data = load_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed,
+                             progress=mode == "bar", recorded=state is not None)
+    if state is None:
+        cfg = config_for_data(cfg, data)
+    elif is_imagefolder(data.name):  # records where the folder is now: --data-dir may have named its new place
+        cfg = replace(cfg, dataset=data.name, data_dir=None)
     splits = make_splits(data, cfg.val_size, device)
 
     torch.manual_seed(cfg.seed)
@@ -373,7 +445,10 @@ def _train(
         splits.train_x, splits.train_y, cfg.batch_size, shuffle=True, drop_last=True, generator=gen, part=part
     )
     if len(loader) == 0:
-        raise ValueError(f"the training split ({len(splits.train_x)} images) is smaller than one batch ({cfg.batch_size})")
+        raise ValueError(
+            f"the training split ({len(splits.train_x)} images, after {len(splits.val_x)} held out for validation) "
+            f"is smaller than one batch ({cfg.batch_size}); choose a smaller --batch-size"
+        )
     side = min(splits.train_x.shape[-2:])
     if cfg.cutout >= side:
         raise ValueError(f"cutout must be smaller than the images ({side} pixels a side), got {cfg.cutout}")
@@ -425,21 +500,24 @@ def _train(
         assert out_root is not None
         run_dir = make_run_dir(out_root, cfg.model)
         cleanup.callback(RunDirLock(run_dir).release)
+    if main:  # a resumed run's too: an image folder's new place, the device it now runs on
         write_json(run_dir / "config.json", cfg.to_dict())
     run_dir = Path(distributed.broadcast_object(str(run_dir), world))
+    cleanup.push(_mark_stop(run_dir))
+    _say(mode, f"{cfg.model}: resuming {run_dir} after epoch {epoch}" if state else f"{cfg.model}: run directory {run_dir}")
 
     has_val = cfg.val_size > 0
-    show = progress and main
     while epoch < plan.epochs:
         epoch += 1
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         of = "?" if cfg.time_budget > 0 and state is None else str(plan.epochs)
-        bar = tqdm(total=plan.steps_in_epoch(epoch), desc=f"{cfg.model} {epoch}/{of}", leave=False, disable=not show, unit="step")
-        train_loss, train_acc, steps = train_one_epoch(
-            ddp_model, loader, optimizer, schedule, cfg, gen, bar, plan, epoch, amp_dtype, recorder, world
-        )
-        bar.close()
+        bar = tqdm(total=plan.steps_in_epoch(epoch), desc=f"{cfg.model} {epoch}/{of}", leave=False,
+                   disable=mode != "bar", unit="step")
+        with bar:  # closed (its line cleared) however the epoch ends, so no message lands on a half-drawn bar
+            train_loss, train_acc, steps = train_one_epoch(
+                ddp_model, loader, optimizer, schedule, cfg, gen, bar, plan, epoch, amp_dtype, recorder, world
+            )
         steps_done += steps
         train_seconds = time.perf_counter() - t0
         val_loss, val_acc = evaluate(model, splits.val_x, splits.val_y, cfg, world)
@@ -484,16 +562,15 @@ def _train(
         if is_best:
             save_checkpoint(run_dir / "best.pt", ckpt)
         save_checkpoint(run_dir / "last.pt", ckpt)
-        if show:
+        if mode != "off":
             v = f"val {100 * val_acc:.2f}%  " if has_val else ""
             if cfg.time_budget > 0:
                 of = f"{steps_done / len(loader):.2f}/{plan.total_steps / len(loader):.2f}"
             else:
                 of = f"{epoch:>2}/{plan.epochs}"
-            tqdm.write(
-                f"{cfg.model} epoch {of}  loss {train_loss:.4f}  train {100 * train_acc:.2f}%  "
-                f"{v}test {100 * test_acc:.2f}%  {row['seconds']:.1f}s"
-            )
+            _say(mode,
+                 f"{cfg.model} epoch {of}  loss {train_loss:.4f}  train {100 * train_acc:.2f}%  "
+                 f"{v}test {100 * test_acc:.2f}%  {row['seconds']:.1f}s")
 
     if recorder is not None:
         recorder.close()
