@@ -78,7 +78,7 @@ def append_metrics(path: str | Path, row: dict[str, Any]) -> None:
 
 def write_metrics(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Write metrics.csv anew, atomically (a resumed run drops rows written after its last checkpoint)."""
-    with atomic_writer(path, "w", perms=0o644) as f:
+    with atomic_writer(path, "w") as f:  # the mode the umask gives, as append_metrics's open() does
         w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, lineterminator="\r\n")
         w.writeheader()
         for row in rows:
