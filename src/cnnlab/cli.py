@@ -412,17 +412,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from PIL import Image
-
     from cnnlab.inference.predictor import Predictor
     from cnnlab.inference.preprocess import ImageError
 
     predictor = Predictor(args.checkpoint)  # a bad checkpoint fails before any image is read
+    save_dir = _save_input_dir(args.save_input)
     results, failed = [], 0
     for path in args.images:
         try:
-            pred = predictor.predict(path)
-        except ImageError as e:
+            pred = predictor.predict_file(path, save_dir)
+        except ImageError as e:  # one line for this file; the others are still predicted
             failed += 1
             message = f"{path}: {e}"
             results.append({"image": path, "error": message})
@@ -430,17 +429,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"cnnlab predict: error: {message}", file=sys.stderr)
             continue
         results.append({"image": path, **pred.as_dict(args.top)})
-        if args.save_input:
-            out = Path(args.save_input)
-            out.mkdir(parents=True, exist_ok=True)
-            image = pred.image if pred.image.ndim == 2 else pred.image.transpose(1, 2, 0)
-            Image.fromarray(image).save(out / f"{Path(path).stem}-{image.shape[1]}x{image.shape[0]}.png")
         if not args.json:
             top = "  ".join(f"{pred.classes[c]}: {100 * p:5.1f}%" for c, p in pred.top(args.top))
             print(f"{path}: {pred.classes[pred.top(1)[0][0]]}    ({top})")
     if args.json:
         print(json.dumps({"model": predictor.info, "predictions": results}, indent=2))
     return 1 if failed else 0
+
+
+def _save_input_dir(arg: str | None) -> Path | None:
+    """The --save-input directory, made now: a path that cannot be one is refused before any image is predicted."""
+    if arg is None:
+        return None
+    out = Path(arg)
+    if out.exists() and not out.is_dir():
+        raise _UserError(f"--save-input {arg} is a file; give a directory (it is made if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _UserError(f"--save-input {arg}: cannot make the directory ({e.strerror or e})") from None
+    return out
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
