@@ -163,13 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "export", help="write the model as ONNX or TorchScript", formatter_class=_formatter,
         epilog="examples:\n  cnnlab export runs/20260101-120000-resnet --format onnx\n"
-        "  cnnlab export runs/20260101-120000-resnet/best.pt --format torchscript --out resnet.pt\n\n"
-        "The exported model takes float32 pixels 0..255, shape (N, 1, 28, 28), white on black, and returns\n"
-        "(N, 10) logits; the batch size is free.",
+        "  cnnlab export runs/20260101-120000-resnet/best.pt --format torchscript --out resnet.torchscript.pt\n\n"
+        "The exported model takes float32 pixels 0..255 of shape (N, C, S, S) and returns (N, classes) logits:\n"
+        "(N, 1, 28, 28) and 10 for MNIST, white on black; an image-folder model takes its folder's channels and\n"
+        "size. The standardisation is inside the graph and the batch size is free. export prints the shapes and\n"
+        "stores them, the class names and the pixel convention in the file (ONNX metadata_props; TorchScript:\n"
+        "the extra file cnnlab.json).",
     )
     _add_checkpoint(ex)
     ex.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format (required)")
-    ex.add_argument("--out", help="output file (default: <model>.onnx or <model>.pt beside the checkpoint)")
+    ex.add_argument(
+        "--out", help="output file (default: <model>.onnx or <model>.torchscript.pt beside the checkpoint)",
+    )
 
     an = sub.add_parser(
         "analyze", help="measure the lecture's claims: cost, branches, depth", formatter_class=_formatter,
@@ -471,10 +476,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cnnlab.inference.export import export_model
+    from cnnlab.inference.export import TORCHSCRIPT_METADATA, export_model
 
-    path = export_model(args.checkpoint, args.format, args.out)
-    print(f"wrote {path} ({path.stat().st_size:,} bytes): float32 pixels 0..255 (N, 1, 28, 28) in, (N, 10) logits out")
+    done = export_model(args.checkpoint, args.format, args.out)
+    print(f"wrote {done.path} ({done.path.stat().st_size:,} bytes): {done.contract.summary()}")
+    print(f"pixels: {done.contract.pictures()}; standardisation{' and mirror averaging' if done.contract.tta_hflip else ''} "
+          "inside the graph")
+    where = "its metadata_props" if args.format == "onnx" else f"its extra file {TORCHSCRIPT_METADATA}"
+    print(f"class names, shapes and pixel convention are stored in the file ({where})")
     return 0
 
 
