@@ -336,3 +336,11 @@ def test_predict_refuses_a_save_input_that_is_a_file_before_predicting(fashion_n
     assert taken.read_text() == "mine"
     code, out, _ = _run(capsys, "predict", str(fashion_named_run), good, "--save-input", str(tmp_path / "seen"))
     assert code == 0 and [p.name for p in (tmp_path / "seen").iterdir()] == ["dress-28x28.png"]
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    # `cnnlab models | head -1` with head gone before cnnlab writes: a real pipe whose reading end is closed.
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert err == b"" and proc.returncode in (0, 141)

@@ -556,6 +556,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is left in its buffer cannot raise again when Python exits
+    (the recipe of the signal module's documentation)."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor has nothing to flush to a pipe
+        pass
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from cnnlab.analysis.compare import RunDirError
@@ -565,10 +576,15 @@ def _main(argv: Sequence[str] | None) -> int:
     from cnnlab.train.rundir import RunDirBusy
 
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that left shows here, where it is handled, not in Python's exit flush
+        return code
     except _UserError as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader left (`cnnlab evaluate ... | head`): end quietly, as Unix tools do
+        _discard_stdout()
+        return 141  # 128 + SIGPIPE, the status of a tool the signal ended
     except (DataError, CheckpointError, RunDirError, RunDirBusy, ExportError, ValueError, FloatingPointError, OSError) as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 1
