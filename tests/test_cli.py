@@ -343,4 +343,18 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly():
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
-    assert err == b"" and proc.returncode in (0, 141)
+    assert err == b"" and proc.returncode == 141  # 128 + SIGPIPE, as a Unix tool the signal ended
+
+
+@pytest.mark.slow  # three evaluations
+def test_evaluate_mirrors_as_the_model_was_trained_unless_told_otherwise(tmp_path, capsys):
+    from .inference.folder_models import train_on_shapes
+
+    mirrored = "each averaged with its mirror image"
+    run = train_on_shapes(tmp_path / "tta", tta_hflip=True)
+    assert mirrored in _run(capsys, "evaluate", str(run))[1]
+    code, out, _ = _run(capsys, "evaluate", str(run), "--no-tta-hflip")
+    assert code == 0 and "test accuracy" in out and mirrored not in out
+    plain = train_on_shapes(tmp_path / "plain")
+    assert mirrored not in _run(capsys, "evaluate", str(plain))[1]
+    assert mirrored in _run(capsys, "evaluate", str(plain), "--tta-hflip")[1]

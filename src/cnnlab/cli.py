@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(e)
     e.add_argument("--out", help="where to write confusion.png (default: beside the checkpoint)")
     e.add_argument(
-        "--tta-hflip", action="store_true",
-        help="average each test image's logits with its mirror image's (default: as the model was trained)",
+        "--tta-hflip", action=argparse.BooleanOptionalAction,
+        help="average each test image's logits with its mirror image's, or not (default: as the model was trained)",
     )
 
     c = sub.add_parser(
@@ -383,8 +383,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.checkpoint)
     model, cfg, _ = load_model(ckpt, args.device)  # a bad checkpoint fails here, before any data is loaded
-    if args.tta_hflip:
-        cfg = dataclasses.replace(cfg, tta_hflip=True)
+    if args.tta_hflip is not None:
+        cfg = dataclasses.replace(cfg, tta_hflip=args.tta_hflip)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
     data = load_data(cfg.dataset, args.data_dir, image_size=cfg.image_size, seed=cfg.seed)
     ev = evaluate_model(model, cfg, data)
