@@ -556,17 +556,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null, so that what is left in its buffer cannot raise again when Python exits
-    (the recipe of the signal module's documentation)."""
-    import os
-
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):  # a stdout without a file descriptor has nothing to flush to a pipe
-        pass
-
-
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from cnnlab.analysis.compare import RunDirError
@@ -583,7 +572,13 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout's reader left (`cnnlab evaluate ... | head`): end quietly, as Unix tools do
-        _discard_stdout()
+        import contextlib
+        import os
+
+        # What is left in stdout's buffer would raise again in Python's exit flush; the signal module's
+        # documentation sends it to /dev/null. A stdout without a descriptor (a library caller's) has no pipe.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, the status of a tool the signal ended
     except (DataError, CheckpointError, RunDirError, RunDirBusy, ExportError, ValueError, FloatingPointError, OSError) as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
