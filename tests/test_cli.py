@@ -291,3 +291,70 @@ def test_every_subcommand_given_wrong_arguments_exits_2_with_one_line(capsys, re
     reliability("command line", f"wrong arguments to each of the {len(commands)} subcommands: an unknown flag, a missing "
                 "argument, a bad value for every option that checks one", len(_USAGE_CASES),
                 "exit status 2 and one line naming the problem, every time")
+
+
+def _garment_png(path):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (60, 80), 250)
+    ImageDraw.Draw(img).rectangle((15, 10, 45, 70), fill=30)  # a dark item on white, as in a product photo
+    img.save(path)
+    return path
+
+
+def test_predict_reports_each_bad_file_on_its_own_line_and_predicts_the_rest(fashion_named_run, tmp_path, capsys, reliability):
+    import json
+
+    good = str(_garment_png(tmp_path / "dress.png"))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    bad = [str(folder), str(tmp_path / "missing.png"), "/dev/null"]
+    code, out, err = _run(capsys, "predict", str(fashion_named_run), bad[0], good, *bad[1:], good)
+    assert code == 1
+    assert [ln.split(":")[0] for ln in out.splitlines()] == [good, good]  # before and after the bad files
+    assert err.splitlines() == [
+        f"cnnlab predict: error: {bad[0]}: is a directory, not an image file",
+        f"cnnlab predict: error: {bad[1]}: cannot read (No such file or directory)",
+        f"cnnlab predict: error: {bad[2]}: is a device, not an image file",
+    ]
+    code, out, err = _run(capsys, "predict", str(fashion_named_run), bad[0], good, "--json")
+    doc = json.loads(out)
+    assert code == 1 and err == ""
+    assert "is a directory" in doc["predictions"][0]["error"] and doc["predictions"][1]["top"][0]["name"]
+    reliability("images to predict", "a directory, a missing file and a device among the images given to cnnlab predict", 3,
+                "one line per bad file naming it, the other images still predicted, exit 1")
+
+
+def test_predict_refuses_a_save_input_that_is_a_file_before_predicting(fashion_named_run, tmp_path, capsys):
+    good = str(_garment_png(tmp_path / "dress.png"))
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for target in (taken, taken / "inside"):
+        code, out, err = _run(capsys, "predict", str(fashion_named_run), good, "--save-input", str(target))
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (target, err)
+        assert err.startswith(f"cnnlab predict: error: --save-input {target}") and "Errno" not in err
+    assert taken.read_text() == "mine"
+    code, out, _ = _run(capsys, "predict", str(fashion_named_run), good, "--save-input", str(tmp_path / "seen"))
+    assert code == 0 and [p.name for p in (tmp_path / "seen").iterdir()] == ["dress-28x28.png"]
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    # `cnnlab models | head -1` with head gone before cnnlab writes: a real pipe whose reading end is closed.
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert err == b"" and proc.returncode == 141  # 128 + SIGPIPE, as a Unix tool the signal ended
+
+
+@pytest.mark.slow  # three evaluations
+def test_evaluate_mirrors_as_the_model_was_trained_unless_told_otherwise(tmp_path, capsys):
+    from .inference.folder_models import train_on_shapes
+
+    mirrored = "each averaged with its mirror image"
+    run = train_on_shapes(tmp_path / "tta", tta_hflip=True)
+    assert mirrored in _run(capsys, "evaluate", str(run))[1]
+    code, out, _ = _run(capsys, "evaluate", str(run), "--no-tta-hflip")
+    assert code == 0 and "test accuracy" in out and mirrored not in out
+    plain = train_on_shapes(tmp_path / "plain")
+    assert mirrored not in _run(capsys, "evaluate", str(plain))[1]
+    assert mirrored in _run(capsys, "evaluate", str(plain), "--tta-hflip")[1]

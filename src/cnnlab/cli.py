@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(e)
     e.add_argument("--out", help="where to write confusion.png (default: beside the checkpoint)")
     e.add_argument(
-        "--tta-hflip", action="store_true",
-        help="average each test image's logits with its mirror image's (default: as the model was trained)",
+        "--tta-hflip", action=argparse.BooleanOptionalAction,
+        help="average each test image's logits with its mirror image's, or not (default: as the model was trained)",
     )
 
     c = sub.add_parser(
@@ -171,13 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "export", help="write the model as ONNX or TorchScript", formatter_class=_formatter,
         epilog="examples:\n  cnnlab export runs/20260101-120000-resnet --format onnx\n"
-        "  cnnlab export runs/20260101-120000-resnet/best.pt --format torchscript --out resnet.pt\n\n"
-        "The exported model takes float32 pixels 0..255, shape (N, 1, 28, 28), white on black, and returns\n"
-        "(N, 10) logits; the batch size is free.",
+        "  cnnlab export runs/20260101-120000-resnet/best.pt --format torchscript --out resnet.torchscript.pt\n\n"
+        "The exported model takes float32 pixels 0..255 of shape (N, C, S, S) and returns (N, classes) logits:\n"
+        "(N, 1, 28, 28) and 10 for MNIST, white on black; an image-folder model takes its folder's channels and\n"
+        "size. The standardisation is inside the graph and the batch size is free. export prints the shapes and\n"
+        "stores them, the class names and the pixel convention in the file (ONNX metadata_props; TorchScript:\n"
+        "the extra file cnnlab.json).",
     )
     _add_checkpoint(ex)
     ex.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format (required)")
-    ex.add_argument("--out", help="output file (default: <model>.onnx or <model>.pt beside the checkpoint)")
+    ex.add_argument(
+        "--out", help="output file (default: <model>.onnx or <model>.torchscript.pt beside the checkpoint)",
+    )
 
     an = sub.add_parser(
         "analyze", help="measure the lecture's claims: cost, branches, depth", formatter_class=_formatter,
@@ -400,8 +405,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.checkpoint)
     model, cfg, _ = load_model(ckpt, args.device)  # a bad checkpoint fails here, before any data is loaded
-    if args.tta_hflip:
-        cfg = dataclasses.replace(cfg, tta_hflip=True)
+    if args.tta_hflip is not None:
+        cfg = dataclasses.replace(cfg, tta_hflip=args.tta_hflip)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
     data = load_data(cfg.dataset, args.data_dir, image_size=cfg.image_size, seed=cfg.seed)
     ev = evaluate_model(model, cfg, data)
@@ -436,17 +441,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from PIL import Image
-
     from cnnlab.inference.predictor import Predictor
     from cnnlab.inference.preprocess import ImageError
 
     predictor = Predictor(args.checkpoint)  # a bad checkpoint fails before any image is read
+    save_dir = _save_input_dir(args.save_input)
     results, failed = [], 0
     for path in args.images:
         try:
-            pred = predictor.predict(path)
-        except ImageError as e:
+            pred = predictor.predict_file(path, save_dir)
+        except ImageError as e:  # one line for this file; the others are still predicted
             failed += 1
             message = f"{path}: {e}"
             results.append({"image": path, "error": message})
@@ -454,17 +458,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"cnnlab predict: error: {message}", file=sys.stderr)
             continue
         results.append({"image": path, **pred.as_dict(args.top)})
-        if args.save_input:
-            out = Path(args.save_input)
-            out.mkdir(parents=True, exist_ok=True)
-            image = pred.image if pred.image.ndim == 2 else pred.image.transpose(1, 2, 0)
-            Image.fromarray(image).save(out / f"{Path(path).stem}-{image.shape[1]}x{image.shape[0]}.png")
         if not args.json:
             top = "  ".join(f"{pred.classes[c]}: {100 * p:5.1f}%" for c, p in pred.top(args.top))
             print(f"{path}: {pred.classes[pred.top(1)[0][0]]}    ({top})")
     if args.json:
         print(json.dumps({"model": predictor.info, "predictions": results}, indent=2))
     return 1 if failed else 0
+
+
+def _save_input_dir(arg: str | None) -> Path | None:
+    """The --save-input directory, made now: a path that cannot be one is refused before any image is predicted."""
+    if arg is None:
+        return None
+    out = Path(arg)
+    if out.exists() and not out.is_dir():
+        raise _UserError(f"--save-input {arg} is a file; give a directory (it is made if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _UserError(f"--save-input {arg}: cannot make the directory ({e.strerror or e})") from None
+    return out
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -487,10 +500,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cnnlab.inference.export import export_model
+    from cnnlab.inference.export import TORCHSCRIPT_METADATA, export_model
 
-    path = export_model(args.checkpoint, args.format, args.out)
-    print(f"wrote {path} ({path.stat().st_size:,} bytes): float32 pixels 0..255 (N, 1, 28, 28) in, (N, 10) logits out")
+    done = export_model(args.checkpoint, args.format, args.out)
+    print(f"wrote {done.path} ({done.path.stat().st_size:,} bytes): {done.contract.summary()}")
+    print(f"pixels: {done.contract.pictures()}; standardisation{' and mirror averaging' if done.contract.tta_hflip else ''} "
+          "inside the graph")
+    where = "its metadata_props" if args.format == "onnx" else f"its extra file {TORCHSCRIPT_METADATA}"
+    print(f"class names, shapes and pixel convention are stored in the file ({where})")
     return 0
 
 
@@ -572,10 +589,21 @@ def _main(argv: Sequence[str] | None) -> int:
     from cnnlab.train.rundir import RunDirBusy
 
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that left shows here, where it is handled, not in Python's exit flush
+        return code
     except _UserError as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader left (`cnnlab evaluate ... | head`): end quietly, as Unix tools do
+        import contextlib
+        import os
+
+        # What is left in stdout's buffer would raise again in Python's exit flush; the signal module's
+        # documentation sends it to /dev/null. A stdout without a descriptor (a library caller's) has no pipe.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status of a tool the signal ended
     except (DataError, CheckpointError, RunDirError, RunDirBusy, ExportError, ValueError, FloatingPointError, OSError) as e:
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         _print_stop_advice(args.command, e)

@@ -45,7 +45,7 @@ def _pytorch_logits(run_dir, pixels: torch.Tensor) -> torch.Tensor:
 
 def test_onnx_export_matches_pytorch_on_real_test_images(trained_resnet, real_mnist, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    path = export_model(trained_resnet, "onnx", tmp_path / "m.onnx")
+    path = export_model(trained_resnet, "onnx", tmp_path / "m.onnx").path
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 7, 256):  # the batch dimension is free
         pixels = real_mnist.test_images[:batch].unsqueeze(1)
@@ -56,7 +56,7 @@ def test_onnx_export_matches_pytorch_on_real_test_images(trained_resnet, real_mn
 
 
 def test_torchscript_export_matches_pytorch(trained_resnet, real_mnist, tmp_path):
-    path = export_model(trained_resnet, "torchscript", tmp_path / "m.pt")
+    path = export_model(trained_resnet, "torchscript", tmp_path / "m.pt").path
     scripted = torch.jit.load(str(path))
     pixels = real_mnist.test_images[:64].unsqueeze(1)
     with torch.no_grad():
@@ -85,7 +85,9 @@ def test_an_export_of_a_mirror_averaged_model_averages_in_the_graph(tiny_mnist, 
 
     cfg = make_config("basic_cnn", epochs=1, batch_size=50, val_size=100, device="cpu", hflip=True, tta_hflip=True)
     run_dir = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False).run_dir
-    scripted = torch.jit.load(str(export_model(run_dir, "torchscript", tmp_path / "m.pt")))
+    exported = export_model(run_dir, "torchscript", tmp_path / "m.pt")
+    assert exported.contract.tta_hflip and "mirror" not in exported.contract.summary()  # the shapes stay the same
+    scripted = torch.jit.load(str(exported.path))
     model, saved_cfg, _ = load_model(run_dir, "cpu")
     pixels = tiny_mnist.test_images[:32]
     with torch.no_grad():

@@ -132,6 +132,44 @@ def test_a_missing_file_is_an_image_error(tmp_path):
         to_mnist(tmp_path / "nope.png")
 
 
+def _not_regular_files(tmp_path) -> dict[str, tuple[object, str]]:
+    """Paths that are not image files, by kind, with the words their error must hold."""
+    import os
+
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")  # reading one would block until a writer came
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone.png")
+    return {
+        "directory": (tmp_path / "folder", "is a directory"),
+        "named pipe": (tmp_path / "fifo", "is a named pipe"),
+        "device": ("/dev/null", "is a device"),
+        "dangling link": (tmp_path / "dangling", "cannot read"),
+    }
+
+
+def test_what_is_not_a_regular_file_is_an_image_error_before_it_is_opened(tmp_path, reliability):
+    cases = _not_regular_files(tmp_path)
+    for kind, (path, words) in cases.items():
+        with pytest.raises(ImageError, match=words):
+            load_image(path)
+        with pytest.raises(ImageError, match=words):
+            to_square(str(path), 16, 3)  # the image-folder preparation reads files the same way
+    reliability("images to predict", "a directory, a named pipe, a device, a dangling link given as the image", len(cases),
+                "one ImageError naming what the path is; a pipe is never opened, so nothing blocks")
+
+
+def test_a_file_that_cannot_be_read_is_an_image_error(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file without read permission")
+    path = tmp_path / "locked.png"
+    path.write_bytes(png_bytes(Image.new("L", (8, 8), 0)))
+    path.chmod(0)
+    with pytest.raises(ImageError, match="cannot read .*Permission denied"):
+        load_image(path)
+
+
 def _garment() -> np.ndarray:
     """A shirt-like shape in Fashion-MNIST's layout: light on black, 28 px tall (the longer side), centred."""
     img = Image.new("L", (28, 28), 0)

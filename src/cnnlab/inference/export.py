@@ -1,28 +1,37 @@
 """Export a trained model to ONNX or TorchScript, for use without cnnlab.
 
 The exported graph takes what the data set's files hold, not what the network's first layer takes:
-float32 images of shape (N, C, S, S) — (N, 1, 28, 28) for MNIST and Fashion-MNIST — with pixel values
-0..255 (MNIST: white digit on black). The standardisation the model was trained with is part of the graph,
-so nobody has to know the data set's mean and standard deviation; so is the mirror-image averaging of a
-model evaluated that way (tta_hflip). The batch dimension is dynamic. Output: (N, classes) logits (softmax
-them for probabilities).
+float32 images of shape (N, C, S, S) — (N, 1, 28, 28) for MNIST and Fashion-MNIST, the folder's channels and
+size for an image-folder model — with pixel values 0..255 (MNIST: white digit on black). The standardisation
+the model was trained with is part of the graph, so nobody has to know the data set's mean and standard
+deviation; so is the mirror-image averaging of a model evaluated that way (tta_hflip). The batch dimension is
+dynamic. Output: (N, classes) logits (softmax them for probabilities).
+
+The file carries this contract: the shapes, the class names and the pixel convention, as ONNX metadata_props
+or, in a TorchScript archive, as the extra file cnnlab.json (torch.jit.load(path, _extra_files={"cnnlab.json":
+""})). Exports are named <model>.onnx and <model>.torchscript.pt, never like a checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from cnnlab.atomic import atomic_writer
 from cnnlab.data.batching import MNIST_MEAN, MNIST_STD
-from cnnlab.train import checkpoint_dir, load_model, tta_forward
+from cnnlab.data.datasets import DATASETS
+from cnnlab.train import TrainConfig, checkpoint_dir, class_names, load_model, tta_forward
+from cnnlab.train.checkpoint import archive_kind
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+# File name endings. A TorchScript archive is a zip like a checkpoint; its name says which it is.
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+TORCHSCRIPT_METADATA = "cnnlab.json"  # the extra file of a TorchScript export that holds Contract.metadata()
 
 
 class ExportError(Exception):
@@ -44,39 +53,92 @@ class PixelInput(nn.Module):
         return tta_forward(self.model, x, self.tta_hflip)
 
 
-def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+@dataclass(frozen=True)
+class Contract:
+    """What an exported model takes and returns, read off its checkpoint."""
+
+    model: str
+    dataset: str
+    channels: int
+    size: int  # pixels a side
+    classes: tuple[str, ...]  # names, by logit index
+    mean: float  # the standardisation inside the graph, on pixels scaled to 0..1
+    std: float
+    tta_hflip: bool  # the logits are averaged with the mirror image's, inside the graph
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, state: dict) -> Contract:
+        kw = state.get("model_kwargs", {})
+        return cls(cfg.model, cfg.dataset, kw.get("in_channels", 1), kw.get("image_size", 28), class_names(state, cfg),
+                   cfg.norm_mean, cfg.norm_std, cfg.tta_hflip)
+
+    def summary(self) -> str:
+        return (f"float32 pixels 0..255 (N, {self.channels}, {self.size}, {self.size}) in, "
+                f"(N, {len(self.classes)}) logits out")
+
+    def pictures(self) -> str:
+        """How the pixels are laid out, in words."""
+        colour = "grey" if self.channels == 1 else "RGB"
+        if self.dataset in DATASETS:
+            return f"{colour}, white on black, as {DATASETS[self.dataset].title}'s images"
+        return f"{colour}, as the image folder's pictures, stretched to {self.size}x{self.size}"
+
+    def metadata(self) -> dict[str, str]:
+        """The contract as string pairs, for ONNX metadata_props and the TorchScript extra file."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "input": "pixels",
+            "input_shape": json.dumps(["N", self.channels, self.size, self.size]),
+            "input_dtype": "float32",
+            "input_range": "0..255",
+            "output": "logits",
+            "output_shape": json.dumps(["N", len(self.classes)]),
+            "classes": json.dumps(list(self.classes)),
+            "pixels": self.pictures(),
+            "standardisation": f"inside the graph: (pixels / 255 - {self.mean:.6g}) / {self.std:.6g}",
+            "tta_hflip": json.dumps(self.tta_hflip),
+        }
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    contract: Contract
+
+
+def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None) -> Exported:
     """Write the checkpoint's model as `fmt` ('onnx' or 'torchscript') to `out` (default: beside the
-    checkpoint, named after its model). The file appears whole or not at all."""
+    checkpoint, named <model>.onnx or <model>.torchscript.pt), its contract in the file's metadata. The file
+    appears whole or not at all."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
     model, cfg, state = load_model(checkpoint, "cpu")
+    contract = Contract.of(cfg, state)
     model = PixelInput(model.to(memory_format=torch.contiguous_format), cfg.norm_mean, cfg.norm_std, cfg.tta_hflip).eval()
-    kw = state.get("model_kwargs", {})
-    example = torch.zeros(2, kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
-    if out is None:
-        out = checkpoint_dir(checkpoint) / f"{cfg.model}{FORMATS[fmt]}"
-    out = Path(out)
+    example = torch.zeros(2, contract.channels, contract.size, contract.size)
+    out = Path(out) if out is not None else checkpoint_dir(checkpoint) / f"{cfg.model}{FORMATS[fmt]}"
+    if out.is_file() and archive_kind(out) == "pickle":
+        raise ExportError(f"{out} is a PyTorch checkpoint; an export does not replace one (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        if fmt == "onnx":
-            _onnx(model, example, tmp)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TorchScript is in maintenance; its deprecation notes are not for the user
-                traced = torch.jit.trace(model, example)
-            traced.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    if fmt == "onnx":
+        _onnx(model, example, out, contract.metadata())
+    else:
+        _torchscript(model, example, out, contract.metadata())
+    return Exported(out, contract)
 
 
-def _onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
+def _torchscript(model: nn.Module, example: torch.Tensor, out: Path, metadata: dict[str, str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is in maintenance; its deprecation notes are not for the user
+        traced = torch.jit.trace(model, example)
+        with atomic_writer(out) as f:
+            torch.jit.save(traced, f, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata, indent=1)})
+
+
+def _onnx(model: nn.Module, example: torch.Tensor, out: Path, metadata: dict[str, str]) -> None:
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401
     except ImportError:
         raise ExportError("ONNX export needs the onnx and onnxscript packages: pip install 'cnnlab[onnx]'") from None
@@ -98,4 +160,7 @@ def _onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
             )
     finally:
         onnx_log.setLevel(level)
-    program.save(path)
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, metadata)
+    with atomic_writer(out) as f:
+        f.write(proto.SerializeToString())  # cnnlab's models are far below protobuf's 2 GB limit

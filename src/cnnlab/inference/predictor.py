@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from cnnlab.atomic import atomic_writer
 from cnnlab.data.batching import normalize
 from cnnlab.data.datasets import title_of
-from cnnlab.inference.preprocess import preparer
+from cnnlab.inference.preprocess import ImageError, preparer
 from cnnlab.models import count_parameters
 from cnnlab.train import class_names, load_model, tta_forward
 
@@ -25,6 +27,14 @@ class Prediction:
         """The k most probable classes as (class, probability), most probable first."""
         order = np.argsort(self.probabilities)[::-1][:k]
         return [(int(c), float(self.probabilities[c])) for c in order]
+
+    def save_image(self, directory: Path, stem: str) -> Path:
+        """Write the image the model saw as `directory`/`stem`-WxH.png (replacing one of that name whole)."""
+        pixels = self.image if self.image.ndim == 2 else self.image.transpose(1, 2, 0)
+        path = directory / f"{stem}-{pixels.shape[1]}x{pixels.shape[0]}.png"
+        with atomic_writer(path) as f:
+            Image.fromarray(pixels).save(f, format="PNG")
+        return path
 
     def as_dict(self, k: int = 3) -> dict:
         return {
@@ -66,6 +76,20 @@ class Predictor:
         x = normalize(torch.from_numpy(image).to(self.device).unsqueeze(0), self.config.norm_mean, self.config.norm_std)
         probs = torch.softmax(tta_forward(self.model, x, self.config.tta_hflip).float(), dim=1)[0]
         return Prediction(image=image, probabilities=probs.tolist(), classes=self.classes)
+
+    def predict_file(self, path: str | Path, save_to: Path | None = None) -> Prediction:
+        """Predict an image file and, given a directory `save_to`, save there the image the model saw.
+
+        Raises ImageError for any problem of this file alone (unreadable, not an image, cannot be saved), so
+        that a caller going through many files can report it and go on.
+        """
+        pred = self.predict(path)
+        if save_to is not None:
+            try:
+                pred.save_image(save_to, Path(path).stem)
+            except OSError as e:
+                raise ImageError(f"cannot save the image the model saw ({e.strerror or e})") from None
+        return pred
 
     def predict(self, source) -> Prediction:
         """Preprocess any picture (path, bytes, PIL image; a grey array for MNIST and Fashion-MNIST models), then predict it."""

@@ -17,6 +17,7 @@ Models trained on other data read other pictures: `to_fashion` makes one garment
 from __future__ import annotations
 
 import io
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -45,14 +46,7 @@ def load_image(source: str | Path | bytes) -> Image.Image:
     Error messages say what is wrong, not with what: the caller names the file or the upload.
     """
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except OSError as e:
-            raise ImageError(f"cannot read ({e.strerror or e})") from None
-        if size > MAX_BYTES:
-            raise ImageTooLarge(f"{size:,} bytes is over the {MAX_BYTES // 2**20} MB limit")
-        data = path.read_bytes()
+        data = _read_file(Path(source))
     else:
         data = bytes(source)
     if not data:
@@ -74,6 +68,29 @@ def load_image(source: str | Path | bytes) -> Image.Image:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"the image could not be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return img
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of a regular file, or an ImageError saying why not. Anything else is refused before it is
+    opened: a directory cannot be read, and a FIFO or a device would block or never end."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ImageError(f"cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"is {_kind_of_file(st.st_mode)}, not an image file")
+    if st.st_size > MAX_BYTES:
+        raise ImageTooLarge(f"{st.st_size:,} bytes is over the {MAX_BYTES // 2**20} MB limit")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read ({e.strerror or e})") from None
+
+
+def _kind_of_file(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def to_grey(img: Image.Image) -> np.ndarray:

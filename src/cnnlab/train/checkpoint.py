@@ -77,6 +77,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"no checkpoint at {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory without best.pt, not a checkpoint")
+    if archive_kind(path) == "torchscript":  # before torch.load, which warns about such files on stderr
+        raise CheckpointError(f"{path} is a TorchScript export, not a checkpoint: run it with torch.jit.load, "
+                              "or pass the run directory or its best.pt")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many kinds for a bad file; the user needs one sentence
@@ -87,6 +90,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if stored is not None and stored != fingerprint({k: v for k, v in state.items() if k != "format_version"}):
         raise CheckpointError(f"{path} is damaged: its contents do not match the SHA-256 stored with them")
     return state
+
+
+def archive_kind(path: str | Path) -> str | None:
+    """What kind of PyTorch zip archive a file is: "torchscript" (torch.jit.save), "pickle" (torch.save, as
+    checkpoints are) or None (not a zip, or not PyTorch's). torch.jit.save writes a constants.pkl beside the
+    data.pkl that both write, one folder down (torch.serialization._is_torchscript_zip tests the same)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as z:
+            records = {n.split("/", 1)[-1] for n in z.namelist()}
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if "constants.pkl" in records:
+        return "torchscript"
+    return "pickle" if "data.pkl" in records else None
 
 
 def _unreadable(path: Path, err: Exception) -> str:
