@@ -53,7 +53,7 @@ def test_onnx_export_of_an_image_folder_model_prints_and_stores_its_own_contract
     pixels = np.random.default_rng(0).integers(0, 256, (5, channels, height, width)).astype(np.float32)
     (logits,) = session.run(None, {"pixels": pixels})
     assert logits.shape == (5, classes)
-    assert np.abs(logits - _pytorch_logits(shapes_run, pixels)).max() <= 1e-4
+    np.testing.assert_allclose(logits, _pytorch_logits(shapes_run, pixels), rtol=1e-4, atol=1e-4)  # another runtime's kernels
 
 
 def test_export_help_states_no_fixed_shape(capsys):

@@ -52,7 +52,8 @@ def test_onnx_export_matches_pytorch_on_real_test_images(trained_resnet, real_mn
         (onnx_logits,) = session.run(None, {"pixels": pixels.float().numpy()})
         expected = _pytorch_logits(trained_resnet, pixels).numpy()
         assert onnx_logits.shape == (batch, 10)
-        assert np.abs(onnx_logits - expected).max() <= 1e-4
+        # another runtime, other kernels: equal to float32 rounding of logits of up to ~20, not bit for bit
+        np.testing.assert_allclose(onnx_logits, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_torchscript_export_matches_pytorch(trained_resnet, real_mnist, tmp_path):
