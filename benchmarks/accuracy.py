@@ -26,7 +26,8 @@ from machine import describe_machine, write_file, write_json  # noqa: E402
 
 from cnnlab.data import load_dataset  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
-from cnnlab.train import evaluate, fit, load_model, make_config  # noqa: E402
+from cnnlab.train import fit, make_config  # noqa: E402
+from cnnlab.runs import evaluate, load_model  # noqa: E402
 
 # Targets: mean test accuracy over 3 seeds with the default recipe (the foundation issue's for the lecture's
 # networks on MNIST; the Fashion-MNIST issue's for the batch-norm networks), by (dataset, model).

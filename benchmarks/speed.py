@@ -53,7 +53,8 @@ from cnnlab.train.loop import build_optimizer, build_schedule, train_one_epoch  
 from cnnlab.train import distributed  # noqa: E402
 from cnnlab.train.distributed import SINGLE, World  # noqa: E402
 from cnnlab.train.plan import Plan  # noqa: E402
-from cnnlab.train.runtime import autocast_dtype, configure  # noqa: E402
+from cnnlab.device import autocast_dtype  # noqa: E402
+from cnnlab.train.runtime import configure  # noqa: E402
 
 TARGET_ACC = 0.99
 # Budgets for the `budget` arm, seconds: long enough for 99.0% on this machine (1.5-2.5 epochs).

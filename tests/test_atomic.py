@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnlab.atomic import atomic_writer, current_umask
-from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.runs.checkpoint import save_checkpoint
 
 
 def test_clean_exit_replaces_the_file(tmp_path):

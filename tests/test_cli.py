@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.train import fit, make_config, save_checkpoint
+from cnnlab.train import fit, make_config
+from cnnlab.runs import save_checkpoint
 
 
 def _run(capsys, *argv):
@@ -168,7 +169,7 @@ def test_resume_with_settings_of_its_own_is_a_usage_error(flags, tmp_path, capsy
 def test_resume_of_what_is_not_a_run_or_a_run_in_use_is_one_line(tiny_mnist, tmp_path, capsys, reliability):
     code, _, err = _run(capsys, "train", "--resume", str(tmp_path))
     assert code == 1 and "has no last.pt to resume from" in err and len(err.strip().splitlines()) == 1
-    from cnnlab.train.rundir import RunDirLock
+    from cnnlab.runs.rundir import RunDirLock
 
     run = fit(make_config("basic_cnn", epochs=1, batch_size=100, val_size=100, device="cpu"), tiny_mnist, tmp_path, progress=False).run_dir
     lock = RunDirLock(run)  # as a run still training in it holds it

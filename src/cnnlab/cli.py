@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
     from cnnlab.data.datasets import DATASETS
     from cnnlab.models import list_models
-    from cnnlab.train import RECIPES
+    from cnnlab.config import RECIPES
 
     p = _Parser(
         prog="cnnlab",
@@ -317,12 +317,14 @@ _RUN_FLAGS = ("model", "dataset", "image_size", "recipe", "epochs", "steps", "ba
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_run, plot_compare
+    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, plot_compare
+    from cnnlab.runs import load_run
     from cnnlab.data import load_data
     from cnnlab.models import LECTURE_MODELS, list_models
     from cnnlab.tables import format_table
     from cnnlab.data.imagefolder import is_imagefolder
-    from cnnlab.train import distributed, fit, resolve_device, resume
+    from cnnlab.device import resolve_device
+    from cnnlab.train import distributed, fit, resume
     from cnnlab.train.loop import config_for_data, progress_mode
 
     if args.resume:
@@ -384,7 +386,7 @@ def _image_counts(val_size: int, data) -> str:
 
 def train_configs(args: argparse.Namespace, models: list[str]) -> list:
     """The TrainConfig of each model from the train command's flags (a flag not given keeps the recipe's value)."""
-    from cnnlab.train import make_config
+    from cnnlab.config import make_config
 
     return [
         make_config(
@@ -399,7 +401,7 @@ def train_configs(args: argparse.Namespace, models: list[str]) -> list:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.analysis.evaluation import evaluate_model, plot_confusion
-    from cnnlab.train import checkpoint_dir, load_model
+    from cnnlab.runs import checkpoint_dir, load_model
     from cnnlab.data import load_data
     from cnnlab.tables import format_table
 
@@ -426,7 +428,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_runs, plot_compare
+    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, plot_compare
+    from cnnlab.runs import load_runs
     from cnnlab.tables import format_table
 
     runs, skipped = load_runs(args.runs)  # none to compare: RunDirError, one line
@@ -527,7 +530,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from cnnlab.data import load_dataset
 
     if args.analysis == "branches":  # the data set the first model was trained on
-        from cnnlab.train import load_checkpoint
+        from cnnlab.runs import load_checkpoint
 
         name = load_checkpoint(args.checkpoints[0])["config"].get("dataset", "mnist")
     else:
@@ -582,11 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from cnnlab.analysis.compare import RunDirError
     from cnnlab.data import DataError
     from cnnlab.inference.export import ExportError
-    from cnnlab.train import CheckpointError
-    from cnnlab.train.rundir import RunDirBusy
+    from cnnlab.runs import CheckpointError, RunDirBusy, RunDirError
 
     try:
         code = COMMANDS[args.command](args)

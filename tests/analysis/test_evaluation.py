@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from cnnlab.analysis.evaluation import confusion_matrix, evaluate_model, plot_confusion
-from cnnlab.train import load_model
 from cnnlab.train import fit, make_config
+from cnnlab.runs import load_model
 
 
 def test_confusion_matrix_counts_true_by_predicted():

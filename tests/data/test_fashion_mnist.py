@@ -85,7 +85,7 @@ def test_train_and_evaluate_on_fashion_mnist_from_the_command_line(installed, tm
     assert "mirror image" not in report.splitlines()[0]
 
     # Mirror averaging at test time, as the accuracy benchmark measures it, from the command line.
-    from cnnlab.train import evaluate, load_model
+    from cnnlab.runs import evaluate, load_model
 
     model, cfg, _ = load_model(run / "best.pt", device="cpu")
     data = load_dataset("fashion-mnist", progress=False)

@@ -13,7 +13,7 @@ import torch
 from cnnlab.cli import main
 from cnnlab.data.batching import normalize
 from cnnlab.inference.export import export_model
-from cnnlab.train import CheckpointError, load_checkpoint, load_model
+from cnnlab.runs import CheckpointError, load_checkpoint, load_model
 
 from .folder_models import SHAPES, SIZE, train_on_shapes
 

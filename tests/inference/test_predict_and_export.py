@@ -7,7 +7,7 @@ import torch
 from cnnlab.data.batching import normalize
 from cnnlab.inference.export import ExportError, export_model
 from cnnlab.inference.predictor import Predictor
-from cnnlab.train import CheckpointError, load_model
+from cnnlab.runs import CheckpointError, load_model
 
 from .test_preprocess import off_centre_dark_on_light, one_per_class, png_bytes
 
@@ -82,7 +82,8 @@ def test_a_failed_export_leaves_the_previous_file_whole(trained_resnet, tmp_path
 
 
 def test_an_export_of_a_mirror_averaged_model_averages_in_the_graph(tiny_mnist, tmp_path):
-    from cnnlab.train import fit, make_config, predict_logits
+    from cnnlab.train import fit, make_config
+    from cnnlab.runs import predict_logits
 
     cfg = make_config("basic_cnn", epochs=1, batch_size=50, val_size=100, device="cpu", hflip=True, tta_hflip=True)
     run_dir = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False).run_dir

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from cnnlab.train import fit, load_checkpoint, make_config
-from cnnlab.train.runtime import autocast_dtype
+from cnnlab.device import autocast_dtype
+from cnnlab.train import fit, make_config
+from cnnlab.runs import load_checkpoint
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

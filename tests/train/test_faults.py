@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.train import CheckpointError, NonFiniteLoss, fit, load_checkpoint, load_model, make_config, save_checkpoint
-from cnnlab.train.rundir import read_metrics
+from cnnlab.train import NonFiniteLoss, fit, make_config
+from cnnlab.runs import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from cnnlab.runs.rundir import read_metrics
 
 
 # ---- kill -9 at random points, then --resume: the same weights, bit for bit ------------------------------

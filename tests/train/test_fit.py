@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from cnnlab.train import CheckpointError, fit, load_checkpoint, make_config, save_checkpoint
+from cnnlab.train import fit, make_config
+from cnnlab.runs import CheckpointError, load_checkpoint, save_checkpoint
 from cnnlab.train.loop import make_splits
-from cnnlab.train.rundir import read_metrics
+from cnnlab.runs.rundir import read_metrics
 
 
 def _quick(model="basic_cnn", **kw):
@@ -127,7 +128,7 @@ def test_a_time_budget_run_plans_its_steps_and_records_them(tiny_mnist, tmp_path
 
 def test_mirror_test_time_augmentation_averages_the_logits_of_both_images(tiny_mnist):
     from cnnlab.models import create_model
-    from cnnlab.train import predict_logits
+    from cnnlab.runs import predict_logits
 
     torch.manual_seed(0)
     model = create_model("resnet_bn")
@@ -142,7 +143,7 @@ def test_mirror_test_time_augmentation_averages_the_logits_of_both_images(tiny_m
 
 def test_class_names_come_from_the_run_else_from_its_data_set():
     from cnnlab.data.datasets import FASHION_MNIST
-    from cnnlab.train import class_names
+    from cnnlab.runs import class_names
 
     fashion = make_config("resnet", dataset="fashion-mnist")
     assert class_names({"model_kwargs": {"num_classes": 10}}, fashion) == FASHION_MNIST.classes  # older runs

@@ -22,7 +22,8 @@ from torch import nn
 
 from cnnlab.data import MNIST
 from cnnlab.models.blocks import Inception
-from cnnlab.train import TrainConfig, checkpoint_dir, evaluate, load_model, predict_logits
+from cnnlab.config import TrainConfig
+from cnnlab.runs import checkpoint_dir, evaluate, load_model, predict_logits
 
 
 def inception_blocks(model: nn.Module) -> dict[str, Inception]:

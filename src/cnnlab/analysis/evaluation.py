@@ -9,7 +9,8 @@ import torch
 
 from cnnlab.data import MNIST
 from cnnlab.tables import display_width
-from cnnlab.train import TrainConfig, predict_logits
+from cnnlab.config import TrainConfig
+from cnnlab.runs import predict_logits
 
 
 @dataclass

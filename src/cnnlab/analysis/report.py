@@ -13,7 +13,7 @@ from cnnlab.atomic import atomic_writer
 from cnnlab.data import MNIST
 from cnnlab.models import LECTURE_MODELS, create_model, list_models
 from cnnlab.tables import format_table
-from cnnlab.train.rundir import write_json
+from cnnlab.runs.rundir import write_json
 
 
 def _fig(out_dir: Path, name: str) -> Path:
@@ -194,7 +194,8 @@ trains to {100 * p32.train_acc:.1f}% and the residual one to {100 * r32.train_ac
 
 
 def compare_section(run_dirs: list[str], out_dir: Path) -> str:
-    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, load_run, plot_compare
+    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, plot_compare
+    from cnnlab.runs import load_run
 
     runs = [load_run(d) for d in run_dirs]
     plot_compare(runs, _fig(out_dir, "compare.png"))
@@ -211,7 +212,7 @@ def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, check
     """Every analysis into out_dir/README.md. Without `checkpoints`, trains `seeds` inception_net models for
     `budget` seconds each with branch gradients recorded; without `runs`, compares those with a basic_cnn
     and a resnet trained for the same budget (run directories under out_dir/runs)."""
-    from cnnlab.analysis.compare import load_run
+    from cnnlab.runs import load_run
     from cnnlab.sysinfo import describe_machine
     from cnnlab.train import fit, make_config
 

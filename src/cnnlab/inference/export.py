@@ -26,8 +26,9 @@ from torch import nn
 from cnnlab.atomic import atomic_writer
 from cnnlab.data.batching import MNIST_MEAN, MNIST_STD
 from cnnlab.data.datasets import DATASETS
-from cnnlab.train import TrainConfig, checkpoint_dir, class_names, load_model, tta_forward
-from cnnlab.train.checkpoint import archive_kind
+from cnnlab.config import TrainConfig
+from cnnlab.runs import checkpoint_dir, class_names, load_model, tta_forward
+from cnnlab.runs.checkpoint import archive_kind
 
 # File name endings. A TorchScript archive is a zip like a checkpoint; its name says which it is.
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}

@@ -14,7 +14,7 @@ from cnnlab.data.batching import normalize
 from cnnlab.data.datasets import title_of
 from cnnlab.inference.preprocess import ImageError, preparer
 from cnnlab.models import count_parameters
-from cnnlab.train import class_names, load_model, tta_forward
+from cnnlab.runs import class_names, load_model, tta_forward
 
 
 @dataclass

@@ -18,16 +18,18 @@ from tqdm import tqdm
 from cnnlab.data import MNIST
 from cnnlab.data import load_data
 from cnnlab.data.imagefolder import is_imagefolder
-from cnnlab.data.batching import InMemoryLoader, cutout, normalize, random_affine
+from cnnlab.data.batching import InMemoryLoader, cutout, random_affine
 from cnnlab.models import count_parameters, create_model
 from cnnlab.train import distributed
-from cnnlab.train.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
-from cnnlab.train.config import TrainConfig
+from cnnlab.config import TrainConfig
+from cnnlab.runs.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
+from cnnlab.runs.model import evaluation_sums, model_input
 from cnnlab.train.distributed import SINGLE, World, all_reduce_min, all_reduce_sum
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 from cnnlab.train.plan import BudgetPlan, Plan
-from cnnlab.train.runtime import autocast, autocast_dtype, configure, resolve_device
-from cnnlab.train.rundir import RunDirLock, append_metrics, make_run_dir, plot_curves, write_json, write_metrics
+from cnnlab.device import autocast, autocast_dtype, resolve_device
+from cnnlab.train.runtime import configure
+from cnnlab.runs.rundir import RunDirLock, append_metrics, make_run_dir, plot_curves, write_json, write_metrics
 
 
 @dataclass
@@ -72,10 +74,7 @@ def prepare_batch(
         def augment(x: torch.Tensor) -> torch.Tensor:
             x = random_affine(x, generator, cfg.max_shift, cfg.max_rotate, cfg.max_scale, rows, cfg.hflip)
             return cutout(x, generator, cfg.cutout, rows)
-    x = normalize(images, cfg.norm_mean, cfg.norm_std, augment=augment)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    return model_input(images, cfg, augment)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -265,29 +264,6 @@ def _say(mode: str, line: str) -> None:
         print(line, flush=True)  # a log file shows each line as it happens
 
 
-def tta_forward(model: nn.Module, x: torch.Tensor, hflip: bool) -> torch.Tensor:
-    """The model's logits for a normalised batch; with hflip, the mean of the logits for the images and
-    for their mirror images (test-time augmentation for models trained with mirroring)."""
-    logits = model(x)
-    if hflip:
-        logits = (logits + model(x.flip(-1))) / 2
-    return logits
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Float32 logits for uint8 images, in batches of cfg.eval_batch_size, without gradients
-    (averaged with the mirror images' when cfg.tta_hflip)."""
-    model.eval()
-    amp_dtype = autocast_dtype(images.device, cfg.amp)
-    out = []
-    for i in range(0, len(images), cfg.eval_batch_size):
-        with autocast(images.device, amp_dtype):
-            x = prepare_batch(images[i : i + cfg.eval_batch_size], cfg)
-            out.append(tta_forward(model, x, cfg.tta_hflip).float())
-    return torch.cat(out) if out else torch.empty(0, model.num_classes)
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, world: World = SINGLE
@@ -297,13 +273,7 @@ def evaluate(
     if len(images) == 0:
         return float("nan"), float("nan")
     part = world.split_part(len(images))
-    logits = predict_logits(model, images[part], cfg)
-    sums = torch.stack([
-        F.cross_entropy(logits, labels[part], reduction="sum").double(),
-        (logits.argmax(1) == labels[part]).sum().double(),
-        torch.tensor(float(len(logits)), dtype=torch.float64, device=logits.device),
-    ])
-    loss_sum, correct, n = all_reduce_sum(sums, world).tolist()
+    loss_sum, correct, n = all_reduce_sum(evaluation_sums(model, images[part], labels[part], cfg), world).tolist()
     return loss_sum / n, correct / n
 
 

@@ -1,10 +1,12 @@
-"""The run directory: config.json, metrics.csv, summary.json, checkpoints and curves.png."""
+"""The run directory: config.json, metrics.csv, summary.json, checkpoints and curves.png. Written by the
+training process that holds its lock (rank 0 alone under torchrun); read by everything else through `load_run`."""
 
 from __future__ import annotations
 
 import csv
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,58 @@ def plot_curves(rows: list[dict[str, float]], path: str | Path, title: str = "",
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+class RunDirError(Exception):
+    """A directory that is not a finished cnnlab run; the message says what is missing."""
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: list[dict[str, float]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.config['model']} ({self.config.get('recipe', '?')}, seed {self.config.get('seed', '?')})"
+
+
+def load_run(path: str | Path) -> Run:
+    """Read config.json, summary.json and metrics.csv of a finished run directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a directory (expected a run directory such as runs/<time>-<model>)")
+    missing = [n for n in ("config.json", "summary.json", "metrics.csv") if not (path / n).exists()]
+    if missing == ["summary.json"] and (path / "last.pt").exists():
+        raise RunDirError(f"{path} is not a finished cnnlab run (no summary.json: stopped, or still training; "
+                          f"cnnlab train --resume {path} continues a stopped one)")
+    if missing:
+        raise RunDirError(f"{path} is not a finished cnnlab run (missing {', '.join(missing)})")
+    try:
+        config = json.loads((path / "config.json").read_text())
+        summary = json.loads((path / "summary.json").read_text())
+        metrics = read_metrics(path / "metrics.csv")
+    except (ValueError, KeyError) as e:
+        raise RunDirError(f"{path} has an unreadable run file ({e})") from None
+    return Run(path, config, summary, metrics)
+
+
+def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
+    """The finished runs among `paths`, and one line for each directory skipped: its path and why. A shell
+    pattern such as runs/*-resnet also matches runs that were stopped or are still training; they have no
+    summary yet, and their partial numbers would not compare fairly with finished runs, so they are left out.
+
+    Raises:
+        RunDirError: none of `paths` is a finished run (the message lists why, for each).
+    """
+    runs, skipped = [], []
+    for p in paths:
+        try:
+            runs.append(load_run(p))
+        except RunDirError as e:
+            skipped.append(str(e))
+    if not runs:
+        raise RunDirError(skipped[0] if len(skipped) == 1 else f"none of the {len(skipped)} directories is a finished cnnlab run: {'; '.join(skipped)}")
+    return runs, skipped

@@ -10,9 +10,6 @@ from typing import Any
 import torch
 
 from cnnlab.atomic import atomic_writer
-from cnnlab.models import create_model, list_models
-from cnnlab.train.config import TrainConfig
-from cnnlab.train.runtime import resolve_device
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 
@@ -130,37 +127,3 @@ def _unreadable(path: Path, err: Exception) -> str:
                 "(weights_only: loading it could run code)")
     first = (message.strip().splitlines() or [type(err).__name__])[0]
     return f"damaged, cannot be read ({first[:160]})"
-
-
-def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig, dict]:
-    """The model of a checkpoint, its config, and the checkpoint itself; on the chosen device, in eval mode."""
-    dev = resolve_device(device)
-    state = load_checkpoint(checkpoint)
-    cfg = TrainConfig.from_dict(state["config"])
-    cfg.device = str(dev)
-    if cfg.model not in list_models():
-        raise CheckpointError(f"{checkpoint} holds model {cfg.model!r}, which this cnnlab does not have "
-                              f"(it has: {', '.join(list_models())})")
-    model = create_model(cfg.model, **state.get("model_kwargs", {}))
-    try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
-        raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({lines[0][:160]})") from None
-    model = model.to(dev)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.eval(), cfg, state
-
-
-def class_names(state: dict, cfg: TrainConfig) -> tuple[str, ...]:
-    """The class names of a checkpoint's model, by label: as recorded in training, else its data set's
-    (checkpoints from before they were recorded), else the labels' numbers."""
-    from cnnlab.data.datasets import DATASETS
-
-    n = int(state.get("model_kwargs", {}).get("num_classes", 10))
-    if len(state.get("classes") or ()) == n:
-        return tuple(str(c) for c in state["classes"])
-    if cfg.dataset in DATASETS and len(DATASETS[cfg.dataset].classes) == n:
-        return tuple(DATASETS[cfg.dataset].classes)
-    return tuple(str(i) for i in range(n))

@@ -1,0 +1,59 @@
+"""Where a command runs a model: one meaning of --device and --threads for train, evaluate, predict, serve,
+export, analyze and report."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then MPS, then the CPU; an explicit device that is absent is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps was asked for, but this PyTorch has no MPS backend here")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {name!r}; choose from auto, cpu, cuda, mps")
+    return torch.device(name)
+
+
+def use_threads(threads: int) -> None:
+    """`threads` > 0 sets PyTorch's CPU threads; 0 keeps PyTorch's own choice (one per physical core)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The dtype the forward pass autocasts to: None (float32) for 'auto' and 'off', bfloat16 for 'bf16'.
+
+    'auto' is float32 on every device, by measurement: on an H200 (benchmarks/results/gpu.md) bfloat16
+    autocast made these small networks' training step slower, not faster (resnet batch 128: 26,746 against
+    28,470 images/s; inception_net batch 512: 59,541 against 95,242), since their convolutions are too thin
+    for tensor cores to pay for the casts. A network with wide layers would choose otherwise.
+    """
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("--amp bf16 was asked for, but this GPU has no bfloat16 support")
+        return torch.bfloat16
+    if amp == "auto":
+        return None
+    raise ValueError(f"unknown amp setting {amp!r}; choose from auto, bf16, off")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """A context that autocasts to `dtype` on `device`, or does nothing when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
