@@ -359,3 +359,39 @@ def test_evaluate_mirrors_as_the_model_was_trained_unless_told_otherwise(tmp_pat
     plain = train_on_shapes(tmp_path / "plain")
     assert mirrored not in _run(capsys, "evaluate", str(plain))[1]
     assert mirrored in _run(capsys, "evaluate", str(plain), "--tta-hflip")[1]
+
+
+_MODEL_COMMANDS = [["train"], ["evaluate", "RUN"], ["predict", "RUN", "x.png"], ["serve", "RUN"],
+                   ["export", "RUN", "--format", "onnx"], ["analyze", "branches", "RUN"], ["analyze", "depth"], ["report"]]
+
+
+@pytest.mark.parametrize("argv", _MODEL_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_every_command_that_runs_a_model_takes_the_same_device_and_threads(argv):
+    from cnnlab.cli import build_parser
+    from cnnlab.device import DEVICES
+
+    args = build_parser().parse_args([*argv, "--device", "cpu", "--threads", "2"])
+    assert (args.device, args.threads) == ("cpu", 2)
+    default = build_parser().parse_args(argv)
+    assert default.device in DEVICES and default.threads >= 0
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_an_absent_device_is_one_line_for_predict_and_analyze(fashion_named_run, tmp_path, capsys):
+    _garment_png(tmp_path / "g.png")
+    for argv in (["predict", str(fashion_named_run), str(tmp_path / "g.png")], ["analyze", "depth", "--depths", "2"]):
+        assert main([*argv, "--device", "cuda"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "PyTorch sees no CUDA GPU" in err, err
+
+
+def test_predict_runs_with_the_threads_it_is_given(fashion_named_run, tmp_path, capsys):
+    import torch
+
+    _garment_png(tmp_path / "g.png")
+    before = torch.get_num_threads()
+    try:
+        assert main(["predict", str(fashion_named_run), str(tmp_path / "g.png"), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -103,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--seed", type=int, help="random seed; a CPU run repeats exactly (default: 0)")
     _add_device(t)
-    t.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = PyTorch's choice (default: 0)")
     t.add_argument(
         "--resume", metavar="RUN_DIR",
         help="continue a stopped run from its last finished epoch, with its own settings (default: off)",
@@ -159,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout instead of text (default: off)")
     pr.add_argument("--top", type=_positive_int, default=3, help="classes to show per image (default: 3)")
     pr.add_argument("--save-input", metavar="DIR", help="also write the image the model saw (28x28 for MNIST), per image (default: off)")
+    _add_device(pr, "cpu")
 
     sv = sub.add_parser(
         "serve", help="a web page to draw digits on, and a JSON API", formatter_class=_formatter,
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
     sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    _add_device(sv, "cpu", threads=1)
 
     ex = sub.add_parser(
         "export", help="write the model as ONNX or TorchScript", formatter_class=_formatter,
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--out", help="output file (default: <model>.onnx or <model>.torchscript.pt beside the checkpoint)",
     )
+    _add_device(ex, "cpu")
 
     an = sub.add_parser(
         "analyze", help="measure the lecture's claims: cost, branches, depth", formatter_class=_formatter,
@@ -205,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=_formatter)
     _add_depth_args(ad)
     ad.add_argument("--out", default="analysis", help="directory for the figures (default: analysis)")
+    _add_device(ad)
     _add_data_dir(ad)
     _add_named_dataset(ad)
 
@@ -219,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seeds", type=_positive_int, default=3, help="inception_net seeds trained for the branch analysis (default: 3)")
     rp.add_argument("--budget", type=_positive_float, default=60.0, help="seconds per model trained by the report (default: 60)")
     _add_depth_args(rp)
+    _add_device(rp)
     _add_data_dir(rp)
     _add_named_dataset(rp)
     return p
@@ -263,8 +267,40 @@ def _add_named_dataset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=tuple(DATASETS), default="mnist", help="data set (default: mnist)")
 
 
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device (default: auto)")
+# Why some commands default to the CPU: one picture at a time (predict, serve) is faster there than a round trip to
+# a GPU, and a TorchScript file traced on a GPU runs only on one (export).
+_CPU_DEFAULT_WHY = "; one picture at a time is faster on the CPU, and an export traced there runs anywhere"
+
+
+def _add_device(p: argparse.ArgumentParser, default: str = "auto", threads: int = 0) -> None:
+    """--device and --threads, meaning the same in every command that runs a model (cnnlab.device)."""
+    from cnnlab.device import DEVICES
+
+    why = _CPU_DEFAULT_WHY if default == "cpu" else ""
+    p.add_argument("--device", default=default, choices=DEVICES,
+                   help=f"where the model runs; auto = CUDA, then MPS, then the CPU (default: {default}{why})")
+    p.add_argument("--threads", type=_threads, default=threads,
+                   help=f"PyTorch's CPU threads; 0 = its own choice, one per core (default: {threads})")
+
+
+def _threads(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (PyTorch's choice) or more threads, got {v}")
+    return v
+
+
+def _use_device(args: argparse.Namespace) -> str:
+    """Apply --threads and check --device once, before any work (an absent GPU is one line, not a traceback
+    later); returns the device name for the library calls, which resolve it the same way."""
+    from cnnlab.device import resolve_device, use_threads
+
+    resolve_device(args.device)
+    use_threads(args.threads)
+    return args.device
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -406,7 +442,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.tables import format_table
 
     ckpt = Path(args.checkpoint)
-    model, cfg, _ = load_model(ckpt, args.device)  # a bad checkpoint fails here, before any data is loaded
+    model, cfg, _ = load_model(ckpt, _use_device(args))  # a bad checkpoint fails here, before any data is loaded
     if args.tta_hflip is not None:
         cfg = dataclasses.replace(cfg, tta_hflip=args.tta_hflip)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
@@ -447,7 +483,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from cnnlab.inference.predictor import Predictor
     from cnnlab.inference.preprocess import ImageError
 
-    predictor = Predictor(args.checkpoint)  # a bad checkpoint fails before any image is read
+    predictor = Predictor(args.checkpoint, _use_device(args))  # a bad checkpoint fails before any image is read
     save_dir = _save_input_dir(args.save_input)
     results, failed = [], 0
     for path in args.images:
@@ -492,10 +528,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise _UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): pip install 'cnnlab[serve]'") from None
     from cnnlab.inference.predictor import Predictor
 
-    import torch
-
-    predictor = Predictor(args.checkpoint)  # a bad checkpoint fails here, before anything changes
-    torch.set_num_threads(1)  # one image is tiny: parallelism comes from concurrent requests, not threads
+    # --threads defaults to 1 here: one image is tiny, so parallelism comes from concurrent requests
+    predictor = Predictor(args.checkpoint, _use_device(args))  # a bad checkpoint fails here, before anything changes
     app = create_app(predictor)
     print(f"cnnlab serve: {predictor.info['model']} from {args.checkpoint} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -505,7 +539,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from cnnlab.inference.export import TORCHSCRIPT_METADATA, export_model
 
-    done = export_model(args.checkpoint, args.format, args.out)
+    done = export_model(args.checkpoint, args.format, args.out, _use_device(args))
     print(f"wrote {done.path} ({done.path.stat().st_size:,} bytes): {done.contract.summary()}")
     print(f"pixels: {done.contract.pictures()}; standardisation{' and mirror averaging' if done.contract.tta_hflip else ''} "
           "inside the graph")
@@ -516,6 +550,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from cnnlab.analysis import report
+    from cnnlab.device import resolve_device
 
     out = Path(args.out)
     if args.analysis == "cost":
@@ -529,6 +564,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return 0
     from cnnlab.data import load_dataset
 
+    device = _use_device(args)  # an absent device is one line before any data is loaded
     if args.analysis == "branches":  # the data set the first model was trained on
         from cnnlab.runs import load_checkpoint
 
@@ -537,10 +573,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         name = args.dataset
     data = load_dataset(name, args.data_dir)
     if args.analysis == "branches":
-        print(report.branches_section(args.checkpoints, data, out, args.device))
+        print(report.branches_section(args.checkpoints, data, out, device))
         print(f"figure: {out / 'branches.png'}")
     else:
-        print(report.depth_section(data, out, tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm))
+        print(report.depth_section(data, out, tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm,
+                                   device=resolve_device(device)))
         print(f"figures: {out / 'depth_gradients.png'}, {out / 'depth_training.png'}")
     return 0
 
@@ -549,10 +586,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.analysis.report import make_report
     from cnnlab.data import load_dataset
 
+    device = _use_device(args)
     data = load_dataset(args.dataset, args.data_dir)
     path = make_report(
         Path(args.out), data, runs=args.runs, checkpoints=args.checkpoints, seeds=args.seeds, budget=args.budget,
         depths=tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm,
+        device=device,
     )
     print(f"report: {path}")
     return 0

@@ -80,10 +80,11 @@ class DepthResult:
 
 
 def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_size: int = 64, lr: float = 0.05,
-            width: int = 16, batch_norm: bool = False, early_steps: int = 20, seed: int = 0) -> DepthResult:
-    """Train one stack for `steps` SGD steps (momentum 0.9, constant lr) on the real training images."""
+            width: int = 16, batch_norm: bool = False, early_steps: int = 20, seed: int = 0,
+            device: torch.device = torch.device("cpu")) -> DepthResult:
+    """Train one stack for `steps` SGD steps (momentum 0.9, constant lr) on the real training images, on `device`."""
     torch.manual_seed(seed)
-    model = Stack(depth, width, residual, batch_norm)
+    model = Stack(depth, width, residual, batch_norm).to(device)
     convs = model.conv_layers()
     recorder = GradNormRecorder({name: [conv.weight] for name, conv in convs})
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
@@ -95,7 +96,7 @@ def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_siz
     model.train()
     for step in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=gen)
-        x, y = normalize(data.train_images[idx], data.mean, data.std), data.train_labels[idx]
+        x, y = normalize(data.train_images[idx].to(device), data.mean, data.std), data.train_labels[idx].to(device)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,8 +110,8 @@ def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_siz
     model.eval()
     with torch.no_grad():
         probe = torch.arange(0, min(n, 5000))
-        logits = model(normalize(data.train_images[probe], data.mean, data.std))
-        acc = (logits.argmax(1) == data.train_labels[probe]).float().mean().item()
+        logits = model(normalize(data.train_images[probe].to(device), data.mean, data.std))
+        acc = (logits.argmax(1) == data.train_labels[probe].to(device)).float().mean().item()
     recorder.close()
     losses_f = torch.stack(losses).tolist()
     tail = losses_f[-20:]

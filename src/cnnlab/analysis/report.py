@@ -208,10 +208,12 @@ def compare_section(run_dirs: list[str], out_dir: Path) -> str:
 
 
 def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, checkpoints: list[str] | None = None,
-                seeds: int = 3, budget: float = 60.0, depths=(2, 4, 8, 16, 32), log=print, **depth_kw) -> Path:
+                seeds: int = 3, budget: float = 60.0, depths=(2, 4, 8, 16, 32), log=print, device: str = "auto",
+                **depth_kw) -> Path:
     """Every analysis into out_dir/README.md. Without `checkpoints`, trains `seeds` inception_net models for
     `budget` seconds each with branch gradients recorded; without `runs`, compares those with a basic_cnn
     and a resnet trained for the same budget (run directories under out_dir/runs)."""
+    from cnnlab.device import resolve_device
     from cnnlab.runs import load_run
     from cnnlab.sysinfo import describe_machine
     from cnnlab.train import fit, make_config
@@ -220,19 +222,21 @@ def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, check
     if not checkpoints:
         for seed in range(seeds):
             log(f"report: training inception_net seed {seed} for {budget:g} s (branch gradients recorded)")
-            cfg = make_config("inception_net", dataset=data.name, time_budget=budget, seed=seed, record_branch_grads=True)
+            cfg = make_config("inception_net", dataset=data.name, time_budget=budget, seed=seed, record_branch_grads=True,
+                              device=device)
             checkpoints.append(str(fit(cfg, data, out_root=out_dir / "runs").run_dir))
     if not runs:
         runs = [checkpoints[0]] if Path(checkpoints[0]).is_dir() else []
         for model in (m for m in LECTURE_MODELS if m != "inception_net" or not runs):
             log(f"report: training {model} for {budget:g} s")
-            runs.append(str(fit(make_config(model, dataset=data.name, time_budget=budget), data, out_root=out_dir / "runs").run_dir))
+            cfg = make_config(model, dataset=data.name, time_budget=budget, device=device)
+            runs.append(str(fit(cfg, data, out_root=out_dir / "runs").run_dir))
     log("report: cost")
     sections = [cost_section(out_dir)]
     log("report: branches")
-    sections.append(branches_section(checkpoints, data, out_dir))
+    sections.append(branches_section(checkpoints, data, out_dir, device))
     log("report: depth")
-    sections.append(depth_section(data, out_dir, tuple(depths), progress=True, **depth_kw))
+    sections.append(depth_section(data, out_dir, tuple(depths), progress=True, device=resolve_device(device), **depth_kw))
     sections.append(compare_section(runs, out_dir))
 
     def how(run_dir: str) -> str:

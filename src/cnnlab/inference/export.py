@@ -108,16 +108,17 @@ class Exported:
     contract: Contract
 
 
-def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None) -> Exported:
+def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None, device: str = "cpu") -> Exported:
     """Write the checkpoint's model as `fmt` ('onnx' or 'torchscript') to `out` (default: beside the
     checkpoint, named <model>.onnx or <model>.torchscript.pt), its contract in the file's metadata. The file
-    appears whole or not at all."""
+    appears whole or not at all. It is traced on `device`: the CPU by default, since a TorchScript file traced on
+    a GPU runs only there."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
-    model, cfg, state = load_model(checkpoint, "cpu")
+    model, cfg, state = load_model(checkpoint, device)
     contract = Contract.of(cfg, state)
     model = PixelInput(model.to(memory_format=torch.contiguous_format), cfg.norm_mean, cfg.norm_std, cfg.tta_hflip).eval()
-    example = torch.zeros(2, contract.channels, contract.size, contract.size)
+    example = torch.zeros(2, contract.channels, contract.size, contract.size, device=next(model.parameters()).device)
     out = Path(out) if out is not None else checkpoint_dir(checkpoint) / f"{cfg.model}{FORMATS[fmt]}"
     if out.is_file() and archive_kind(out) == "pickle":
         raise ExportError(f"{out} is a PyTorch checkpoint; an export does not replace one (choose another --out)")
