@@ -37,7 +37,7 @@ from machine import describe_machine, write_results  # noqa: E402
 from speed import _training_steps, step_flops  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
-from cnnlab.models import LECTURE_MODELS, count_parameters, create_model  # noqa: E402
+from cnnlab.models import count_parameters, create_model, lecture_models  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 from cnnlab.train import distributed  # noqa: E402
 
@@ -210,7 +210,7 @@ def render(r: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", default=list(LECTURE_MODELS))
+    p.add_argument("--models", nargs="+", default=lecture_models())
     p.add_argument("--batch", type=int, default=128, help="global batch size (default: 128)")
     p.add_argument("--steps", type=int, default=40, help="steps per timed run (default: 40)")
     p.add_argument("--repeats", type=int, default=3)

@@ -356,7 +356,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, plot_compare
     from cnnlab.runs import load_run
     from cnnlab.data import load_data
-    from cnnlab.models import LECTURE_MODELS, list_models
+    from cnnlab.models import lecture_models, list_models
     from cnnlab.tables import format_table
     from cnnlab.data.imagefolder import is_imagefolder
     from cnnlab.device import resolve_device
@@ -373,7 +373,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data_dir and args.dataset and is_imagefolder(args.dataset):
         raise _UserError("a new run names its image folder in --dataset imagefolder:PATH; --data-dir gives a "
                          "resumed run's folder a new place")
-    named = {"all": list_models(), "lecture": list(LECTURE_MODELS)}
+    named = {"all": list_models(), "lecture": lecture_models()}
     models = [m for name in (args.model or ["resnet"]) for m in named.get(name, [name])]
     unknown = [m for m in models if m not in list_models()]
     if unknown:

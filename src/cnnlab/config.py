@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from cnnlab.models import get_model
+
 
 @dataclass
 class TrainConfig:
@@ -75,10 +77,7 @@ _COURSE = dict(
 )
 
 # Our recipe: the architecture is the lecture's; only optimiser, schedule, augmentation, batch size
-# and epochs are ours. Epochs per model are set so the three together take about 10 minutes on 2 cores;
-# the batch-norm networks get 15 epochs, about 18 minutes each on 2 cores (about 70 s an epoch).
-_DEFAULT_EPOCHS = {"basic_cnn": 15, "resnet": 12, "inception_net": 12, "resnet_bn": 15, "inception_bn": 15}
-
+# and epochs are ours. The epochs are each model's own, in the model registry.
 RECIPES = ("default", "course")
 
 # Per data set, what the default recipe changes: Fashion-MNIST's clothes are photographed upright and may
@@ -92,7 +91,7 @@ def make_config(model: str, recipe: str = "default", dataset: str = "mnist", **o
     """The config for `model` on `dataset` under a named recipe, with explicit overrides (None means 'keep')."""
     if recipe == "default":
         base = replace(
-            TrainConfig(), model=model, recipe=recipe, dataset=dataset, epochs=_DEFAULT_EPOCHS.get(model, 15),
+            TrainConfig(), model=model, recipe=recipe, dataset=dataset, epochs=get_model(model).default_epochs,
             **_DATASET_DEFAULTS.get(dataset, {}),
         )
     elif recipe == "course":

@@ -117,3 +117,17 @@ def test_bn_inception_block_concatenates_its_four_branches():
     assert out.shape == (2, 64, 14, 14) == (2, block.out_channels, 14, 14)
     assert torch.equal(out, torch.cat(block.branches(x), 1))
     assert [b.shape[1] for b in block.branches(x)] == [16, 24, 12, 12]
+
+
+def test_the_registry_holds_each_models_facts_and_the_recipes_read_them():
+    from cnnlab.config import make_config
+    from cnnlab.models import get_model, lecture_models, list_models
+
+    assert lecture_models() == ["basic_cnn", "inception_net", "resnet"]
+    for name in list_models():
+        spec = get_model(name)
+        assert spec.name == name and spec.default_epochs >= 1 and spec.summary
+        assert make_config(name).epochs == spec.default_epochs
+        assert make_config(name, "course").epochs == 10  # the course's loop is the same for every network
+    with pytest.raises(ValueError, match="unknown model 'lenet'"):
+        get_model("lenet")

@@ -11,7 +11,7 @@ from cnnlab.analysis import depth as dp
 from cnnlab.analysis.cost import cost_rows, inception_reduction_costs, lecture_1x1_example
 from cnnlab.atomic import atomic_writer
 from cnnlab.data import MNIST
-from cnnlab.models import LECTURE_MODELS, create_model, list_models
+from cnnlab.models import create_model, lecture_models, list_models
 from cnnlab.tables import format_table
 from cnnlab.runs.rundir import write_json
 
@@ -227,7 +227,7 @@ def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, check
             checkpoints.append(str(fit(cfg, data, out_root=out_dir / "runs").run_dir))
     if not runs:
         runs = [checkpoints[0]] if Path(checkpoints[0]).is_dir() else []
-        for model in (m for m in LECTURE_MODELS if m != "inception_net" or not runs):
+        for model in (m for m in lecture_models() if m != "inception_net" or not runs):
             log(f"report: training {model} for {budget:g} s")
             cfg = make_config(model, dataset=data.name, time_budget=budget, device=device)
             runs.append(str(fit(cfg, data, out_root=out_dir / "runs").run_dir))

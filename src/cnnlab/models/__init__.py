@@ -4,12 +4,14 @@ from cnnlab.models import nets as _nets  # noqa: F401  (registers the lecture's 
 from cnnlab.models import bn_nets as _bn_nets  # noqa: F401  (registers the stronger ones, after them)
 from cnnlab.models.blocks import Inception, ResidualBlock
 from cnnlab.models.nets import BasicCNN, InceptionNet, ResNet
-from cnnlab.models.registry import LECTURE_MODELS, count_parameters, create_model, list_models, register_model
+from cnnlab.models.registry import ModelSpec, count_parameters, create_model, get_model, lecture_models, list_models, register_model
 
 __all__ = [
     "BasicCNN",
     "Inception",
-    "LECTURE_MODELS",
+    "ModelSpec",
+    "get_model",
+    "lecture_models",
     "InceptionNet",
     "ResNet",
     "ResidualBlock",

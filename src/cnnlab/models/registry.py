@@ -1,23 +1,53 @@
-"""A tiny model registry: builders stored by name, so the CLI, benchmarks and demos all read one list."""
+"""A tiny model registry: each network's builder and the facts about it, stored by name, so the CLI, the recipes,
+the benchmarks and the demos all read one list."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
-# The networks of the lectures, the ones `cnnlab train --model lecture` (and `make run`) train and compare.
-LECTURE_MODELS = ("basic_cnn", "inception_net", "resnet")
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered network.
+
+    Args:
+        name: the --model name (the builder's function name).
+        build: builder taking in_channels, num_classes, image_size.
+        summary: one line for people (the builder's docstring).
+        default_epochs: epochs of the default recipe on MNIST-sized data.
+        lecture: one of the lecture's networks (`--model lecture`, `make run`).
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    summary: str
+    default_epochs: int
+    lecture: bool
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: store a model builder under its function name."""
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"model {fn.__name__!r} is already registered")
-    _REGISTRY[fn.__name__] = fn
-    return fn
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, epochs: int = 15, lecture: bool = False):
+    """Decorator, bare or with facts: `@register_model(epochs=12, lecture=True)` stores a builder under its name."""
+
+    def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if f.__name__ in _REGISTRY:
+            raise ValueError(f"model {f.__name__!r} is already registered")
+        summary = (f.__doc__ or f.__name__).strip().splitlines()[0]
+        _REGISTRY[f.__name__] = ModelSpec(f.__name__, f, summary, epochs, lecture)
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+def get_model(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
 
 
 def list_models() -> list[str]:
@@ -25,11 +55,14 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
+def lecture_models() -> list[str]:
+    """The lecture's networks, in registration order: what `--model lecture` and `make run` train."""
+    return [name for name, spec in _REGISTRY.items() if spec.lecture]
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model by name; kwargs go to its builder (in_channels, num_classes, image_size)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+    return get_model(name).build(**kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:
