@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnlab.analysis.branches import branch_energy, gradient_shares, silenced
-from cnnlab.models import create_model
+from cnnlab.models import branched_blocks, create_model, models_with_branches
 from cnnlab.train import make_config
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 
@@ -43,26 +43,70 @@ def test_silencing_one_branch_zeroes_exactly_its_channels():
             pass
 
 
-def test_energy_shares_sum_to_one_per_block():
-    model = _model()
+@pytest.mark.parametrize("name", models_with_branches())
+def test_energy_shares_sum_to_one_per_block(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
     images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
-    shares = branch_energy(model, images, make_config("inception_net", channels_last=False))
-    for block in ("incep1", "incep2"):
+    shares = branch_energy(model, images, make_config(name, channels_last=False))
+    blocks = branched_blocks(model)
+    assert set(shares) == {f"{b}.{n}" for b, block in blocks.items() for n in block.branch_names}
+    for block in blocks:
         assert sum(v for k, v in shares.items() if k.startswith(block + ".")) == pytest.approx(1.0)
 
 
-def test_gradient_norms_recorded_by_hooks_equal_autograd():
-    model = _model().train()
+@pytest.mark.parametrize("name", models_with_branches())
+def test_silencing_any_branch_of_any_model_zeroes_exactly_its_channels(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    outputs = {}
+
+    def keep(name):
+        def hook(module, args, out):  # returns None: a forward hook's return value would replace the output
+            outputs[name] = (args[0], out)
+
+        return hook
+
+    hooks = [b.register_forward_hook(keep(n)) for n, b in branched_blocks(model).items()]
+    with torch.no_grad():
+        model(torch.randn(2, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    for block_name, block in branched_blocks(model).items():
+        x, full = outputs[block_name]
+        for branch, channels in block.branch_slices().items():
+            with torch.no_grad(), silenced(model, {block_name: {branch}}):
+                out = block(x)
+            expected = full.clone()
+            expected[:, channels] = 0
+            assert torch.count_nonzero(full[:, channels]) > 0, (block_name, branch)  # so the zeros are the hook's
+            assert torch.equal(out, expected), (block_name, branch)
+
+
+@pytest.mark.parametrize("name", models_with_branches())
+def test_branch_groups_hold_every_parameter_of_every_branch_once_and_record_their_gradients(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
     groups = inception_branch_groups(model)
-    assert set(groups) == {f"{b}.{n}" for b in ("incep1", "incep2") for n in ("1x1", "5x5", "3x3dbl", "pool")}
+    blocks = branched_blocks(model)
+    assert set(groups) == {f"{b}.{n}" for b, block in blocks.items() for n in block.branch_names}
+    grouped = [id(p) for params in groups.values() for p in params]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for block in blocks.values() for p in block.parameters()}
     recorder = GradNormRecorder(groups)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     torch.nn.functional.cross_entropy(model(x), y).backward()
     recorder.step()
-    for name, params in groups.items():
-        direct = sum(float(p.grad.pow(2).sum()) for p in params)
-        assert recorder.last[name] == pytest.approx(direct, rel=1e-5)
+    for group, params in groups.items():
+        assert recorder.last[group] == pytest.approx(sum(float(p.grad.pow(2).sum()) for p in params), rel=1e-5)
+        assert recorder.last[group] > 0, group
     recorder.close()
+
+
+def test_inception_net_keeps_its_branch_groups():
+    groups = inception_branch_groups(_model())
+    assert list(groups) == [f"{b}.{n}" for b in ("incep1", "incep2") for n in ("1x1", "5x5", "3x3dbl", "pool")]
+    assert [len(p) for p in groups.values()][:4] == [2, 4, 6, 2]  # weight and bias of each of the branch's convolutions
 
 
 def test_gradient_shares_from_a_run_file(tmp_path):
