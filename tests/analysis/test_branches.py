@@ -117,3 +117,37 @@ def test_gradient_shares_from_a_run_file(tmp_path):
     shares = gradient_shares(tmp_path)
     assert shares["b.1x1"] == pytest.approx(40 / 100) and shares["b.5x5"] == pytest.approx(60 / 100)
     assert gradient_shares(tmp_path / "nothing") is None
+
+
+def test_checkpoints_of_different_models_are_not_averaged_together():
+    from cnnlab.analysis.branches import BranchReport, summarise
+
+    row = dict(block="incep1", branch="1x1", acc_without=0.5, acc_only=0.5, energy_share=0.25, grad_share=None)
+    reports = [BranchReport("a.pt", "inception_net", 0, 0.9, [row]), BranchReport("b.pt", "inception_bn", 0, 0.9, [row])]
+    with pytest.raises(ValueError, match="different models \\(inception_net, inception_bn\\)"):
+        summarise(reports)
+    assert summarise(reports[:1])[0]["acc_without"] == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.slow
+def test_inception_bn_records_branch_gradients_and_analyze_branches_gives_its_table(tiny_mnist, tmp_path, capsys):
+    from cnnlab.cli import main
+    from cnnlab.train import fit
+
+    # A few steps on noise: the mechanics of recording and analysing, not what the branches learn. The
+    # analysis then reads the data set the run names (MNIST, from the cache) as `cnnlab analyze` does.
+    cfg = make_config("inception_bn", steps=2, batch_size=50, val_size=100, device="cpu", seed=0, record_branch_grads=True)
+    run_dir = fit(cfg, tiny_mnist, out_root=tmp_path / "runs", progress=False).run_dir
+    branches = [f"incep{i}.{n}" for i in range(1, 5) for n in ("1x1", "3x3", "3x3dbl", "pool")]
+    recorded = json.loads((run_dir / "branch_grads.json").read_text())
+    assert recorded["model"] == "inception_bn"
+    assert list(recorded["epochs"][-1]["mean_squared_norm"]) == branches
+    assert all(v > 0 for v in recorded["epochs"][-1]["mean_squared_norm"].values())
+
+    assert main(["analyze", "branches", str(run_dir), "--out", str(tmp_path / "analysis"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "trained `inception_bn` model(s)" in out
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| incep")]
+    assert [f"{r[0]}.{r[1]}" for r in rows] == branches
+    assert all(cell.endswith("%") for r in rows for cell in r[2:])  # every measure, the recorded gradient share too
+    assert (tmp_path / "analysis" / "branches.png").stat().st_size > 10_000
