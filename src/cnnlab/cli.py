@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--record-branch-grads", action="store_true",
-        help="inception_net: record each Inception branch's gradient norm per epoch, for analyze branches (default: off)",
+        help="models with Inception blocks (inception_net, inception_bn): record each branch's gradient norm per epoch, "
+        "for analyze branches (default: off)",
     )
     _add_data_dir(t)
     t.add_argument("--out", default="runs", help="where run directories are created (default: runs)")
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=_formatter)
     ac.add_argument("--model", nargs="+", metavar="NAME", help="models (default: all)")
     ac.add_argument("--out", default="analysis", help="directory for cost.png (default: analysis)")
-    ab = asub.add_parser("branches", help="what each Inception branch contributes in trained inception_net models",
+    ab = asub.add_parser("branches", help="what each Inception branch contributes in trained inception_net or inception_bn models",
                          formatter_class=_formatter,
                          epilog="Train with --record-branch-grads to get each branch's share of the gradient too.")
     ab.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints or run directories (one per seed)")

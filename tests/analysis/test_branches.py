@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnlab.analysis.branches import branch_energy, gradient_shares, silenced
-from cnnlab.models import create_model
+from cnnlab.models import branched_blocks, create_model, models_with_branches
 from cnnlab.train import make_config
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 
@@ -43,26 +43,70 @@ def test_silencing_one_branch_zeroes_exactly_its_channels():
             pass
 
 
-def test_energy_shares_sum_to_one_per_block():
-    model = _model()
+@pytest.mark.parametrize("name", models_with_branches())
+def test_energy_shares_sum_to_one_per_block(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
     images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
-    shares = branch_energy(model, images, make_config("inception_net", channels_last=False))
-    for block in ("incep1", "incep2"):
+    shares = branch_energy(model, images, make_config(name, channels_last=False))
+    blocks = branched_blocks(model)
+    assert set(shares) == {f"{b}.{n}" for b, block in blocks.items() for n in block.branch_names}
+    for block in blocks:
         assert sum(v for k, v in shares.items() if k.startswith(block + ".")) == pytest.approx(1.0)
 
 
-def test_gradient_norms_recorded_by_hooks_equal_autograd():
-    model = _model().train()
+@pytest.mark.parametrize("name", models_with_branches())
+def test_silencing_any_branch_of_any_model_zeroes_exactly_its_channels(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    outputs = {}
+
+    def keep(name):
+        def hook(module, args, out):  # returns None: a forward hook's return value would replace the output
+            outputs[name] = (args[0], out)
+
+        return hook
+
+    hooks = [b.register_forward_hook(keep(n)) for n, b in branched_blocks(model).items()]
+    with torch.no_grad():
+        model(torch.randn(2, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    for block_name, block in branched_blocks(model).items():
+        x, full = outputs[block_name]
+        for branch, channels in block.branch_slices().items():
+            with torch.no_grad(), silenced(model, {block_name: {branch}}):
+                out = block(x)
+            expected = full.clone()
+            expected[:, channels] = 0
+            assert torch.count_nonzero(full[:, channels]) > 0, (block_name, branch)  # so the zeros are the hook's
+            assert torch.equal(out, expected), (block_name, branch)
+
+
+@pytest.mark.parametrize("name", models_with_branches())
+def test_branch_groups_hold_every_parameter_of_every_branch_once_and_record_their_gradients(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
     groups = inception_branch_groups(model)
-    assert set(groups) == {f"{b}.{n}" for b in ("incep1", "incep2") for n in ("1x1", "5x5", "3x3dbl", "pool")}
+    blocks = branched_blocks(model)
+    assert set(groups) == {f"{b}.{n}" for b, block in blocks.items() for n in block.branch_names}
+    grouped = [id(p) for params in groups.values() for p in params]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for block in blocks.values() for p in block.parameters()}
     recorder = GradNormRecorder(groups)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     torch.nn.functional.cross_entropy(model(x), y).backward()
     recorder.step()
-    for name, params in groups.items():
-        direct = sum(float(p.grad.pow(2).sum()) for p in params)
-        assert recorder.last[name] == pytest.approx(direct, rel=1e-5)
+    for group, params in groups.items():
+        assert recorder.last[group] == pytest.approx(sum(float(p.grad.pow(2).sum()) for p in params), rel=1e-5)
+        assert recorder.last[group] > 0, group
     recorder.close()
+
+
+def test_inception_net_keeps_its_branch_groups():
+    groups = inception_branch_groups(_model())
+    assert list(groups) == [f"{b}.{n}" for b in ("incep1", "incep2") for n in ("1x1", "5x5", "3x3dbl", "pool")]
+    assert [len(p) for p in groups.values()][:4] == [2, 4, 6, 2]  # weight and bias of each of the branch's convolutions
 
 
 def test_gradient_shares_from_a_run_file(tmp_path):
@@ -73,3 +117,37 @@ def test_gradient_shares_from_a_run_file(tmp_path):
     shares = gradient_shares(tmp_path)
     assert shares["b.1x1"] == pytest.approx(40 / 100) and shares["b.5x5"] == pytest.approx(60 / 100)
     assert gradient_shares(tmp_path / "nothing") is None
+
+
+def test_checkpoints_of_different_models_are_not_averaged_together():
+    from cnnlab.analysis.branches import BranchReport, summarise
+
+    row = dict(block="incep1", branch="1x1", acc_without=0.5, acc_only=0.5, energy_share=0.25, grad_share=None)
+    reports = [BranchReport("a.pt", "inception_net", 0, 0.9, [row]), BranchReport("b.pt", "inception_bn", 0, 0.9, [row])]
+    with pytest.raises(ValueError, match="different models \\(inception_net, inception_bn\\)"):
+        summarise(reports)
+    assert summarise(reports[:1])[0]["acc_without"] == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.slow
+def test_inception_bn_records_branch_gradients_and_analyze_branches_gives_its_table(tiny_mnist, tmp_path, capsys):
+    from cnnlab.cli import main
+    from cnnlab.train import fit
+
+    # A few steps on noise: the mechanics of recording and analysing, not what the branches learn. The
+    # analysis then reads the data set the run names (MNIST, from the cache) as `cnnlab analyze` does.
+    cfg = make_config("inception_bn", steps=2, batch_size=50, val_size=100, device="cpu", seed=0, record_branch_grads=True)
+    run_dir = fit(cfg, tiny_mnist, out_root=tmp_path / "runs", progress=False).run_dir
+    branches = [f"incep{i}.{n}" for i in range(1, 5) for n in ("1x1", "3x3", "3x3dbl", "pool")]
+    recorded = json.loads((run_dir / "branch_grads.json").read_text())
+    assert recorded["model"] == "inception_bn"
+    assert list(recorded["epochs"][-1]["mean_squared_norm"]) == branches
+    assert all(v > 0 for v in recorded["epochs"][-1]["mean_squared_norm"].values())
+
+    assert main(["analyze", "branches", str(run_dir), "--out", str(tmp_path / "analysis"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "trained `inception_bn` model(s)" in out
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| incep")]
+    assert [f"{r[0]}.{r[1]}" for r in rows] == branches
+    assert all(cell.endswith("%") for r in rows for cell in r[2:])  # every measure, the recorded gradient share too
+    assert (tmp_path / "analysis" / "branches.png").stat().st_size > 10_000

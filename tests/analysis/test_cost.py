@@ -1,7 +1,7 @@
 import pytest
 
 from cnnlab.analysis.cost import forward_flops
-from cnnlab.models import create_model
+from cnnlab.models import branched_blocks, create_model, models_with_branches
 
 
 def conv_flops(c_in, c_out, k, out_hw):
@@ -61,6 +61,23 @@ def test_cost_rows_add_up_and_branches_split_their_block():
     for block in ("incep1", "incep2"):
         parts = [r for n, r in rows.items() if n.startswith(block + ".")]
         assert len(parts) == 4 and sum(r.flops for r in parts) == rows[block].flops
+        assert sum(r.parameters for r in parts) == rows[block].parameters
+
+
+@pytest.mark.parametrize("name", models_with_branches())
+def test_the_cost_table_has_a_row_per_branch_and_the_branches_split_their_block(name):
+    from cnnlab.analysis.cost import cost_rows
+
+    model = create_model(name)
+    rows = {r.name: r for r in cost_rows(model)}
+    branch_rows = {n for n, r in rows.items() if r.kind == "branch"}
+    blocks = branched_blocks(model)
+    assert branch_rows == {f"{b}.{n}" for b, block in blocks.items() for n in block.branch_names}
+    for block in blocks:
+        assert rows[block].kind == "block"
+        parts = [rows[f"{block}.{n}"] for n in blocks[block].branch_names]
+        assert all(r.flops > 0 for r in parts)
+        assert sum(r.flops for r in parts) == rows[block].flops
         assert sum(r.parameters for r in parts) == rows[block].parameters
 
 

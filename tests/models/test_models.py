@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from cnnlab.models import Inception, ResidualBlock, count_parameters, create_model, list_models, register_model
+from cnnlab.models import (
+    Inception,
+    ResidualBlock,
+    branched_blocks,
+    count_parameters,
+    create_model,
+    list_models,
+    models_with_branches,
+    register_model,
+)
 
 # Parameter counts and linear-layer widths fixed by the lecture (and the previous one).
 LECTURE = {"basic_cnn": (8_490, 320), "inception_net": (97_298, 1408), "resnet": (41_514, 512)}
@@ -70,7 +79,8 @@ def test_inception_branch_order_and_sizes():
     expected = torch.cat([torch.full((c,), float(i + 1)) for i, c in enumerate((16, 24, 24, 24))])
     assert torch.equal(out[0, :, 5, 5], expected)
     assert block.branch5x5_2.kernel_size == (5, 5)  # the notes' kernel_size=1 is the bug we fixed
-    assert Inception.BRANCH_NAMES == ("1x1", "5x5", "3x3dbl", "pool")
+    assert block.branch_names == ("1x1", "5x5", "3x3dbl", "pool")
+    assert block.branch_channels == (16, 24, 24, 24)
 
 
 def test_inception_forward_is_the_concatenation_of_its_branches():
@@ -131,3 +141,58 @@ def test_the_registry_holds_each_models_facts_and_the_recipes_read_them():
         assert make_config(name, "course").epochs == 10  # the course's loop is the same for every network
     with pytest.raises(ValueError, match="unknown model 'lenet'"):
         get_model("lenet")
+
+
+def test_the_models_with_branches_are_read_off_the_registry():
+    branched = models_with_branches()
+    assert {"inception_net", "inception_bn"} <= set(branched)
+    assert not {"basic_cnn", "resnet", "resnet_bn"} & set(branched)
+
+
+def block_inputs(name: str) -> list[tuple[str, torch.nn.Module, torch.Tensor]]:
+    """(name, block, the input it gets) for every branched block of a fresh `name` in eval mode, the inputs
+    caught by hooks during one forward pass, so each block is tried at the shape the network feeds it."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda m, args, n=n: seen.append((n, m, args[0]))) for n, b in branched_blocks(model).items()]
+    with torch.no_grad():
+        model(torch.randn(2, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("name", models_with_branches())
+def test_every_branched_block_describes_its_branches_and_forward_only_concatenates(name):
+    blocks = block_inputs(name)
+    assert blocks
+    for block_name, block, x in blocks:
+        with torch.no_grad():
+            outs = block.branches(x)
+            assert torch.equal(block(x), torch.cat(outs, 1)), block_name
+        assert [o.shape[1] for o in outs] == list(block.branch_channels), block_name
+        assert sum(block.branch_channels) == block.out_channels
+        assert list(block.branch_modules) == list(block.branch_names)
+        owned = [p for b in block.branch_names for p in block.branch_parameters(b)]
+        assert len(owned) == len(list(block.parameters())) and {id(p) for p in owned} == {id(p) for p in block.parameters()}
+
+
+def test_a_branch_description_that_does_not_fit_the_block_is_an_error():
+    from cnnlab.models.blocks import BranchedBlock
+
+    class TwoBranches(BranchedBlock):
+        def __init__(self, branches):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 5, 1)
+            self.describe_branches(branches)
+
+    TwoBranches({"a": (4, ("a",)), "b": (5, ("b",))})
+    with pytest.raises(ValueError, match="exactly one branch"):
+        TwoBranches({"a": (4, ("a",))})  # b's parameters belong to no branch
+    with pytest.raises(ValueError, match="exactly one branch"):
+        TwoBranches({"a": (4, ("a",)), "b": (5, ("b", "a"))})  # a's counted twice
+    with pytest.raises(ValueError, match="names no module c"):
+        TwoBranches({"a": (4, ("a",)), "b": (5, ("b", "c"))})
+    with pytest.raises(ValueError, match=">= 1 channel"):
+        TwoBranches({"a": (0, ("a",)), "b": (5, ("b",))})

@@ -150,3 +150,10 @@ def test_class_names_come_from_the_run_else_from_its_data_set():
     folder = make_config("resnet", dataset="imagefolder:/photos")
     assert class_names({"model_kwargs": {"num_classes": 2}, "classes": ["cat", "dog"]}, folder) == ("cat", "dog")
     assert class_names({"model_kwargs": {"num_classes": 3}}, folder) == ("0", "1", "2")
+
+
+def test_recording_branch_gradients_without_inception_blocks_names_the_models_that_have_them(tiny_mnist, tmp_path):
+    from cnnlab.models import models_with_branches
+
+    with pytest.raises(ValueError, match=rf"Inception blocks \({', '.join(models_with_branches())}\); resnet has none"):
+        fit(_quick("resnet", record_branch_grads=True), tiny_mnist, out_root=tmp_path, progress=False)

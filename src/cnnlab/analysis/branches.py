@@ -1,6 +1,7 @@
 """Which Inception branches does a trained network lean on? Measured on the real model, through hooks.
 
-For every Inception block and branch of a trained `inception_net`:
+For every Inception block and branch of a trained model that has them (`inception_net`, `inception_bn`: any
+model whose blocks implement `cnnlab.models.BranchedBlock`):
 - ablation: test accuracy with that branch's output zeroed, and with only that branch kept (the others
   zeroed), done by a forward hook that zeroes the branch's channels of the block's concatenated output;
 - energy: the branch's share of the block's output energy (sum of squares) on test images;
@@ -21,34 +22,22 @@ import torch
 from torch import nn
 
 from cnnlab.data import MNIST
-from cnnlab.models.blocks import Inception
 from cnnlab.config import TrainConfig
+from cnnlab.models.blocks import BranchedBlock, branched_blocks
 from cnnlab.runs import checkpoint_dir, evaluate, load_model, predict_logits
-
-
-def inception_blocks(model: nn.Module) -> dict[str, Inception]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, Inception)}
-
-
-def _channel_slices(block: Inception) -> dict[str, slice]:
-    out, start = {}, 0
-    for name, c in zip(block.BRANCH_NAMES, block.BRANCH_CHANNELS):
-        out[name] = slice(start, start + c)
-        start += c
-    return out
 
 
 @contextlib.contextmanager
 def silenced(model: nn.Module, branches: dict[str, set[str]]):
     """Within the context, the named branches of the named blocks output zeros: {block: {branch, ...}}."""
-    blocks = inception_blocks(model)
+    blocks = branched_blocks(model)
     handles = []
     for block_name, names in branches.items():
         block = blocks[block_name]
-        unknown = set(names) - set(block.BRANCH_NAMES)
+        unknown = set(names) - set(block.branch_names)
         if unknown:
-            raise ValueError(f"unknown branch {sorted(unknown)[0]!r}; choose from {', '.join(block.BRANCH_NAMES)}")
-        slices = [_channel_slices(block)[n] for n in names]
+            raise ValueError(f"unknown branch {sorted(unknown)[0]!r}; choose from {', '.join(block.branch_names)}")
+        slices = [block.branch_slices()[n] for n in names]
 
         def hook(module, inputs, output, slices=slices):
             output = output.clone()
@@ -67,12 +56,12 @@ def silenced(model: nn.Module, branches: dict[str, set[str]]):
 @torch.no_grad()
 def branch_energy(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
     """'<block>.<branch>' -> that branch's share of its block's output energy over `images`."""
-    blocks = inception_blocks(model)
+    blocks = branched_blocks(model)
     sums: dict[str, torch.Tensor] = {}
 
-    def make_hook(block_name: str, block: Inception):
+    def make_hook(block_name: str, block: BranchedBlock):
         def hook(module, inputs, output):
-            for name, s in _channel_slices(block).items():
+            for name, s in block.branch_slices().items():
                 key = f"{block_name}.{name}"
                 sums[key] = sums.get(key, 0) + output[:, s].float().pow(2).sum()
 
@@ -86,8 +75,8 @@ def branch_energy(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> d
             h.remove()
     shares = {}
     for block_name, block in blocks.items():
-        total = sum(float(sums[f"{block_name}.{n}"]) for n in block.BRANCH_NAMES)
-        for n in block.BRANCH_NAMES:
+        total = sum(float(sums[f"{block_name}.{n}"]) for n in block.branch_names)
+        for n in block.branch_names:
             shares[f"{block_name}.{n}"] = float(sums[f"{block_name}.{n}"]) / total if total else float("nan")
     return shares
 
@@ -123,7 +112,7 @@ class BranchReport:
 def analyze_checkpoint(checkpoint: str | Path, data: MNIST, device: str = "auto") -> BranchReport:
     """Ablation accuracies, energy shares and (if recorded) gradient shares for one trained model."""
     model, cfg, state = load_model(checkpoint, device)
-    blocks = inception_blocks(model)
+    blocks = branched_blocks(model)
     if not blocks:
         raise ValueError(f"{checkpoint}: model {cfg.model!r} has no Inception blocks to analyse")
     dev = next(model.parameters()).device
@@ -133,10 +122,10 @@ def analyze_checkpoint(checkpoint: str | Path, data: MNIST, device: str = "auto"
     grads = gradient_shares(checkpoint_dir(checkpoint))
     report = BranchReport(str(checkpoint), cfg.model, cfg.seed, base)
     for block_name, block in blocks.items():
-        for branch in block.BRANCH_NAMES:
+        for branch in block.branch_names:
             with silenced(model, {block_name: {branch}}):
                 _, without = evaluate(model, x, y, cfg)
-            with silenced(model, {block_name: set(block.BRANCH_NAMES) - {branch}}):
+            with silenced(model, {block_name: set(block.branch_names) - {branch}}):
                 _, only = evaluate(model, x, y, cfg)
             key = f"{block_name}.{branch}"
             report.rows.append(
@@ -148,6 +137,9 @@ def analyze_checkpoint(checkpoint: str | Path, data: MNIST, device: str = "auto"
 
 def summarise(reports: list[BranchReport]) -> list[dict]:
     """Per block and branch: the mean and the min..max over the checkpoints of every measure."""
+    models = list(dict.fromkeys(r.model for r in reports))
+    if len(models) > 1:  # their blocks and branches differ, so there is nothing to average
+        raise ValueError(f"the checkpoints are of different models ({', '.join(models)}); analyse one model's seeds at a time")
     keys = [(r["block"], r["branch"]) for r in reports[0].rows]
     out = []
     for block, branch in keys:

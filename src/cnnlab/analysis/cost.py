@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.models.blocks import Inception, ResidualBlock
+from cnnlab.models.blocks import BranchedBlock, Inception, ResidualBlock
 
 
 
@@ -60,18 +60,17 @@ def module_flops(model: nn.Module, in_channels: int = 1, image_size: int = 28) -
 
 
 def cost_rows(model: nn.Module, in_channels: int = 1, image_size: int = 28) -> list[CostRow]:
-    """The model, each top-level block, and each Inception branch: parameters and forward FLOPs."""
+    """The model, each top-level block, and each branch of every top-level Inception-like block: parameters
+    and forward FLOPs."""
     flops = module_flops(model, in_channels, image_size)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     rows = [CostRow(type(model).__name__, "model", params(model), flops.get("", 0))]
     for name, child in model.named_children():
-        rows.append(CostRow(name, "block" if isinstance(child, (Inception, ResidualBlock)) else "layer", params(child), flops.get(name, 0)))
-        if isinstance(child, Inception):
-            for branch, members in child.BRANCH_MODULES.items():
-                mods = [getattr(child, m) for m in members]
-                rows.append(
-                    CostRow(f"{name}.{branch}", "branch", sum(params(m) for m in mods), sum(flops.get(f"{name}.{m}", 0) for m in members))
-                )
+        rows.append(CostRow(name, "block" if isinstance(child, (BranchedBlock, ResidualBlock)) else "layer", params(child), flops.get(name, 0)))
+        if isinstance(child, BranchedBlock):
+            for branch, members in child.branch_modules.items():
+                branch_params = sum(p.numel() for p in child.branch_parameters(branch))
+                rows.append(CostRow(f"{name}.{branch}", "branch", branch_params, sum(flops.get(f"{name}.{m}", 0) for m in members)))
     return rows
 
 

@@ -125,7 +125,8 @@ def _plot_cost(per_model, lecture, blocks, path: Path) -> None:
 def branches_section(checkpoints: list[str], data: MNIST, out_dir: Path, device: str = "auto") -> str:
     reports = [br.analyze_checkpoint(c, data, device) for c in checkpoints]
     summary = br.summarise(reports)
-    br.plot_branches(summary, _fig(out_dir, "branches.png"), f"Inception branches of inception_net ({len(reports)} trained models)")
+    model = reports[0].model  # summarise has checked that every checkpoint is of this one model
+    br.plot_branches(summary, _fig(out_dir, "branches.png"), f"Inception branches of {model} ({len(reports)} trained models)")
     fmt = lambda v, pct=True: "-" if v is None else (  # noqa: E731
         f"{100 * v[0]:.2f}%" + (f" ({100 * v[1]:.2f}..{100 * v[2]:.2f})" if len(reports) > 1 else ""))
     rows = [[e["block"], e["branch"], fmt(e["acc_without"]), fmt(e["acc_only"]), fmt(e["energy_share"]), fmt(e["grad_share"])]
@@ -134,7 +135,7 @@ def branches_section(checkpoints: list[str], data: MNIST, out_dir: Path, device:
     return f"""## 2. Which Inception branches does training lean on?
 
 The notes ask it: "the teacher's Inception code never shows which branches were selected". Measured on
-{len(reports)} trained `inception_net` model(s) (test accuracy {accs}), on the {len(data.test_labels):,} {data.title} test images: accuracy
+{len(reports)} trained `{model}` model(s) (test accuracy {accs}), on the {len(data.test_labels):,} {data.title} test images: accuracy
 with one branch's output zeroed, accuracy with only that branch kept, the branch's share of its block's output
 energy, and its share of the block's squared gradient norm over training (recorded by hooks during training).
 Mean over the models, with min..max in brackets when there are several.

@@ -1,4 +1,5 @@
-"""The lecture's building blocks: the Inception block and the residual block."""
+"""The lecture's building blocks: the Inception block and the residual block, and the branch interface
+that every Inception-like block shares."""
 
 from __future__ import annotations
 
@@ -6,8 +7,73 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.models.registry import create_model, list_models
 
-class Inception(nn.Module):
+
+class BranchedBlock(nn.Module):
+    """A block of parallel branches whose outputs are concatenated on the channel axis (an Inception block).
+
+    Subclasses build their branches' modules, then call `describe_branches`, and implement `branches(x)`;
+    `forward` only concatenates. Analysis (ablation, energy, gradient and cost per branch) reads the
+    description and hooks the real block, so it works for any subclass without knowing its layers.
+    """
+
+    branch_names: tuple[str, ...]
+    branch_channels: tuple[int, ...]  # output channels of each branch, in concatenation order
+    branch_modules: dict[str, tuple[str, ...]]  # branch -> attribute names of its modules
+
+    def describe_branches(self, branches: dict[str, tuple[int, tuple[str, ...]]]) -> None:
+        """Record the branches, in concatenation order: name -> (output channels, attribute names of its modules).
+
+        Every parameter of the block must belong to exactly one branch, so that per-branch sums add up to the block.
+        """
+        for name, (channels, members) in branches.items():
+            if channels < 1:
+                raise ValueError(f"branch {name!r} must output >= 1 channel, got {channels}")
+            missing = [m for m in members if not isinstance(getattr(self, m, None), nn.Module)]
+            if not members or missing:
+                raise ValueError(f"branch {name!r} names no module {missing[0] if missing else ''}".rstrip())
+        self.branch_names = tuple(branches)
+        self.branch_channels = tuple(channels for channels, _ in branches.values())
+        self.branch_modules = {name: tuple(members) for name, (_, members) in branches.items()}
+        owned = [id(p) for members in self.branch_modules.values() for m in members for p in getattr(self, m).parameters()]
+        if sorted(owned) != sorted(id(p) for p in self.parameters()):
+            raise ValueError("every parameter of the block must belong to exactly one branch")
+
+    @property
+    def out_channels(self) -> int:
+        return sum(self.branch_channels)
+
+    def branch_slices(self) -> dict[str, slice]:
+        """Branch -> its channels of the block's output."""
+        out, start = {}, 0
+        for name, channels in zip(self.branch_names, self.branch_channels):
+            out[name] = slice(start, start + channels)
+            start += channels
+        return out
+
+    def branch_parameters(self, branch: str) -> list[nn.Parameter]:
+        return [p for m in self.branch_modules[branch] for p in getattr(self, m).parameters()]
+
+    def branches(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The branch outputs, in `branch_names` order."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.branches(x), dim=1)
+
+
+def branched_blocks(model: nn.Module) -> dict[str, BranchedBlock]:
+    """Every Inception-like block of `model`, by its dotted module name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, BranchedBlock)}
+
+
+def models_with_branches() -> list[str]:
+    """The registered models that contain Inception-like blocks, in registration order."""
+    return [name for name in list_models() if branched_blocks(create_model(name))]
+
+
+class Inception(BranchedBlock):
     """The lecture's Inception block: four branches side by side, concatenated on the channel axis.
 
     Branch order (and output channels): 1x1 (16) ; 1x1 -> 5x5 (24) ; 1x1 -> 3x3 -> 3x3 (24) ;
@@ -17,16 +83,6 @@ class Inception(nn.Module):
     Args:
         in_channels: channels of the input feature map.
     """
-
-    BRANCH_NAMES = ("1x1", "5x5", "3x3dbl", "pool")
-    BRANCH_CHANNELS = (16, 24, 24, 24)  # output channels of each branch, in concatenation order
-    # The modules of each branch, by attribute name, so that analysis can weigh or silence a branch.
-    BRANCH_MODULES = {
-        "1x1": ("branch1x1",),
-        "5x5": ("branch5x5_1", "branch5x5_2"),
-        "3x3dbl": ("branch3x3_1", "branch3x3_2", "branch3x3_3"),
-        "pool": ("branch_pool",),
-    }
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
@@ -45,10 +101,12 @@ class Inception(nn.Module):
         self.branch3x3_3 = nn.Conv2d(24, 24, kernel_size=3, padding=1)
 
         self.branch_pool = nn.Conv2d(in_channels, 24, kernel_size=1)
-
-    @property
-    def out_channels(self) -> int:
-        return sum(self.BRANCH_CHANNELS)
+        self.describe_branches({
+            "1x1": (16, ("branch1x1",)),
+            "5x5": (24, ("branch5x5_1", "branch5x5_2")),
+            "3x3dbl": (24, ("branch3x3_1", "branch3x3_2", "branch3x3_3")),
+            "pool": (24, ("branch_pool",)),
+        })
 
     def branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four branch outputs, in concatenation order (kept apart so analysis can weigh each one)."""
@@ -56,10 +114,7 @@ class Inception(nn.Module):
         b5 = self.branch5x5_2(self.branch5x5_1(x))
         b3 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(x)))
         bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
-        return [b1, b5, b3, bp]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat(self.branches(x), dim=1)  # N x 88 x H x W
+        return [b1, b5, b3, bp]  # N x (16 + 24 + 24 + 24 = 88) x H x W once concatenated
 
 
 class ResidualBlock(nn.Module):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.models.blocks import BranchedBlock
 from cnnlab.models.registry import register_model
 
 
@@ -65,7 +66,7 @@ class BasicBlockBN(nn.Module):
         return F.relu(out)
 
 
-class InceptionBN(nn.Module):
+class InceptionBN(BranchedBlock):
     """GoogLeNet's Inception block with batch norm: 1x1 ; 1x1 -> 3x3 ; 1x1 -> 3x3 -> 3x3 (the 5x5, factorised) ;
     3x3 max pool -> 1x1, concatenated. Every convolution is conv-BN-ReLU.
 
@@ -77,22 +78,22 @@ class InceptionBN(nn.Module):
         cp: channels of the pooling branch's 1x1.
     """
 
-    BRANCH_NAMES = ("1x1", "3x3", "3x3dbl", "pool")
-
     def __init__(self, in_channels: int, c1: int, c3: tuple[int, int], c5: tuple[int, int], cp: int) -> None:
         super().__init__()
         self.branch1x1 = ConvBN(in_channels, c1, 1)
         self.branch3x3 = nn.Sequential(ConvBN(in_channels, c3[0], 1), ConvBN(c3[0], c3[1], 3))
         self.branch3x3dbl = nn.Sequential(ConvBN(in_channels, c5[0], 1), ConvBN(c5[0], c5[1], 3), ConvBN(c5[1], c5[1], 3))
         self.branch_pool = ConvBN(in_channels, cp, 1)
-        self.out_channels = c1 + c3[1] + c5[1] + cp
+        self.describe_branches({
+            "1x1": (c1, ("branch1x1",)),
+            "3x3": (c3[1], ("branch3x3",)),
+            "3x3dbl": (c5[1], ("branch3x3dbl",)),
+            "pool": (cp, ("branch_pool",)),
+        })
 
     def branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
         return [self.branch1x1(x), self.branch3x3(x), self.branch3x3dbl(x), self.branch_pool(pooled)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat(self.branches(x), dim=1)
 
 
 class _PooledNet(nn.Module):

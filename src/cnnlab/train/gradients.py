@@ -65,12 +65,11 @@ class GradNormRecorder:
 
 
 def inception_branch_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """'<block>.<branch>' -> that branch's parameters, for every Inception block of `model`."""
-    from cnnlab.models.blocks import Inception
+    """'<block>.<branch>' -> that branch's parameters, for every Inception-like block of `model`."""
+    from cnnlab.models.blocks import branched_blocks
 
-    groups = {}
-    for name, module in model.named_modules():
-        if isinstance(module, Inception):
-            for branch, members in module.BRANCH_MODULES.items():
-                groups[f"{name}.{branch}"] = [p for m in members for p in getattr(module, m).parameters()]
-    return groups
+    return {
+        f"{name}.{branch}": block.branch_parameters(branch)
+        for name, block in branched_blocks(model).items()
+        for branch in block.branch_names
+    }

@@ -443,7 +443,12 @@ def _train(
     if cfg.record_branch_grads:
         groups = inception_branch_groups(model)
         if not groups:
-            raise ValueError(f"recording branch gradients needs a model with Inception blocks; {cfg.model} has none")
+            from cnnlab.models import models_with_branches
+
+            raise ValueError(
+                f"recording branch gradients needs a model with Inception blocks ({', '.join(models_with_branches())}); "
+                f"{cfg.model} has none"
+            )
         recorder = GradNormRecorder(groups)
     branch_grads: list[dict[str, Any]] = []
     ddp_model = distributed.wrap(model, world, device)
