@@ -438,8 +438,7 @@ def train_configs(args: argparse.Namespace, models: list[str]) -> list:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.analysis.evaluation import evaluate_model, plot_confusion
-    from cnnlab.runs import checkpoint_dir, load_model
-    from cnnlab.data import load_data
+    from cnnlab.runs import checkpoint_dir, load_model, training_data
     from cnnlab.tables import format_table
 
     ckpt = Path(args.checkpoint)
@@ -447,7 +446,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.tta_hflip is not None:
         cfg = dataclasses.replace(cfg, tta_hflip=args.tta_hflip)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
-    data = load_data(cfg.dataset, args.data_dir, image_size=cfg.image_size, seed=cfg.seed)
+    data = training_data(cfg, args.data_dir, progress=True)
     ev = evaluate_model(model, cfg, data)
     mirrored = ", each averaged with its mirror image" if cfg.tta_hflip else ""
     print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images{mirrored}\n")
@@ -566,13 +565,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from cnnlab.data import load_dataset
 
     device = _use_device(args)  # an absent device is one line before any data is loaded
-    if args.analysis == "branches":  # the data set the first model was trained on
-        from cnnlab.runs import load_checkpoint
+    if args.analysis == "branches":  # the data the first model was trained on, an image folder's split included
+        from cnnlab.config import TrainConfig
+        from cnnlab.runs import load_checkpoint, training_data
 
-        name = load_checkpoint(args.checkpoints[0])["config"].get("dataset", "mnist")
+        data = training_data(TrainConfig.from_dict(load_checkpoint(args.checkpoints[0])["config"]), args.data_dir)
     else:
-        name = args.dataset
-    data = load_dataset(name, args.data_dir)
+        data = load_dataset(args.dataset, args.data_dir)
     if args.analysis == "branches":
         print(report.branches_section(args.checkpoints, data, out, device))
         print(f"figure: {out / 'branches.png'}")

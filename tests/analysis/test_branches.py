@@ -130,14 +130,20 @@ def test_checkpoints_of_different_models_are_not_averaged_together():
 
 
 @pytest.mark.slow
-def test_inception_bn_records_branch_gradients_and_analyze_branches_gives_its_table(tiny_mnist, tmp_path, capsys):
+def test_inception_bn_records_branch_gradients_and_analyze_branches_gives_its_table(tmp_path, capsys):
     from cnnlab.cli import main
+    from cnnlab.data import load_data
     from cnnlab.train import fit
 
-    # A few steps on noise: the mechanics of recording and analysing, not what the branches learn. The
-    # analysis then reads the data set the run names (MNIST, from the cache) as `cnnlab analyze` does.
-    cfg = make_config("inception_bn", steps=2, batch_size=50, val_size=100, device="cpu", seed=0, record_branch_grads=True)
-    run_dir = fit(cfg, tiny_mnist, out_root=tmp_path / "runs", progress=False).run_dir
+    from ..data.test_imagefolder import draw_folder
+
+    # A few steps on a small folder of drawn shapes: the mechanics of recording and analysing, not what the
+    # branches learn. The analysis then reads the data the run names (the folder, its split) as `cnnlab analyze` does.
+    root = draw_folder(tmp_path / "shapes", per_class=12)
+    data = load_data(f"imagefolder:{root}", image_size=28)
+    cfg = make_config("inception_bn", dataset=data.name, image_size=28, steps=2, batch_size=8, val_size=4, device="cpu",
+                      seed=0, record_branch_grads=True)
+    run_dir = fit(cfg, data, out_root=tmp_path / "runs", progress=False).run_dir
     branches = [f"incep{i}.{n}" for i in range(1, 5) for n in ("1x1", "3x3", "3x3dbl", "pool")]
     recorded = json.loads((run_dir / "branch_grads.json").read_text())
     assert recorded["model"] == "inception_bn"

@@ -16,14 +16,13 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnlab.data import MNIST
-from cnnlab.data import load_data
 from cnnlab.data.imagefolder import is_imagefolder
 from cnnlab.data.batching import InMemoryLoader, cutout, random_affine
 from cnnlab.models import count_parameters, create_model
 from cnnlab.train import distributed
 from cnnlab.config import TrainConfig
 from cnnlab.runs.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
-from cnnlab.runs.model import evaluation_sums, model_input
+from cnnlab.runs.model import evaluation_sums, model_input, training_data
 from cnnlab.train.distributed import SINGLE, World, all_reduce_min, all_reduce_sum
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 from cnnlab.train.plan import BudgetPlan, Plan
@@ -390,8 +389,7 @@ def _train(
     amp_dtype = autocast_dtype(device, cfg.amp)
     if data is None:
         with distributed.local_main_first(world):  # one fetch into each machine's cache
-            data = load_data(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed,
-                             progress=mode == "bar", recorded=state is not None)
+            data = training_data(cfg, cfg.data_dir, progress=mode == "bar", recorded=state is not None)
     if state is None:
         cfg = config_for_data(cfg, data)
     elif is_imagefolder(data.name):  # records where the folder is now: --data-dir may have named its new place
