@@ -73,49 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{', '.join(DATASETS)} (each verified by hash), or imagefolder:PATH, a folder of class folders "
         "of images (default: mnist)",
     )
-    t.add_argument("--image-size", type=_positive_int, help="imagefolder: resize images to this side (default: inferred)")
     t.add_argument("--recipe", choices=RECIPES, help="training recipe (default: default)")
-    t.add_argument("--epochs", type=_positive_int, help="epochs (default: the recipe's)")
-    t.add_argument(
-        "--steps", type=_positive_int,
-        help="optimiser steps in all, the last epoch partial; replaces --epochs (default: the recipe's epochs)",
-    )
-    t.add_argument(
-        "--batch-size", type=_positive_int,
-        help="images per step, in all processes together under torchrun (default: the recipe's)",
-    )
-    t.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
-    t.add_argument(
-        "--cutout", type=_positive_int, metavar="PIXELS",
-        help="augmentation: blank a random square this many pixels a side in every training image (default: off)",
-    )
-    t.add_argument(
-        "--tta-hflip", action="store_true",
-        help="validate and test on each image and its mirror image, averaging the logits; predict, serve and "
-        "export then do the same (for models trained with mirroring, as on Fashion-MNIST) (default: off)",
-    )
-    t.add_argument(
-        "--time-budget",
-        type=_positive_float,
-        metavar="SECONDS",
-        help="plan the run to finish within this wall time per model, measuring its own speed; "
-        "replaces --epochs (default: off)",
-    )
-    t.add_argument("--seed", type=int, help="random seed; a CPU run repeats exactly (default: 0)")
+    _add_run_flags(t)
     _add_device(t)
     t.add_argument(
         "--resume", metavar="RUN_DIR",
         help="continue a stopped run from its last finished epoch, with its own settings (default: off)",
-    )
-    t.add_argument(
-        "--amp",
-        choices=("auto", "bf16", "off"),
-        help="autocast; auto = float32 (bfloat16 measured slower for these networks, even on an H200) (default: auto)",
-    )
-    t.add_argument(
-        "--record-branch-grads", action="store_true",
-        help="models with Inception blocks (inception_net, inception_bn): record each branch's gradient norm per epoch, "
-        "for analyze branches (default: off)",
     )
     _add_data_dir(t)
     t.add_argument("--out", default="runs", help="where run directories are created (default: runs)")
@@ -273,6 +236,25 @@ def _add_named_dataset(p: argparse.ArgumentParser) -> None:
 _CPU_DEFAULT_WHY = "; one picture at a time is faster on the CPU, and an export traced there runs anywhere"
 
 
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """A flag for each TrainConfig field declared as one (config.run_flags); not given, it keeps the recipe's value."""
+    from cnnlab.config import run_flags
+
+    kinds = {"int": int, "positive_int": _positive_int, "positive_float": _positive_float,
+             "non_negative_float": _non_negative_float}
+    for f in run_flags():
+        kind, extra = f.metadata["kind"], {}
+        if kind == "bool":
+            extra["action"] = argparse.BooleanOptionalAction
+        elif isinstance(kind, tuple):
+            extra["choices"] = kind
+        else:
+            extra["type"] = kinds[kind]
+        if f.metadata["metavar"]:
+            extra["metavar"] = f.metadata["metavar"]
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=f.metadata["help"], **extra)
+
+
 def _add_device(p: argparse.ArgumentParser, default: str = "auto", threads: int = 0) -> None:
     """--device and --threads, meaning the same in every command that runs a model (cnnlab.device)."""
     from cnnlab.device import DEVICES
@@ -332,6 +314,16 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _non_negative_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {s}")
+    return v
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from cnnlab.analysis.cost import forward_flops
     from cnnlab.models import count_parameters, create_model, list_models
@@ -348,63 +340,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-# Flags that set what a run is; --resume takes all of them from the run's checkpoint instead.
-_RUN_FLAGS = ("model", "dataset", "image_size", "recipe", "epochs", "steps", "batch_size", "lr", "time_budget", "seed", "amp", "record_branch_grads",
-             "cutout", "tta_hflip")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, plot_compare
-    from cnnlab.runs import load_run
-    from cnnlab.data import load_data
-    from cnnlab.models import lecture_models, list_models
     from cnnlab.tables import format_table
-    from cnnlab.data.imagefolder import is_imagefolder
-    from cnnlab.device import resolve_device
-    from cnnlab.train import distributed, fit, resume
-    from cnnlab.train.loop import config_for_data, progress_mode
+    from cnnlab.train.session import train
 
-    if args.resume:
-        given = [f"--{f.replace('_', '-')}" for f in _RUN_FLAGS if getattr(args, f) is not None and getattr(args, f) is not False]
+    if args.resume:  # what a run is comes from the run: its model, data, recipe and every run flag
+        from cnnlab.config import run_flags
+
+        names = ["model", "dataset", "recipe", *(f.name for f in run_flags())]
+        given = [f"--{f.replace('_', '-')}" for f in names if getattr(args, f) is not None]
         if given:
             raise _UserError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
-    steps_flags = [f for f, v in (("--epochs", args.epochs), ("--steps", args.steps), ("--time-budget", args.time_budget)) if v]
-    if len(steps_flags) > 1:
-        raise _UserError(f"give one of --epochs, --steps and --time-budget, not {' and '.join(steps_flags)}")
-    if args.data_dir and args.dataset and is_imagefolder(args.dataset):
-        raise _UserError("a new run names its image folder in --dataset imagefolder:PATH; --data-dir gives a "
-                         "resumed run's folder a new place")
-    named = {"all": list_models(), "lecture": lecture_models()}
-    models = [m for name in (args.model or ["resnet"]) for m in named.get(name, [name])]
-    unknown = [m for m in models if m not in list_models()]
-    if unknown:
-        raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}, lecture or all")
-    configs = train_configs(args, models)
-    world, _ = distributed.init(resolve_device(args.device))
-    say = (lambda *a: print(*a, flush=True)) if world.is_main else (lambda *a: None)
-    progress = "lines" if args.no_progress else True  # True: bars on a terminal, lines in a log (progress_mode)
-    try:
-        if args.resume:  # the checkpoint is checked before any data is loaded
-            results = [resume(args.resume, None, progress, device=args.device, threads=args.threads, data_dir=args.data_dir)]
-        else:
-            with distributed.local_main_first(world):  # each machine fetches the data set once
-                data = load_data(args.dataset or "mnist", args.data_dir, image_size=args.image_size or 0,
-                                 seed=args.seed or 0, progress=world.is_main and progress_mode(progress) == "bar",
-                                 recorded=False)
-            procs = f" in {world.world_size} processes" if world.distributed else ""
-            say(f"{data.title}: {_image_counts(config_for_data(configs[0], data).val_size, data)} from {data.source}{procs}")
-            results = [fit(cfg, data, out_root=args.out, progress=progress) for cfg in configs]
-        distributed.barrier(world)  # every rank leaves once rank 0 has written the run directories
-    finally:
-        distributed.shutdown()
-    for r in results:
-        say(
-            f"{r.model}: test accuracy {100 * r.test_acc:.2f}% (epoch {r.best_epoch}, chosen by "
-            f"{'validation' if r.best_val_acc == r.best_val_acc else 'being last'}) in {r.train_seconds:.0f}s -> {r.run_dir}"
-        )
-    if not world.is_main:
+    configs = [] if args.resume else train_configs(args, _train_models(args))
+    session = train(
+        configs, resume_from=args.resume, out_root=args.out, progress="lines" if args.no_progress else True,
+        device=args.device, threads=args.threads, data_dir=args.data_dir,
+    )
+    if not session.is_main:
         return 0
-    runs = [load_run(r.run_dir) for r in results]
+    for r in session.results:
+        chosen = "validation" if r.best_val_acc == r.best_val_acc else "being last"
+        print(f"{r.model}: test accuracy {100 * r.test_acc:.2f}% (epoch {r.best_epoch}, chosen by {chosen}) "
+              f"in {r.train_seconds:.0f}s -> {r.run_dir}")
+    runs = session.runs()
     print()
     print(format_table(COMPARE_HEADERS, compare_rows(runs)))
     if len(runs) > 1:
@@ -414,26 +373,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_counts(val_size: int, data) -> str:
-    """The counts a run trains, selects and tests on, as the loop splits them (the hold-out from the training
-    images' end), so that they agree with any later message about a split."""
-    train = len(data.train_images) - val_size
-    return f"{train:,} training + {val_size:,} validation + {len(data.test_images):,} test images"
+def _train_models(args: argparse.Namespace) -> list[str]:
+    """The models a new run trains, after the usage checks that need no data: one length flag, an image
+    folder named once, known model names."""
+    from cnnlab.data.imagefolder import is_imagefolder
+    from cnnlab.models import lecture_models, list_models
+
+    lengths = [f for f, v in (("--epochs", args.epochs), ("--steps", args.steps), ("--time-budget", args.time_budget)) if v]
+    if len(lengths) > 1:
+        raise _UserError(f"give one of --epochs, --steps and --time-budget, not {' and '.join(lengths)}")
+    if args.data_dir and args.dataset and is_imagefolder(args.dataset):
+        raise _UserError("a new run names its image folder in --dataset imagefolder:PATH; --data-dir gives a "
+                         "resumed run's folder a new place")
+    named = {"all": list_models(), "lecture": lecture_models()}
+    models = [m for name in (args.model or ["resnet"]) for m in named.get(name, [name])]
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise _UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(list_models())}, lecture or all")
+    return models
 
 
 def train_configs(args: argparse.Namespace, models: list[str]) -> list:
     """The TrainConfig of each model from the train command's flags (a flag not given keeps the recipe's value)."""
-    from cnnlab.config import make_config
+    from cnnlab.config import make_config, run_flags
 
-    return [
-        make_config(
-            m, args.recipe or "default", args.dataset or "mnist", epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-            seed=args.seed, device=args.device, threads=args.threads, data_dir=args.data_dir,
-            time_budget=args.time_budget, amp=args.amp, record_branch_grads=args.record_branch_grads or None,
-            image_size=args.image_size, cutout=args.cutout, tta_hflip=args.tta_hflip or None,
-        )
-        for m in models
-    ]
+    given = {f.name: getattr(args, f.name) for f in run_flags()}
+    where = dict(device=args.device, threads=args.threads, data_dir=args.data_dir)
+    return [make_config(m, args.recipe or "default", args.dataset or "mnist", **given, **where) for m in models]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -670,6 +636,6 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _print_stop_advice(command: str, e: BaseException) -> None:
     """Where the run that `e` stopped is and the command that continues it, the command on a line of its own."""
-    loop = sys.modules.get("cnnlab.train.loop")  # not imported: nothing was trained, so no run was stopped
-    for i, line in enumerate(loop.stop_advice(e) if loop else []):
+    progress = sys.modules.get("cnnlab.train.progress")  # not imported: nothing was trained, so no run was stopped
+    for i, line in enumerate(progress.stop_advice(e) if progress else []):
         print(f"cnnlab {command}: {line}" if i == 0 else line, file=sys.stderr)

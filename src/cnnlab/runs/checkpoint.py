@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,48 @@ def _unreadable(path: Path, err: Exception) -> str:
                 "(weights_only: loading it could run code)")
     first = (message.strip().splitlines() or [type(err).__name__])[0]
     return f"damaged, cannot be read ({first[:160]})"
+
+
+@dataclass
+class Checkpoint:
+    """What a training run writes after every epoch (last.pt, and best.pt for the best epoch so far): the layout of
+    the file, and the part of it a resume needs. Readers that only use the model (evaluate, predict, export)
+    take `load_checkpoint`'s dict; a resume takes this record, so a file without what it needs is refused once."""
+
+    model_state: dict[str, torch.Tensor]  # float32 weights on the CPU, whatever the device trained on
+    model_kwargs: dict[str, int]  # in_channels, num_classes, image_size: what create_model needs
+    config: dict[str, Any]  # the run's TrainConfig, as a dict
+    classes: list[str]  # class names, by label
+    epoch: int  # epochs finished
+    steps: int  # optimiser steps taken
+    steps_per_epoch: int  # a resume on other data (another number of batches) is refused
+    total_steps: int  # the run's planned length: a time-budget run resumes to the plan it had
+    world_size: int  # processes that trained it (a resume may use another number)
+    metrics: dict[str, float]  # this epoch's row of metrics.csv
+    history: list[dict[str, Any]]  # every epoch's row so far
+    best: dict[str, float]  # the best epoch so far: its validation score, number and test accuracy
+    optimizer_state: dict[str, Any]
+    schedule_state: dict[str, Any]
+    rng: dict[str, torch.Tensor]  # the global torch state and the run's generator (permutations, augmentation)
+    branch_grads: list[dict[str, Any]] = field(default_factory=list)  # --record-branch-grads, per epoch
+
+    # What a resume cannot do without; a checkpoint from before they were written cannot be resumed.
+    RESUME_KEYS = ("optimizer_state", "schedule_state", "rng", "steps", "history", "best", "total_steps")
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(path, {f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def for_resume(cls, path: str | Path) -> "Checkpoint":
+        """The record in `path`, refused in one line if it lacks what a resume needs."""
+        state = load_checkpoint(path)
+        missing = [k for k in cls.RESUME_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"{path} was written by an older cnnlab and cannot be resumed (no {', '.join(missing)})")
+        history = list(state["history"])
+        defaults = dict(  # written by every cnnlab that wrote RESUME_KEYS but one: filled as that one trained
+            model_kwargs={}, classes=[], branch_grads=[], world_size=1, metrics=history[-1] if history else {},
+            epoch=len(history), steps_per_epoch=None,
+        )
+        known = {f.name for f in fields(cls)}
+        return cls(**{**defaults, **{k: v for k, v in state.items() if k in known}})

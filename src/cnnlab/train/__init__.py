@@ -1,7 +1,11 @@
-"""Training: the loop, its plan and schedule, data-parallel set-up, gradient recording. The config and its recipes
-are cnnlab.config; what a finished run leaves (run directory, checkpoints, the trained model) is cnnlab.runs."""
+"""Training: a session (train/session.py: device, process group, one data load, the runs, the barrier), one run
+(train/run.py: set up, restore, epochs, finish), the loop's parts, the augmentation pipeline, the plan, data-parallel
+set-up and gradient recording. The config and its recipes are cnnlab.config; what a finished run leaves (run
+directory, checkpoints, the trained model) is cnnlab.runs."""
 
 from cnnlab.config import RECIPES, TrainConfig, make_config
-from cnnlab.train.loop import NonFiniteLoss, RunResult, evaluate, fit, resume
+from cnnlab.train.loop import NonFiniteLoss, evaluate
+from cnnlab.train.run import RunResult, fit, resume
+from cnnlab.train.session import Session, train
 
-__all__ = ["RECIPES", "NonFiniteLoss", "RunResult", "TrainConfig", "evaluate", "fit", "make_config", "resume"]
+__all__ = ["RECIPES", "NonFiniteLoss", "RunResult", "Session", "TrainConfig", "evaluate", "fit", "make_config", "resume", "train"]

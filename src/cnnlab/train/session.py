@@ -1,0 +1,85 @@
+"""A training session, the one owner of what training needs around the runs: the device and the process group
+(torchrun's, when there is one), one data load shared by the runs, each run (train/run.py: its directory, lock,
+epochs and finish), and the barrier that lets every process leave once rank 0 has written the run directories.
+
+`cnnlab train` and `cnnlab.train(...)` both call `train` here. A torchrun worker then ends with
+`distributed.leave(code)` (cnnlab.cli.main does that), since gloo's threads outlive the group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from cnnlab.config import TrainConfig
+from cnnlab.data import MNIST
+from cnnlab.device import resolve_device
+from cnnlab.runs.model import training_data
+from cnnlab.runs.rundir import Run, read_metrics
+from cnnlab.train import distributed
+from cnnlab.train.distributed import World
+from cnnlab.train.progress import Progress, progress_mode, say
+from cnnlab.train.run import RunResult, config_for_data, fit, resume
+
+
+@dataclass
+class Session:
+    """What a session trained: one result per run, in order. `world`: this process's place; only rank 0 (is_main)
+    wrote run directories and should report."""
+
+    results: list[RunResult]
+    world: World = field(default_factory=World)
+
+    @property
+    def is_main(self) -> bool:
+        return self.world.is_main
+
+    def runs(self) -> list[Run]:
+        """The finished runs as `cnnlab compare` reads them, without reading them back from disk."""
+        return [
+            Run(r.run_dir, r.config, r.summary(), read_metrics(r.run_dir / "metrics.csv") if self.is_main else [])
+            for r in self.results
+        ]
+
+
+def train(configs: Sequence[TrainConfig] = (), *, resume_from: str | Path | None = None, data: MNIST | None = None,
+          out_root: str | Path = "runs", progress: Progress = True, device: str | None = None,
+          threads: int | None = None, data_dir: str | None = None) -> Session:
+    """Train each config in turn on one shared load of their data set, or continue the stopped run in
+    `resume_from` (then `configs` is empty and device/threads/data_dir may say where it now runs).
+
+    Raises the library's errors (DataError, CheckpointError, RunDirBusy, ValueError, NonFiniteLoss...); an
+    exception that leaves a run carries its directory (see progress.stop_advice).
+    """
+    if bool(configs) == (resume_from is not None):
+        raise ValueError("train needs configs to start runs, or resume_from to continue one: one of the two")
+    world, _ = distributed.init(resolve_device(device or (configs[0].device if configs else "auto")))
+    try:
+        if resume_from is not None:  # the checkpoint is checked before any data is loaded
+            results = [resume(resume_from, data, progress, device=device, threads=threads, data_dir=data_dir)]
+        else:
+            data = data if data is not None else _shared_data(configs[0], world, progress)
+            _say_data(configs[0], data, world, progress)
+            results = [fit(cfg, data, out_root=out_root, progress=progress) for cfg in configs]
+        distributed.barrier(world)  # every rank leaves once rank 0 has written the run directories
+    finally:
+        distributed.shutdown()
+    return Session(results, world)
+
+
+def _shared_data(cfg: TrainConfig, world: World, progress: Progress) -> MNIST:
+    """The data set the runs train on, loaded once: on each machine local rank 0 first, into its cache."""
+    with distributed.local_main_first(world):
+        shows_bar = world.is_main and progress_mode(progress) == "bar"
+        return training_data(cfg, cfg.data_dir, progress=shows_bar, recorded=False)
+
+
+def _say_data(cfg: TrainConfig, data: MNIST, world: World, progress: Progress) -> None:
+    """The counts a run trains, selects and tests on, as the runs split them (the hold-out from the training
+    images' end), so that they agree with any later message about a split."""
+    mode = progress_mode(progress) if world.is_main else "off"
+    val = config_for_data(cfg, data).val_size
+    counts = f"{len(data.train_images) - val:,} training + {val:,} validation + {len(data.test_images):,} test images"
+    procs = f" in {world.world_size} processes" if world.distributed else ""
+    say(mode, f"{data.title}: {counts} from {data.source}{procs}")
