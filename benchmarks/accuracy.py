@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine, write_file, write_json  # noqa: E402
 
-from cnnlab.data import load_dataset  # noqa: E402
+from cnnlab.data import load_data  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
 from cnnlab.runs import evaluate, load_model  # noqa: E402
@@ -68,7 +68,7 @@ def main() -> int:
             if (dataset, model, recipe, seed) in done:
                 continue
             if dataset not in loaded:
-                loaded[dataset] = load_dataset(dataset, progress=False)
+                loaded[dataset] = load_data(dataset, progress=False)
             cfg = make_config(model, recipe, dataset, seed=seed, device="cpu")
             t0 = time.perf_counter()
             r = fit(cfg, loaded[dataset], out_root=tmp, progress=False)

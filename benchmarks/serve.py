@@ -39,7 +39,7 @@ from machine import describe_machine, write_results  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.inference.predictor import Predictor  # noqa: E402
-from cnnlab.inference.preprocess import load_image, to_mnist  # noqa: E402
+from cnnlab.data.pictures import load_image, to_mnist  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 
 

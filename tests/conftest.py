@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.data import MNIST
+from cnnlab.data import ImageSet
 
 
 @pytest.fixture
-def tiny_mnist() -> MNIST:
+def tiny_mnist() -> ImageSet:
     """600 training and 200 test images of random noise with random labels: right shapes and dtypes,
     for tests of mechanics (files written, determinism), never of accuracy."""
     g = torch.Generator().manual_seed(1234)
-    return MNIST(
+    return ImageSet(
         train_images=torch.randint(0, 256, (600, 28, 28), dtype=torch.uint8, generator=g),
         train_labels=torch.randint(0, 10, (600,), generator=g),
         test_images=torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g),
@@ -28,7 +28,7 @@ def fashion_named_run(tiny_mnist, tmp_path):
     class names): for the mechanics of named classes in predict and serve, never for accuracy."""
     import dataclasses
 
-    from cnnlab.data.datasets import FASHION_MNIST
+    from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
     from cnnlab.train import fit, make_config
 
     data = dataclasses.replace(tiny_mnist, name="fashion-mnist", classes=FASHION_MNIST.classes)
@@ -37,7 +37,7 @@ def fashion_named_run(tiny_mnist, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def real_mnist() -> MNIST:
+def real_mnist() -> ImageSet:
     """The real MNIST, verified by hash, from the user's cache (fetched once if absent)."""
     from cnnlab.data import load_mnist
 

@@ -37,7 +37,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
-    from cnnlab.data.datasets import DATASETS
+    from cnnlab.data.registry import usage as dataset_usage
     from cnnlab.models import list_models
     from cnnlab.config import RECIPES
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--dataset", type=_dataset, metavar="NAME",
-        help=f"{', '.join(DATASETS)} (each verified by hash), or imagefolder:PATH, a folder of class folders "
+        help=f"{dataset_usage()}: the official sets are verified by hash; imagefolder:PATH is a folder of class folders "
         "of images (default: mnist)",
     )
     t.add_argument("--recipe", choices=RECIPES, help="training recipe (default: default)")
@@ -207,11 +207,12 @@ def _even_depth(s: str) -> int:
 
 
 def _dataset(s: str) -> str:
-    from cnnlab.data.datasets import DATASETS
+    from cnnlab.data import lookup
 
-    if s in DATASETS or (s.startswith("imagefolder:") and len(s) > len("imagefolder:")):
-        return s
-    raise argparse.ArgumentTypeError(f"choose from {', '.join(DATASETS)}, or imagefolder:PATH; got {s!r}")
+    try:
+        return lookup(s).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _port(s: str) -> int:
@@ -226,9 +227,10 @@ def _add_checkpoint(p: argparse.ArgumentParser) -> None:
 
 
 def _add_named_dataset(p: argparse.ArgumentParser) -> None:
-    from cnnlab.data.datasets import DATASETS
+    from cnnlab.data import entries
 
-    p.add_argument("--dataset", choices=tuple(DATASETS), default="mnist", help="data set (default: mnist)")
+    named = tuple(e.name for e in entries() if not e.takes_path)
+    p.add_argument("--dataset", choices=named, default="mnist", help="data set (default: mnist)")
 
 
 # Why some commands default to the CPU: one picture at a time (predict, serve) is faster there than a round trip to
@@ -360,9 +362,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not session.is_main:
         return 0
     for r in session.results:
-        chosen = "validation" if r.best_val_acc == r.best_val_acc else "being last"
-        print(f"{r.model}: test accuracy {100 * r.test_acc:.2f}% (epoch {r.best_epoch}, chosen by {chosen}) "
-              f"in {r.train_seconds:.0f}s -> {r.run_dir}")
+        print(_closing_line(r))
     runs = session.runs()
     print()
     print(format_table(COMPARE_HEADERS, compare_rows(runs)))
@@ -373,16 +373,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# Chosen and final test accuracy this far apart (or a collapse) and the closing line shows both: an epoch chosen
+# on a few dozen validation images must not hide how the run ended.
+_FINAL_GAP = 0.05
+
+
+def _closing_line(r) -> str:
+    """A finished run in one line: the chosen epoch's test accuracy, and the final epoch's beside it when they
+    differ a lot or training collapsed."""
+    chosen = "validation" if r.best_val_acc == r.best_val_acc else "being last"
+    line = f"{r.model}: test accuracy {100 * r.test_acc:.2f}% (epoch {r.best_epoch}, chosen by {chosen})"
+    if r.best_epoch != r.epochs and (r.collapsed_at_epoch is not None or abs(r.test_acc - r.final_test_acc) >= _FINAL_GAP):
+        line += f", {100 * r.final_test_acc:.2f}% at the final epoch {r.epochs}"
+    if r.collapsed_at_epoch is not None:
+        line += f"; training was at chance from epoch {r.collapsed_at_epoch} on"
+    return line + f" in {r.train_seconds:.0f}s -> {r.run_dir}"
+
+
 def _train_models(args: argparse.Namespace) -> list[str]:
     """The models a new run trains, after the usage checks that need no data: one length flag, an image
     folder named once, known model names."""
-    from cnnlab.data.imagefolder import is_imagefolder
+    from cnnlab.data import lookup
     from cnnlab.models import lecture_models, list_models
 
     lengths = [f for f, v in (("--epochs", args.epochs), ("--steps", args.steps), ("--time-budget", args.time_budget)) if v]
     if len(lengths) > 1:
         raise _UserError(f"give one of --epochs, --steps and --time-budget, not {' and '.join(lengths)}")
-    if args.data_dir and args.dataset and is_imagefolder(args.dataset):
+    if args.data_dir and args.dataset and lookup(args.dataset).entry.takes_path:
         raise _UserError("a new run names its image folder in --dataset imagefolder:PATH; --data-dir gives a "
                          "resumed run's folder a new place")
     named = {"all": list_models(), "lecture": lecture_models()}
@@ -447,7 +464,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from cnnlab.inference.predictor import Predictor
-    from cnnlab.inference.preprocess import ImageError
+    from cnnlab.data.pictures import ImageError
 
     predictor = Predictor(args.checkpoint, _use_device(args))  # a bad checkpoint fails before any image is read
     save_dir = _save_input_dir(args.save_input)
@@ -528,7 +545,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(report.cost_section(out, args.model))
         print(f"figure: {out / 'cost.png'}")
         return 0
-    from cnnlab.data import load_dataset
+    from cnnlab.data import load_data
 
     device = _use_device(args)  # an absent device is one line before any data is loaded
     if args.analysis == "branches":  # the data the first model was trained on, an image folder's split included
@@ -537,7 +554,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         data = training_data(TrainConfig.from_dict(load_checkpoint(args.checkpoints[0])["config"]), args.data_dir)
     else:
-        data = load_dataset(args.dataset, args.data_dir)
+        data = load_data(args.dataset, args.data_dir)
     if args.analysis == "branches":
         print(report.branches_section(args.checkpoints, data, out, device))
         print(f"figure: {out / 'branches.png'}")
@@ -550,10 +567,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from cnnlab.analysis.report import make_report
-    from cnnlab.data import load_dataset
+    from cnnlab.data import load_data
 
     device = _use_device(args)
-    data = load_dataset(args.dataset, args.data_dir)
+    data = load_data(args.dataset, args.data_dir)
     path = make_report(
         Path(args.out), data, runs=args.runs, checkpoints=args.checkpoints, seeds=args.seeds, budget=args.budget,
         depths=tuple(args.depths), steps=args.steps, width=args.width, batch_norm=args.batch_norm,

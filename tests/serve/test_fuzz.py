@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from cnnlab.data import MNIST  # noqa: E402
+from cnnlab.data import ImageSet  # noqa: E402
 from cnnlab.inference.predictor import Predictor  # noqa: E402
 from cnnlab.serve.app import BODY_LIMIT, create_app  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
@@ -36,7 +36,7 @@ FUZZ = settings(deadline=None, derandomize=True, database=None, suppress_health_
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
-    data = MNIST(
+    data = ImageSet(
         torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (300,), generator=g),
         torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (50,), generator=g),
         "synthetic (tests)",

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cnnlab.data import MNIST
+from cnnlab.data import ImageSet
 from cnnlab.train import distributed, fit, make_config, resume
 
 
-def synthetic(images: int) -> MNIST:
+def synthetic(images: int) -> ImageSet:
     g = torch.Generator().manual_seed(1234)
-    return MNIST(
+    return ImageSet(
         train_images=torch.randint(0, 256, (images, 28, 28), dtype=torch.uint8, generator=g),
         train_labels=torch.randint(0, 10, (images,), generator=g),
         test_images=torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g),

@@ -131,9 +131,9 @@ def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_good_che
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
-    from cnnlab.data import MNIST
+    from cnnlab.data import ImageSet
 
-    data = MNIST(torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (200,), generator=g),
+    data = ImageSet(torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (200,), generator=g),
                  torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (50,), generator=g), "synthetic")
     run = fit(make_config("basic_cnn", steps=2, batch_size=50, val_size=50, device="cpu"), data,
               out_root=tmp_path_factory.mktemp("runs"), progress=False).run_dir

@@ -142,7 +142,7 @@ def test_mirror_test_time_augmentation_averages_the_logits_of_both_images(tiny_m
 
 
 def test_class_names_come_from_the_run_else_from_its_data_set():
-    from cnnlab.data.datasets import FASHION_MNIST
+    from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
     from cnnlab.runs import class_names
 
     fashion = make_config("resnet", dataset="fashion-mnist")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab.data import MNIST
+from cnnlab.data import ImageSet
 from cnnlab.config import TrainConfig
 from cnnlab.models.blocks import BranchedBlock, branched_blocks
 from cnnlab.runs import checkpoint_dir, evaluate, load_model, predict_logits
@@ -109,7 +109,7 @@ class BranchReport:
     rows: list[dict] = field(default_factory=list)  # one per block and branch
 
 
-def analyze_checkpoint(checkpoint: str | Path, data: MNIST, device: str = "auto") -> BranchReport:
+def analyze_checkpoint(checkpoint: str | Path, data: ImageSet, device: str = "auto") -> BranchReport:
     """Ablation accuracies, energy shares and (if recorded) gradient shares for one trained model."""
     model, cfg, state = load_model(checkpoint, device)
     blocks = branched_blocks(model)

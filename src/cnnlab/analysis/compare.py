@@ -5,10 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnlab.analysis.cost import forward_flops
+from cnnlab.data.registry import lookup
 from cnnlab.models import count_parameters, create_model
 from cnnlab.runs.rundir import Run
 
 COMPARE_HEADERS = ["model", "recipe", "data", "params", "MFLOPs/img", "epochs", "best val", "test acc", "train time"]
+
+
+def _data_label(name: str) -> str:
+    """A run's data set in a table: its title, or the path of one named by a path (an image folder)."""
+    try:
+        dataset = lookup(name)
+    except ValueError:  # a data set this cnnlab does not have: its name as recorded
+        return name
+    return dataset.path if dataset.entry.takes_path else dataset.title
 
 
 def compare_rows(runs: list[Run]) -> list[list[str]]:
@@ -24,7 +34,7 @@ def compare_rows(runs: list[Run]) -> list[list[str]]:
             [
                 r.config["model"],
                 r.config.get("recipe", "?"),
-                r.config.get("dataset", "mnist").removeprefix("imagefolder:"),
+                _data_label(r.config.get("dataset", "mnist")),
                 f"{count_parameters(model):,}",
                 f"{forward_flops(model, kwargs.get('in_channels', 1), kwargs.get('image_size', 28)) / 1e6:.2f}",
                 str(s["epochs"]),

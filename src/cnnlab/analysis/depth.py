@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab.data import MNIST
+from cnnlab.data import ImageSet
 from cnnlab.data.batching import normalize
 from cnnlab.train.gradients import GradNormRecorder
 
@@ -79,7 +79,7 @@ class DepthResult:
     losses: list[float] = field(default_factory=list)  # every step's loss
 
 
-def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_size: int = 64, lr: float = 0.05,
+def run_one(depth: int, residual: bool, data: ImageSet, steps: int = 200, batch_size: int = 64, lr: float = 0.05,
             width: int = 16, batch_norm: bool = False, early_steps: int = 20, seed: int = 0,
             device: torch.device = torch.device("cpu")) -> DepthResult:
     """Train one stack for `steps` SGD steps (momentum 0.9, constant lr) on the real training images, on `device`."""
@@ -119,7 +119,7 @@ def run_one(depth: int, residual: bool, data: MNIST, steps: int = 200, batch_siz
     return DepthResult(depth, residual, grad_init, grad_early, sum(tail) / len(tail), acc, losses_f)
 
 
-def sweep(data: MNIST, depths=(2, 4, 8, 16, 32), progress: bool = True, **kw) -> list[DepthResult]:
+def sweep(data: ImageSet, depths=(2, 4, 8, 16, 32), progress: bool = True, **kw) -> list[DepthResult]:
     results = []
     jobs = [(d, r) for d in depths for r in (False, True)]
     for d, r in tqdm(jobs, desc="depth sweep", disable=not progress, unit="run"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data import MNIST
+from cnnlab.data import ImageSet
 from cnnlab.tables import display_width
 from cnnlab.config import TrainConfig
 from cnnlab.runs import predict_logits
@@ -29,7 +29,7 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def evaluate_model(model: torch.nn.Module, cfg: TrainConfig, data: MNIST, top_pairs: int = 5) -> Evaluation:
+def evaluate_model(model: torch.nn.Module, cfg: TrainConfig, data: ImageSet, top_pairs: int = 5) -> Evaluation:
     """Accuracy, per-class accuracy, confusion matrix and the most confused pairs on the test set."""
     dev = next(model.parameters()).device
     logits = predict_logits(model, data.test_images.to(dev), cfg)

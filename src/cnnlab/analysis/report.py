@@ -10,7 +10,7 @@ from cnnlab.analysis import branches as br
 from cnnlab.analysis import depth as dp
 from cnnlab.analysis.cost import cost_rows, inception_reduction_costs, lecture_1x1_example
 from cnnlab.atomic import atomic_writer
-from cnnlab.data import MNIST
+from cnnlab.data import ImageSet
 from cnnlab.models import create_model, lecture_models, list_models
 from cnnlab.tables import format_table
 from cnnlab.runs.rundir import write_json
@@ -122,7 +122,7 @@ def _plot_cost(per_model, lecture, blocks, path: Path) -> None:
 # ---- 2. branches --------------------------------------------------------------------------------------
 
 
-def branches_section(checkpoints: list[str], data: MNIST, out_dir: Path, device: str = "auto") -> str:
+def branches_section(checkpoints: list[str], data: ImageSet, out_dir: Path, device: str = "auto") -> str:
     reports = [br.analyze_checkpoint(c, data, device) for c in checkpoints]
     summary = br.summarise(reports)
     model = reports[0].model  # summarise has checked that every checkpoint is of this one model
@@ -151,7 +151,7 @@ Mean over the models, with min..max in brackets when there are several.
 # ---- 3 and 4. depth -----------------------------------------------------------------------------------
 
 
-def depth_section(data: MNIST, out_dir: Path, depths=(2, 4, 8, 16, 32), progress: bool = True, **kw) -> str:
+def depth_section(data: ImageSet, out_dir: Path, depths=(2, 4, 8, 16, 32), progress: bool = True, **kw) -> str:
     t0 = time.perf_counter()
     results = dp.sweep(data, depths, progress=progress, **kw)
     seconds = time.perf_counter() - t0
@@ -208,7 +208,7 @@ def compare_section(run_dirs: list[str], out_dir: Path) -> str:
 """
 
 
-def make_report(out_dir: Path, data: MNIST, runs: list[str] | None = None, checkpoints: list[str] | None = None,
+def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, checkpoints: list[str] | None = None,
                 seeds: int = 3, budget: float = 60.0, depths=(2, 4, 8, 16, 32), log=print, device: str = "auto",
                 **depth_kw) -> Path:
     """Every analysis into out_dir/README.md. Without `checkpoints`, trains `seeds` inception_net models for

@@ -8,8 +8,14 @@
 and mode, and makes it square at one size (`--image-size`, or the median of the images' shorter sides,
 kept within 16..64 pixels so that the lecture's networks fit and the set stays small in memory). Images are
 grey (1 channel) when every one of them is, else RGB. The split is stratified and repeatable: in each class,
-a shuffle seeded by `--seed` puts 20% in the test set; the rest is training data (in shuffled order, so the
-validation hold-out taken from its end mixes the classes).
+a shuffle seeded by `--split-seed` (not `--seed`: runs with different seeds are then tested on the same images)
+puts 20% in the test set; the rest is training data (in shuffled order, so the validation hold-out taken from its
+end mixes the classes).
+
+The entry takes a path (`imagefolder:PATH`, recorded absolute), and its recipe leaves the batch size, learning rate,
+epochs, hold-out and shift open: a folder may hold 200 images or 200,000, so they are chosen from its size when
+the run starts (config.fit_to_data). A user's picture is stretched to the folder's size (`to_square`), as the
+training images were.
 """
 
 from __future__ import annotations
@@ -23,20 +29,19 @@ import numpy as np
 import torch
 
 from cnnlab.data.errors import DataError
+from cnnlab.data.imageset import ImageSet
+from cnnlab.data.pictures import to_square
+from cnnlab.data.registry import DatasetEntry, register_dataset
 
-PREFIX = "imagefolder:"
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 TEST_FRACTION = 0.2
 MIN_SIDE, MAX_SIDE = 16, 64
 
 
-def is_imagefolder(name: str) -> bool:
-    return name.startswith(PREFIX)
-
-
-def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0, missing_hint: str = ""):
-    """Load `path` (see the module's docstring) as an MNIST-like set; image_size 0 infers it. The set's name
+def load_imagefolder(path: str | Path, image_size: int = 0, split_seed: int = 0, missing_hint: str = "") -> ImageSet:
+    """Load `path` (see the module's docstring) as an ImageSet; image_size 0 infers it, `split_seed` chooses the
+    train/test split. The set's name
     holds the folder's absolute path, so a run that records it can be evaluated or resumed from anywhere.
     `missing_hint` is added to the error when `path` is not a directory.
 
@@ -44,8 +49,6 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0, missi
         DataError: not a directory, no class folders, empty classes, or files that cannot be read (listed).
     """
     from PIL import Image, ImageOps
-
-    from cnnlab.data.mnist import MNIST
 
     root = Path(os.path.abspath(Path(path).expanduser()))  # abspath: "../x" recorded as where it leads
     if not root.is_dir():
@@ -76,7 +79,7 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0, missi
         image_size = int(min(MAX_SIDE, max(MIN_SIDE, statistics.median(min(im.size) for im in images.values()))))
     grey = all(im.mode in GREY_MODES for im in images.values())
 
-    rng = random.Random(seed)
+    rng = random.Random(split_seed)
     train, test = [], []
     for label, (name, fs) in enumerate(files.items()):
         order = list(fs)
@@ -93,7 +96,7 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0, missi
     train_x, train_y = stack(train)
     test_x, test_y = stack(test)
     x01 = train_x.float().div(255)
-    return MNIST(
+    return ImageSet(
         train_images=train_x,
         train_labels=train_y,
         test_images=test_x,
@@ -102,7 +105,7 @@ def load_imagefolder(path: str | Path, image_size: int = 0, seed: int = 0, missi
         # the counts users see are the ones after it (cnnlab train's header).
         source=f"image folder {root} ({len(images)} images in {len(files)} classes, "
         f"{image_size}x{image_size} {'grey' if grey else 'RGB'})",
-        name=f"{PREFIX}{root}",
+        name=f"imagefolder:{root}",
         classes=tuple(files),
         mean=float(x01.mean()),
         std=float(x01.std().clamp(min=1e-3)),
@@ -121,3 +124,23 @@ def square_pixels(im, size: int, grey: bool) -> np.ndarray:
     im = im.convert("L" if grey else "RGB").resize((size, size), Image.Resampling.BILINEAR)
     a = np.array(im, dtype=np.uint8)  # a copy: writable, so torch can take it without a warning
     return a if grey else np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def _load(path: str, data_dir: str | None = None, image_size: int = 0, split_seed: int = 0, recorded: bool = True,
+          **_) -> ImageSet:
+    """The entry's loader: a run names the folder; `data_dir` is its new place when it has moved since."""
+    if data_dir:
+        return load_imagefolder(data_dir, image_size, split_seed)
+    moved = "the run was trained on it; if it moved, pass --data-dir NEW_PATH" if recorded else ""
+    return load_imagefolder(path, image_size, split_seed, missing_hint=moved)
+
+
+ENTRY = register_dataset(DatasetEntry(
+    name="imagefolder", title="image folder", takes_path=True,
+    summary="your own pictures, one sub-folder per class, any size and mode (imagefolder:PATH)",
+    load=_load,
+    prepare=lambda picture, in_channels, image_size: to_square(picture, image_size, in_channels),
+    pixels="as the image folder's pictures, stretched to its size",
+    # None: chosen from the folder's size when the run starts (config.fit_to_data); a value the user gives is kept
+    recipe=dict(epochs=None, batch_size=None, lr=None, val_size=None, max_shift=None),
+))

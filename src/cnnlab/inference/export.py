@@ -25,7 +25,7 @@ from torch import nn
 
 from cnnlab.atomic import atomic_writer
 from cnnlab.data.batching import MNIST_MEAN, MNIST_STD
-from cnnlab.data.datasets import DATASETS
+from cnnlab.data.registry import lookup
 from cnnlab.config import TrainConfig
 from cnnlab.runs import checkpoint_dir, class_names, load_model, tta_forward
 from cnnlab.runs.checkpoint import archive_kind
@@ -80,9 +80,7 @@ class Contract:
     def pictures(self) -> str:
         """How the pixels are laid out, in words."""
         colour = "grey" if self.channels == 1 else "RGB"
-        if self.dataset in DATASETS:
-            return f"{colour}, white on black, as {DATASETS[self.dataset].title}'s images"
-        return f"{colour}, as the image folder's pictures, stretched to {self.size}x{self.size}"
+        return f"{colour} {self.size}x{self.size}, {lookup(self.dataset).entry.pixels}"
 
     def metadata(self) -> dict[str, str]:
         """The contract as string pairs, for ONNX metadata_props and the TorchScript extra file."""

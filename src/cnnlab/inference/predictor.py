@@ -11,8 +11,8 @@ from PIL import Image
 
 from cnnlab.atomic import atomic_writer
 from cnnlab.data.batching import normalize
-from cnnlab.data.datasets import title_of
-from cnnlab.inference.preprocess import ImageError, preparer
+from cnnlab.data.pictures import ImageError
+from cnnlab.data.registry import lookup
 from cnnlab.models import count_parameters
 from cnnlab.runs import class_names, load_model, tta_forward
 
@@ -57,12 +57,13 @@ class Predictor:
         kwargs = state.get("model_kwargs", {})
         self.in_channels, self.image_size = kwargs.get("in_channels", 1), kwargs.get("image_size", 28)
         self.classes = class_names(state, self.config)
-        self.prepare = preparer(self.config.dataset, self.in_channels, self.image_size)
+        dataset = lookup(self.config.dataset)  # its picture preparation and title
+        self.prepare = lambda picture: dataset.prepare(picture, self.in_channels, self.image_size)
         self.device = next(self.model.parameters()).device
         self.info = {
             "model": self.config.model,
             "dataset": self.config.dataset,
-            "data_title": title_of(self.config.dataset),
+            "data_title": dataset.title,
             "classes": list(self.classes),
             "parameters": count_parameters(self.model),
             "epoch": state.get("epoch"),

@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
 from cnnlab.inference.predictor import Predictor
-from cnnlab.inference.preprocess import MAX_BYTES, ImageError, ImageTooLarge
+from cnnlab.data.pictures import MAX_BYTES, ImageError, ImageTooLarge
 
 # A data URL or multipart body is larger than the image it carries (base64: 4/3); allow for that.
 BODY_LIMIT = MAX_BYTES * 4 // 3 + 64 * 1024

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.config import TrainConfig
-from cnnlab.data import MNIST
+from cnnlab.data import ImageSet
 from cnnlab.data.batching import InMemoryLoader
 from cnnlab.device import autocast
 from cnnlab.runs.model import evaluation_sums, model_input
@@ -33,7 +33,7 @@ class Splits:
     test_y: torch.Tensor
 
 
-def make_splits(data: MNIST, val_size: int, device: torch.device) -> Splits:
+def make_splits(data: ImageSet, val_size: int, device: torch.device) -> Splits:
     """Hold out the LAST val_size training images for validation (fixed, so every run selects on the same set)."""
     n = len(data.train_images)
     if not 0 <= val_size < n:

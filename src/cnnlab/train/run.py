@@ -19,16 +19,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnlab.config import TrainConfig
-from cnnlab.data import MNIST
+from cnnlab.config import TrainConfig, fit_note, fit_to_data
+from cnnlab.data import ImageSet
 from cnnlab.data.batching import InMemoryLoader
-from cnnlab.data.imagefolder import is_imagefolder
+from cnnlab.data.registry import lookup
 from cnnlab.device import autocast_dtype, resolve_device
 from cnnlab.models import count_parameters, create_model, models_with_branches
 from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, checkpoint_dir
 from cnnlab.runs.model import training_data
 from cnnlab.runs.rundir import RunDirLock, append_metrics, make_run_dir, plot_curves, write_json, write_metrics
 from cnnlab.train import distributed
+from cnnlab.train.collapse import collapse_epoch, collapse_warning
 from cnnlab.train.distributed import World
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 from cnnlab.train.loop import Splits, build_optimizer, build_schedule, evaluate, make_splits, train_one_epoch, training_note
@@ -51,6 +52,7 @@ class RunResult:
     test_acc: float  # at best_epoch
     final_test_acc: float
     train_seconds: float
+    collapsed_at_epoch: int | None = None  # training ended at chance, from this epoch on (train/collapse.py)
     history: list[dict[str, Any]] = field(default_factory=list)
     network: nn.Module | None = field(default=None, repr=False)  # the trained model (last epoch), for library users
     model_kwargs: dict[str, int] = field(default_factory=dict)  # in_channels, num_classes, image_size
@@ -70,6 +72,7 @@ class Training:
     world: World
     device: torch.device
     mode: str  # what it prints: "bar", "lines" or "off" (progress.progress_mode); "off" on ranks other than 0
+    note: str | None  # what was chosen from the data and why, said when the run starts (config.fit_note)
     classes: tuple[str, ...]
     splits: Splits
     model: nn.Module  # the network itself (evaluation and checkpoints)
@@ -96,7 +99,7 @@ class Training:
         return self.world.is_main
 
 
-def fit(cfg: TrainConfig, data: MNIST | None = None, out_root: str | Path = "runs", progress: Progress = True) -> RunResult:
+def fit(cfg: TrainConfig, data: ImageSet | None = None, out_root: str | Path = "runs", progress: Progress = True) -> RunResult:
     """Train cfg.model under cfg, write a new run directory under out_root, and return the result.
 
     The test set is evaluated after every epoch for the record, but the reported model (best.pt) is the epoch with
@@ -111,7 +114,7 @@ def fit(cfg: TrainConfig, data: MNIST | None = None, out_root: str | Path = "run
         return train_to_end(t, cleanup)
 
 
-def resume(run_dir: str | Path, data: MNIST | None = None, progress: Progress = True, device: str | None = None,
+def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress = True, device: str | None = None,
            threads: int | None = None, data_dir: str | None = None) -> RunResult:
     """Continue the run in run_dir from its last.pt (the end of its last finished epoch), with the settings it was
     started with. On the same kind of CPU a resumed run ends with the same weights, bit for bit, as one that never
@@ -134,7 +137,7 @@ def resume(run_dir: str | Path, data: MNIST | None = None, progress: Progress = 
         return train_to_end(t, cleanup)
 
 
-def set_up(cfg: TrainConfig, data: MNIST | None, progress: Progress, t_start: float,
+def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start: float,
            checkpoint: Checkpoint | None = None) -> Training:
     """Everything a run trains with, as a fresh run builds it: device, data, model, loader, plan, optimiser.
     A checkpoint only says what the data cannot: the run's recorded length and its image folder's place."""
@@ -144,7 +147,9 @@ def set_up(cfg: TrainConfig, data: MNIST | None, progress: Progress, t_start: fl
     if data is None:
         with distributed.local_main_first(world):  # one fetch into each machine's cache
             data = training_data(cfg, cfg.data_dir, progress=mode == "bar", recorded=checkpoint is not None)
+    given = cfg
     cfg = config_for_data(cfg, data) if checkpoint is None else _recorded_config(cfg, data)
+    note = fit_note(given, cfg, len(data.train_images)) if checkpoint is None else None
     splits = make_splits(data, cfg.val_size, device)
     torch.manual_seed(cfg.seed)
     model_kwargs = dict(in_channels=1 if splits.train_x.dim() == 3 else splits.train_x.shape[1],
@@ -157,28 +162,30 @@ def set_up(cfg: TrainConfig, data: MNIST | None, progress: Progress, t_start: fl
     plan = _plan(cfg, splits, loader, world, t_start, checkpoint)
     optimizer = build_optimizer(model, cfg)
     return Training(
-        cfg, world, device, mode, tuple(data.classes), splits, model, distributed.wrap(model, world, device), model_kwargs,
+        cfg, world, device, mode, note, tuple(data.classes), splits, model, distributed.wrap(model, world, device), model_kwargs,
         loader, generator, plan, optimizer, build_schedule(optimizer, cfg, plan), _recorder(cfg, model),
         autocast_dtype(device, cfg.amp), t_start,
     )
 
 
-def config_for_data(cfg: TrainConfig, data: MNIST) -> TrainConfig:
+def config_for_data(cfg: TrainConfig, data: ImageSet) -> TrainConfig:
     """A new run's config once its data are loaded: the data decide what it is trained on (an image folder's
-    absolute path), how it is standardised, an image folder's size, and how many images are held out."""
+    absolute path), how it is standardised, an image folder's size, how many images are held out, and what a
+    folder's recipe left open (batch size, learning rate, epochs; config.fit_to_data)."""
     cfg = replace(cfg, dataset=data.name, norm_mean=data.mean, norm_std=data.std)
-    if is_imagefolder(data.name):  # recorded, so that evaluate and resume rebuild the same split and size
+    if lookup(data.name).entry.takes_path:  # recorded, so that evaluate and resume rebuild the same split and size
         cfg = replace(cfg, image_size=int(data.train_images.shape[-1]))
+    cfg = fit_to_data(cfg, len(data.train_images))
     if cfg.val_size >= len(data.train_images) // 2:
         # MNIST's 5,000 held-out images would be most of a small folder: hold out a tenth instead.
         cfg = replace(cfg, val_size=len(data.train_images) // 10)
     return cfg
 
 
-def _recorded_config(cfg: TrainConfig, data: MNIST) -> TrainConfig:
+def _recorded_config(cfg: TrainConfig, data: ImageSet) -> TrainConfig:
     """A resumed run keeps its config; an image folder's place is recorded anew (--data-dir may have named where
     it moved)."""
-    return replace(cfg, dataset=data.name, data_dir=None) if is_imagefolder(data.name) else cfg
+    return replace(cfg, dataset=data.name, data_dir=None) if lookup(data.name).entry.takes_path else cfg
 
 
 def _loader(cfg: TrainConfig, splits: Splits, world: World, generator: torch.Generator) -> InMemoryLoader:
@@ -247,6 +254,8 @@ def open_new_run(t: Training, out_root: Path, cleanup: contextlib.ExitStack) -> 
         cleanup.callback(RunDirLock(run_dir).release)
         write_json(run_dir / "config.json", t.cfg.to_dict())
     _share_run_dir(t, run_dir, f"{t.cfg.model}: run directory {{}}")
+    if t.note:
+        say(t.mode, f"{t.cfg.model}: {t.note}")
 
 
 def reopen_run(t: Training, run_dir: Path) -> None:
@@ -299,6 +308,8 @@ def run_epoch(t: Training) -> None:
         elapsed=t.elapsed_before + time.perf_counter() - t.t_start, time=time.time(),
     )
     t.history.append(row)
+    collapsed = collapse_epoch(t.history, len(t.classes), t.plan.epochs)
+    newly_collapsed = collapsed is not None and collapsed != collapse_epoch(t.history[:-1], len(t.classes), t.plan.epochs)
     if t.recorder is not None:
         t.branch_grads.append({"epoch": t.epoch, "steps": t.recorder.steps, "mean_squared_norm": t.recorder.mean()})
         t.recorder.reset()
@@ -310,6 +321,8 @@ def run_epoch(t: Training) -> None:
         t.best = {"val": score, "epoch": t.epoch, "test": test_acc}
     if t.main:
         _record_epoch(t, row, is_best)
+        if newly_collapsed:
+            say(t.mode, collapse_warning(cfg.model, t.history, len(t.classes), collapsed, cfg.lr))
 
 
 def _record_epoch(t: Training, row: dict[str, Any], is_best: bool) -> None:
@@ -352,7 +365,8 @@ def finish(t: Training) -> RunResult:
         run_dir=t.run_dir, model=t.cfg.model, recipe=t.cfg.recipe, parameters=count_parameters(t.model),
         epochs=t.epoch, best_epoch=t.best["epoch"], best_val_acc=t.best["val"] if has_val else float("nan"),
         test_acc=t.best["test"], final_test_acc=t.history[-1]["test_acc"],
-        train_seconds=t.elapsed_before + time.perf_counter() - t.t_start, history=t.history, network=t.model,
+        train_seconds=t.elapsed_before + time.perf_counter() - t.t_start,
+        collapsed_at_epoch=collapse_epoch(t.history, len(t.classes), t.plan.epochs), history=t.history, network=t.model,
         model_kwargs=t.model_kwargs, config=t.cfg.to_dict(),
     )
     if t.main:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cnnlab.config import TrainConfig
-from cnnlab.data import MNIST
+from cnnlab.data import ImageSet
 from cnnlab.device import resolve_device
 from cnnlab.runs.model import training_data
 from cnnlab.runs.rundir import Run, read_metrics
@@ -43,7 +43,7 @@ class Session:
         ]
 
 
-def train(configs: Sequence[TrainConfig] = (), *, resume_from: str | Path | None = None, data: MNIST | None = None,
+def train(configs: Sequence[TrainConfig] = (), *, resume_from: str | Path | None = None, data: ImageSet | None = None,
           out_root: str | Path = "runs", progress: Progress = True, device: str | None = None,
           threads: int | None = None, data_dir: str | None = None) -> Session:
     """Train each config in turn on one shared load of their data set, or continue the stopped run in
@@ -68,14 +68,14 @@ def train(configs: Sequence[TrainConfig] = (), *, resume_from: str | Path | None
     return Session(results, world)
 
 
-def _shared_data(cfg: TrainConfig, world: World, progress: Progress) -> MNIST:
+def _shared_data(cfg: TrainConfig, world: World, progress: Progress) -> ImageSet:
     """The data set the runs train on, loaded once: on each machine local rank 0 first, into its cache."""
     with distributed.local_main_first(world):
         shows_bar = world.is_main and progress_mode(progress) == "bar"
         return training_data(cfg, cfg.data_dir, progress=shows_bar, recorded=False)
 
 
-def _say_data(cfg: TrainConfig, data: MNIST, world: World, progress: Progress) -> None:
+def _say_data(cfg: TrainConfig, data: ImageSet, world: World, progress: Progress) -> None:
     """The counts a run trains, selects and tests on, as the runs split them (the hold-out from the training
     images' end), so that they agree with any later message about a split."""
     mode = progress_mode(progress) if world.is_main else "off"

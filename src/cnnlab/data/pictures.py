@@ -11,7 +11,8 @@ margins, its stroke width and its dark-on-light polarity, and a model trained on
 5. place it in 28x28 so that its centre of mass is at the centre.
 
 Models trained on other data read other pictures: `to_fashion` makes one garment into Fashion-MNIST's format,
-`to_square` makes any picture into an image-folder model's format, and `preparer` picks the one for a model.
+`to_square` makes any picture into an image-folder model's format. Each data set's entry (data/registry.py)
+names the one that suits models trained on it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import io
 import stat
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -209,12 +209,3 @@ def to_square(source: str | Path | bytes | Image.Image, size: int, channels: int
         raise ImageError("give an image file or a Pillow image, not an array")
     img = source if isinstance(source, Image.Image) else load_image(source)
     return square_pixels(ImageOps.exif_transpose(img), size, grey=channels == 1)
-
-
-def preparer(dataset: str, in_channels: int = 1, image_size: int = 28) -> Callable[..., np.ndarray]:
-    """The function that turns a user's picture into what a model trained on `dataset` reads."""
-    if dataset == "fashion-mnist":
-        return to_fashion
-    if dataset == "mnist":
-        return to_mnist
-    return lambda source: to_square(source, image_size, in_channels)
