@@ -199,7 +199,7 @@ def answer(reports: list[BranchReport], summary: list[dict]) -> str:
 def plot_branches(summary: list[dict], path: str | Path | None, title: str = "") -> Figure:
     """Per block: accuracy without each branch and with it alone, and its energy and gradient shares: the Figure,
     also written to `path` unless it is None."""
-    from matplotlib.figure import Figure  # pyplot's own: nothing to close or leak, no backend switched (rundir.plot_curves)
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
 
     blocks = list(dict.fromkeys(e["block"] for e in summary))
     fig = Figure(figsize=(5.5 * len(blocks), 7.5))

@@ -43,7 +43,7 @@ def compare_rows(runs: list[Run]) -> list[list[str]]:
 def plot_compare(runs: list[Run], path: str | Path | None) -> Figure:
     """Training loss and held-out error (validation, or test when there is none) per epoch, all runs: the Figure,
     also written to `path` unless it is None."""
-    from matplotlib.figure import Figure  # pyplot's own: nothing to close or leak, no backend switched (rundir.plot_curves)
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
 
     fig = Figure(figsize=(11, 4.2))
     ax_l, ax_e = fig.subplots(1, 2)

@@ -137,7 +137,7 @@ def plot_depth(results: list[DepthResult], path_grads: str | Path | None, path_t
     """Two figures: weight-gradient norm per layer at initialisation (log scale), and the first layer's
     gradient norm and the training accuracy against depth; returned, and written to the paths not None."""
     from matplotlib import colormaps
-    from matplotlib.figure import Figure  # pyplot's own: nothing to close or leak, no backend switched (rundir.plot_curves)
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
 
     depths = sorted({r.depth for r in results})
     cmap = colormaps["viridis"]

@@ -54,7 +54,7 @@ def evaluate_model(model: torch.nn.Module, cfg: TrainConfig, data: MNIST, top_pa
 def plot_confusion(ev: Evaluation, path: str | Path | None) -> Figure:
     """Counts per (true, predicted) cell, the diagonal dimmed so mistakes stand out: the Figure, also written to
     `path` (confusion.png) unless it is None."""
-    from matplotlib.figure import Figure  # pyplot's own: nothing to close or leak, no backend switched (rundir.plot_curves)
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
 
     from cnnlab.plotting import font_family
 
