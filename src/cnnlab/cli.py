@@ -481,8 +481,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         results.append({"image": path, **pred.as_dict(args.top)})
         if not args.json:
-            top = "  ".join(f"{pred.classes[c]}: {100 * p:5.1f}%" for c, p in pred.top(args.top))
-            print(f"{path}: {pred.classes[pred.top(1)[0][0]]}    ({top})")
+            top = "  ".join(f"{g.name}: {100 * g.probability:5.1f}%" for g in pred.top(args.top))
+            print(f"{path}: {pred.name}    ({top})")
     if args.json:
         print(json.dumps({"model": predictor.info, "predictions": results}, indent=2))
     return 1 if failed else 0

@@ -17,6 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ from cnnlab.data import ImageSet
 from cnnlab.config import TrainConfig
 from cnnlab.models.blocks import BranchedBlock, branched_blocks
 from cnnlab.runs import checkpoint_dir, evaluate, load_model, predict_logits
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @contextlib.contextmanager
@@ -192,15 +196,14 @@ def answer(reports: list[BranchReport], summary: list[dict]) -> str:
     return "\n\n".join(lines)
 
 
-def plot_branches(summary: list[dict], path: str | Path, title: str = "") -> None:
-    """Per block: accuracy without each branch and with it alone, and its energy and gradient shares."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_branches(summary: list[dict], path: str | Path | None, title: str = "") -> Figure:
+    """Per block: accuracy without each branch and with it alone, and its energy and gradient shares: the Figure,
+    also written to `path` unless it is None."""
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
 
     blocks = list(dict.fromkeys(e["block"] for e in summary))
-    fig, axes = plt.subplots(2, len(blocks), figsize=(5.5 * len(blocks), 7.5), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(blocks), 7.5))
+    axes = fig.subplots(2, len(blocks), squeeze=False)
     for j, block in enumerate(blocks):
         entries = [e for e in summary if e["block"] == block]
         names = [e["branch"] for e in entries]
@@ -227,5 +230,6 @@ def plot_branches(summary: list[dict], path: str | Path, title: str = "") -> Non
         ax.legend(fontsize=8)
     fig.suptitle(title or "Inception branches")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

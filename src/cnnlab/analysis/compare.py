@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnlab.analysis.cost import forward_flops
 from cnnlab.data.registry import lookup
 from cnnlab.models import count_parameters, create_model
 from cnnlab.runs.rundir import Run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 COMPARE_HEADERS = ["model", "recipe", "data", "params", "MFLOPs/img", "epochs", "best val", "test acc", "train time"]
 
@@ -46,14 +50,13 @@ def compare_rows(runs: list[Run]) -> list[list[str]]:
     return rows
 
 
-def plot_compare(runs: list[Run], path: str | Path) -> None:
-    """Training loss and held-out error (validation, or test when there is none) per epoch, all runs."""
-    import matplotlib
+def plot_compare(runs: list[Run], path: str | Path | None) -> Figure:
+    """Training loss and held-out error (validation, or test when there is none) per epoch, all runs: the Figure,
+    also written to `path` unless it is None."""
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_l, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    ax_l, ax_e = fig.subplots(1, 2)
     for r in runs:
         ep = [m["epoch"] for m in r.metrics]
         ax_l.plot(ep, [m["train_loss"] for m in r.metrics], marker="o", ms=3, label=r.label)
@@ -73,5 +76,6 @@ def plot_compare(runs: list[Run], path: str | Path) -> None:
         ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.tick_params(axis="y", which="minor", labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cnnlab.data import ImageSet
 from cnnlab.data.batching import normalize
 from cnnlab.train.gradients import GradNormRecorder
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class Block(nn.Module):
@@ -127,17 +132,17 @@ def sweep(data: ImageSet, depths=(2, 4, 8, 16, 32), progress: bool = True, **kw)
     return results
 
 
-def plot_depth(results: list[DepthResult], path_grads, path_train, note: str = "") -> None:
+def plot_depth(results: list[DepthResult], path_grads: str | Path | None, path_train: str | Path | None,
+               note: str = "") -> tuple[Figure, Figure]:
     """Two figures: weight-gradient norm per layer at initialisation (log scale), and the first layer's
-    gradient norm and the training accuracy against depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    gradient norm and the training accuracy against depth; returned, and written to the paths not None."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
 
     depths = sorted({r.depth for r in results})
-    cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    cmap = colormaps["viridis"]
+    fig = grads = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, residual in zip(axes, (False, True)):
         for i, d in enumerate(depths):
             r = next(r for r in results if r.depth == d and r.residual == residual)
@@ -150,10 +155,11 @@ def plot_depth(results: list[DepthResult], path_grads, path_train, note: str = "
     axes[0].set_ylabel("weight-gradient norm (first batch, log scale)")
     fig.suptitle("Gradient norm per layer" + (f" ({note})" if note else ""))
     fig.tight_layout()
-    fig.savefig(path_grads, dpi=110)
-    plt.close(fig)
+    if path_grads is not None:
+        fig.savefig(path_grads, dpi=110)
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
     for residual, style in ((False, "o--"), (True, "s-")):
         rs = [next(r for r in results if r.depth == d and r.residual == residual) for d in depths]
         label = "residual" if residual else "plain"
@@ -173,5 +179,6 @@ def plot_depth(results: list[DepthResult], path_grads, path_train, note: str = "
         ax.legend()
     fig.suptitle("Plain against residual stacks of the same width" + (f" ({note})" if note else ""))
     fig.tight_layout()
-    fig.savefig(path_train, dpi=110)
-    plt.close(fig)
+    if path_train is not None:
+        fig.savefig(path_train, dpi=110)
+    return grads, fig

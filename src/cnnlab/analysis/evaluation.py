@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +12,9 @@ from cnnlab.data import ImageSet
 from cnnlab.tables import display_width
 from cnnlab.config import TrainConfig
 from cnnlab.runs import predict_logits
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -47,12 +51,10 @@ def evaluate_model(model: torch.nn.Module, cfg: TrainConfig, data: ImageSet, top
     return Evaluation(cfg.model, acc, per_class, cm, pairs, tuple(data.classes))
 
 
-def plot_confusion(ev: Evaluation, path: str | Path) -> None:
-    """confusion.png: counts per (true, predicted) cell; the diagonal is dimmed so mistakes stand out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_confusion(ev: Evaluation, path: str | Path | None) -> Figure:
+    """Counts per (true, predicted) cell, the diagonal dimmed so mistakes stand out: the Figure, also written to
+    `path` (confusion.png) unless it is None."""
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
 
     from cnnlab.plotting import font_family
 
@@ -60,7 +62,8 @@ def plot_confusion(ev: Evaluation, path: str | Path) -> None:
     k = cm.shape[0]
     off = cm.copy()
     off[range(k), range(k)] = 0
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    fig = Figure(figsize=(6.4, 5.6))
+    ax = fig.subplots()
     im = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(1, int(off.max())))  # no mistakes: white, not one flat colour
     for t in range(k):
         for p in range(k):
@@ -75,8 +78,10 @@ def plot_confusion(ev: Evaluation, path: str | Path) -> None:
     ax.set_ylabel("true")
     ax.set_title(title, fontfamily=family)
     if any(display_width(n) > 2 for n in names):
-        plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+        for tick in ax.get_xticklabels():
+            tick.set(rotation=45, ha="right")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cnnlab.data.errors import DataError
 

@@ -7,9 +7,11 @@ own validation) goes through here, so a model is loaded, standardised and evalua
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +21,11 @@ from cnnlab.data import ImageSet, load_data, lookup
 from cnnlab.data.batching import normalize
 from cnnlab.device import autocast, autocast_dtype, resolve_device
 from cnnlab.models import create_model, list_models
-from cnnlab.runs.checkpoint import CheckpointError, load_checkpoint
+from cnnlab.runs.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL import Image
 
 
 def model_input(
@@ -76,14 +82,91 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: 
     return loss_sum / n, correct / n
 
 
-@dataclass
+class Guess(tuple):
+    """One of a prediction's most probable classes: its `name`, `probability` and `index` (its label). It unpacks as
+    (index, probability), the pair top() gave before it carried names, so code written for that keeps working."""
+
+    name: str
+
+    def __new__(cls, index: int, probability: float, name: str) -> "Guess":
+        guess = super().__new__(cls, (index, probability))
+        guess.name = name
+        return guess
+
+    def __getnewargs__(self) -> tuple[int, float, str]:  # pickle and copy call __new__ with these
+        return self.index, self.probability, self.name
+
+    @property
+    def index(self) -> int:
+        return self[0]
+
+    @property
+    def probability(self) -> float:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"{self.name!r} {100 * self.probability:.1f}%"
+
+
+@dataclass(repr=False)  # the default repr would print the image's pixels
+class Prediction:
+    image: np.ndarray  # the uint8 image the model saw: (H, W) grey or (3, H, W) RGB
+    probabilities: list[float]  # one per class, summing to 1
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # class names, by label
+
+    def top(self, k: int = 3) -> list[Guess]:
+        """The k most probable classes, most probable first."""
+        order = np.argsort(self.probabilities)[::-1][:k]
+        return [Guess(int(c), float(self.probabilities[c]), self.classes[c]) for c in order]
+
+    @property
+    def label(self) -> int:
+        """The most probable class's label (its index in `classes`)."""
+        return self.top(1)[0].index
+
+    @property
+    def name(self) -> str:
+        """The most probable class's name."""
+        return self.classes[self.label]
+
+    def __repr__(self) -> str:
+        first, *rest = self.top(3)
+        then = f"; then {', '.join(map(repr, rest))}" if rest else ""
+        return f"Prediction({first.name!r}, {100 * first.probability:.1f}%{then})"
+
+    def save_image(self, directory: Path, stem: str) -> Path:
+        """Write the image the model saw as `directory`/`stem`-WxH.png (replacing one of that name whole)."""
+        from PIL import Image
+
+        from cnnlab.atomic import atomic_writer
+
+        pixels = self.image if self.image.ndim == 2 else self.image.transpose(1, 2, 0)
+        path = directory / f"{stem}-{pixels.shape[1]}x{pixels.shape[0]}.png"
+        with atomic_writer(path) as f:
+            Image.fromarray(pixels).save(f, format="PNG")
+        return path
+
+    def as_dict(self, k: int = 3) -> dict:
+        return {
+            "top": [{"class": g.index, "name": g.name, "probability": g.probability} for g in self.top(k)],
+            "probabilities": self.probabilities,
+        }
+
+
+# What predict reads: an image file's path, its bytes, a Pillow image, an array of grey levels.
+Picture = Union[str, Path, bytes, "Image.Image", np.ndarray]
+
+
+@dataclass(repr=False)
 class TrainedModel:
-    """A checkpoint's network in eval mode on a device, with the config it was trained under and its record."""
+    """A checkpoint's network in eval mode on a device, with the config it was trained under and its record:
+    what `cnnlab.load` returns. `predict` reads pictures, `evaluate` scores it on its data's test split,
+    `curves` draws its training curves."""
 
     network: nn.Module
     config: TrainConfig
     state: dict[str, Any] = field(repr=False)
-    source: Path
+    source: Path  # the run directory or checkpoint file it was loaded from
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -94,9 +177,70 @@ class TrainedModel:
         """in_channels, num_classes, image_size (MNIST's for checkpoints from before they were recorded)."""
         return {"in_channels": 1, "num_classes": 10, "image_size": 28, **self.state.get("model_kwargs", {})}
 
+    @property
+    def test_acc(self) -> float | None:
+        """The test accuracy recorded with the checkpoint's epoch (None in a checkpoint without metrics)."""
+        return self.state.get("metrics", {}).get("test_acc")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def __repr__(self) -> str:
+        acc = "" if self.test_acc is None else f", test acc {100 * self.test_acc:.2f}%"
+        return (f"TrainedModel({self.config.model}, {self.dataset.title}, {len(self.classes)} classes"
+                f"{acc}, {self.source})")
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for uint8 images shaped like the training data, mirror-averaged as the model was trained."""
-        return predict_logits(self.network, images.to(next(self.network.parameters()).device), self.config)
+        return predict_logits(self.network, images.to(self.device), self.config)
+
+    @cached_property
+    def dataset(self):
+        """The data set it was trained on, as the registry knows it (its title, picture preparation)."""
+        return lookup(self.config.dataset)
+
+    @cached_property
+    def prepare(self) -> Callable[..., np.ndarray]:
+        """The function that makes a user's picture into what this model reads: its data set's own preparation
+        (a digit centred as MNIST's are, a garment as Fashion-MNIST's, a square for an image-folder model)."""
+        kw = self.model_kwargs
+        return lambda picture: self.dataset.prepare(picture, kw["in_channels"], kw["image_size"])
+
+    def predict(self, images: Picture | Sequence[Picture]) -> Prediction | list[Prediction]:
+        """What the model sees in a picture: an image file's path, its bytes, a Pillow image or a grey array (any
+        size: each is prepared as the training images were). A list of them, or a 3-D array of grey images,
+        gives a list of predictions.
+
+        Raises cnnlab.data.pictures.ImageError for a picture that cannot be read or holds nothing.
+        """
+        if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 3
+                                                 and self.model_kwargs["in_channels"] == 1):
+            return [self.predict_prepared(self.prepare(one)) for one in images]
+        return self.predict_prepared(self.prepare(images))
+
+    @torch.inference_mode()
+    def predict_prepared(self, image: np.ndarray) -> Prediction:
+        """Predict a uint8 image already in the training data's format ((H, W) grey or (C, H, W))."""
+        x = normalize(torch.from_numpy(image).to(self.device).unsqueeze(0), self.config.norm_mean, self.config.norm_std)
+        probs = torch.softmax(tta_forward(self.network, x, self.config.tta_hflip).float(), dim=1)[0]
+        return Prediction(image=image, probabilities=probs.tolist(), classes=self.classes)
+
+    def evaluate(self, data: ImageSet | None = None, data_dir: str | None = None) -> float:
+        """Accuracy on the test split of `data`, by default the data set it was trained on (`data_dir`: where its
+        files are, or an image folder's new place)."""
+        data = data if data is not None else training_data(self.config, data_dir)
+        labels = data.test_labels.to(self.device)
+        return evaluate(self.network, data.test_images.to(self.device), labels, self.config)[1]
+
+    def curves(self, path: str | Path | None = None) -> "Figure":
+        """The training curves (loss and error per epoch) as a matplotlib Figure, also written to `path` if given.
+        Read from the run directory's metrics.csv, or the checkpoint's own history when it stands alone."""
+        from cnnlab.runs.rundir import plot_curves, read_metrics
+
+        metrics = checkpoint_dir(self.source) / "metrics.csv"
+        rows = read_metrics(metrics) if metrics.exists() else self.state.get("history", [])
+        return plot_curves(rows, path, f"{self.config.model} ({self.config.recipe} recipe)")
 
 
 def training_data(cfg: TrainConfig, data_dir: str | None = None, progress: bool = False, recorded: bool = True) -> ImageSet:

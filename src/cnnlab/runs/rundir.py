@@ -8,10 +8,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.atomic import atomic_writer
 from cnnlab.locks import FileLock
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRIC_FIELDS = [
     "epoch",
@@ -101,23 +104,29 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-def plot_curves(rows: list[dict[str, float]], path: str | Path, title: str = "", train_note: str = "") -> None:
-    """curves.png: loss (left) and error rate on a log scale (right) per epoch, for train, validation and test.
+def plot_curves(rows: list[dict[str, float | None]], path: str | Path | None, title: str = "",
+                train_note: str = "") -> Figure:
+    """Loss (left) and error rate on a log scale (right) per epoch, for train, validation and test: the Figure,
+    also written to `path` (curves.png) unless it is None. A missing value (None or NaN) is left out.
 
     train_note says how the training figures differ from the held-out ones (augmented batches,
     label-smoothed loss), so the gap between the curves is not misread.
     """
-    import matplotlib
+    # A Figure of its own rather than pyplot's: no global figure to close or leak when many runs are plotted,
+    # no backend switched under a notebook, and the caller can still show it (Jupyter renders a returned Figure).
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def value(row: dict[str, float | None], key: str) -> float:
+        v = row.get(key)
+        return float("nan") if v is None else float(v)
 
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_l, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_l, ax_e = fig.subplots(1, 2)
     for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
         label = f"{split} ({train_note})" if split == "train" and train_note else split
-        loss = [r.get(f"{split}_loss", float("nan")) for r in rows]
-        err = [100 * (1 - r.get(f"{split}_acc", float("nan"))) for r in rows]
+        loss = [value(r, f"{split}_loss") for r in rows]
+        err = [100 * (1 - value(r, f"{split}_acc")) for r in rows]
         if any(v == v for v in loss):
             ax_l.plot(epochs, loss, style, marker="o", ms=3, label=label)
         if any(v == v for v in err):
@@ -132,8 +141,9 @@ def plot_curves(rows: list[dict[str, float]], path: str | Path, title: str = "",
 
         fig.suptitle(title, fontfamily=font_family(title))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 class RunDirError(Exception):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Literal, Union
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cnnlab.train.loop import STOPPED_RUN, NonFiniteLoss
 
