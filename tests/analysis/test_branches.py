@@ -10,6 +10,8 @@ from cnnlab.models import create_model
 from cnnlab.train import make_config
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 
+from ..synthetic import synthetic_mnist
+
 
 def _model():
     torch.manual_seed(0)
@@ -45,7 +47,7 @@ def test_silencing_one_branch_zeroes_exactly_its_channels():
 
 def test_energy_shares_sum_to_one_per_block():
     model = _model()
-    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
+    images = synthetic_mnist(train=64, test=0).train_images
     shares = branch_energy(model, images, make_config("inception_net", channels_last=False))
     for block in ("incep1", "incep2"):
         assert sum(v for k, v in shares.items() if k.startswith(block + ".")) == pytest.approx(1.0)

@@ -16,6 +16,8 @@ from cnnlab.train import NonFiniteLoss, fit, make_config
 from cnnlab.runs import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from cnnlab.runs.rundir import read_metrics
 
+from ..synthetic import synthetic_mnist
+
 
 # ---- kill -9 at random points, then --resume: the same weights, bit for bit ------------------------------
 
@@ -130,12 +132,7 @@ def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_good_che
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    from cnnlab.data import MNIST
-
-    data = MNIST(torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (200,), generator=g),
-                 torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (50,), generator=g), "synthetic")
-    run = fit(make_config("basic_cnn", steps=2, batch_size=50, val_size=50, device="cpu"), data,
+    run = fit(make_config("basic_cnn", steps=2, batch_size=50, val_size=50, device="cpu"), synthetic_mnist(train=200, test=50, seed=0),
               out_root=tmp_path_factory.mktemp("runs"), progress=False).run_dir
     return run / "best.pt"
 
