@@ -266,6 +266,7 @@ def test_an_oversized_body_is_refused_before_it_is_read_whole(server, reliabilit
                 f"{20 * BODY_LIMIT / 2**20:.0f} MB (cap {BODY_LIMIT / 2**20:.1f} MB)")
 
 
+@pytest.mark.slow  # 30 s of load, and the real digits
 def test_a_bounded_load_test_ends_with_no_errors(server, real_mnist, reliability):
     import httpx
 
