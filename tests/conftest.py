@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cnnlab.data import ImageSet
+
+from .synthetic import synthetic_mnist
 
 
 @pytest.fixture
 def tiny_mnist() -> ImageSet:
     """600 training and 200 test images of random noise with random labels: right shapes and dtypes,
     for tests of mechanics (files written, determinism), never of accuracy."""
-    g = torch.Generator().manual_seed(1234)
-    return ImageSet(
-        train_images=torch.randint(0, 256, (600, 28, 28), dtype=torch.uint8, generator=g),
-        train_labels=torch.randint(0, 10, (600,), generator=g),
-        test_images=torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g),
-        test_labels=torch.randint(0, 10, (200,), generator=g),
-        source="synthetic (tests)",
-    )
+    return synthetic_mnist(train=600, test=200, seed=1234)
 
 
 @pytest.fixture

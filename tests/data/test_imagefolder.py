@@ -81,6 +81,7 @@ def test_empty_classes_and_unreadable_files_are_listed(tmp_path, reliability):
                 3, "one DataError listing the empty classes or the unreadable files; cnnlab train exits 1")
 
 
+@pytest.mark.slow  # 12 epochs of a resnet: over 10 s
 def test_a_folder_of_drawn_shapes_trains_end_to_end(tmp_path, capsys):
     root = draw_folder(tmp_path / "shapes", per_class=60)
     out = tmp_path / "runs"

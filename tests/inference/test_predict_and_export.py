@@ -1,5 +1,8 @@
 """A trained model in use: predictions on pictures of digits, and exports that compute what PyTorch does."""
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,13 +10,30 @@ import torch
 from cnnlab.data.batching import normalize
 from cnnlab.inference.export import ExportError, export_model
 from cnnlab.inference.predictor import Predictor
-from cnnlab.runs import CheckpointError, load_model
+from cnnlab.models import list_models
+from cnnlab.runs import CheckpointError, load, load_model
+from cnnlab.train import fit, make_config
 
+from ..synthetic import synthetic_mnist
 from .test_preprocess import off_centre_dark_on_light, one_per_class, png_bytes
 
-pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Callable[[str], Path]:
+    """tiny_run(model): the run directory of a registered model trained two steps on synthetic noise (made once per
+    model). An export must compute what PyTorch computes whatever the weights, so no real data is needed."""
+    runs: dict[str, Path] = {}
+
+    def run_of(model: str) -> Path:
+        if model not in runs:
+            cfg = make_config(model, steps=2, batch_size=50, val_size=100, device="cpu")
+            runs[model] = fit(cfg, synthetic_mnist(), out_root=tmp_path_factory.mktemp(model), progress=False).run_dir
+        return runs[model]
+
+    return run_of
 
 
+@pytest.mark.slow  # needs the resnet trained on the real MNIST
 def test_the_model_reads_test_digits_drawn_big_dark_and_off_centre(trained_resnet, real_mnist):
     predictor = Predictor(trained_resnet)
     for i in one_per_class(real_mnist):
@@ -24,6 +44,7 @@ def test_the_model_reads_test_digits_drawn_big_dark_and_off_centre(trained_resne
         assert [p for _, p in pred.top(3)] == sorted((p for _, p in pred.top(3)), reverse=True)
 
 
+@pytest.mark.slow
 def test_predictor_reports_what_the_checkpoint_records(trained_resnet):
     info = Predictor(trained_resnet).info
     assert info["model"] == "resnet" and info["parameters"] == 41514
@@ -43,6 +64,7 @@ def _pytorch_logits(run_dir, pixels: torch.Tensor) -> torch.Tensor:
         return model(normalize(pixels.to(torch.uint8)))
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch_on_real_test_images(trained_resnet, real_mnist, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     path = export_model(trained_resnet, "onnx", tmp_path / "m.onnx").path
@@ -56,6 +78,7 @@ def test_onnx_export_matches_pytorch_on_real_test_images(trained_resnet, real_mn
         np.testing.assert_allclose(onnx_logits, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_torchscript_export_matches_pytorch(trained_resnet, real_mnist, tmp_path):
     path = export_model(trained_resnet, "torchscript", tmp_path / "m.pt").path
     scripted = torch.jit.load(str(path))
@@ -65,7 +88,8 @@ def test_torchscript_export_matches_pytorch(trained_resnet, real_mnist, tmp_path
     assert (got - _pytorch_logits(trained_resnet, pixels)).abs().max() <= 1e-4
 
 
-def test_a_failed_export_leaves_the_previous_file_whole(trained_resnet, tmp_path, monkeypatch):
+def test_a_failed_export_leaves_the_previous_file_whole(tiny_run, tmp_path, monkeypatch):
+    run_dir = tiny_run("basic_cnn")
     target = tmp_path / "m.pt"
     target.write_bytes(b"an earlier export")
 
@@ -74,11 +98,11 @@ def test_a_failed_export_leaves_the_previous_file_whole(trained_resnet, tmp_path
 
     monkeypatch.setattr(torch.jit, "trace", broken_trace)  # torch's tracer, not our code, fails midway
     with pytest.raises(RuntimeError, match="tracing failed"):
-        export_model(trained_resnet, "torchscript", target)
+        export_model(run_dir, "torchscript", target)
     assert target.read_bytes() == b"an earlier export"
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
     with pytest.raises(ExportError, match="unknown format"):
-        export_model(trained_resnet, "tflite", tmp_path / "m.tflite")
+        export_model(run_dir, "tflite", tmp_path / "m.tflite")
 
 
 def test_an_export_of_a_mirror_averaged_model_averages_in_the_graph(tiny_mnist, tmp_path):
@@ -97,3 +121,46 @@ def test_an_export_of_a_mirror_averaged_model_averages_in_the_graph(tiny_mnist, 
     assert (got - predict_logits(model, pixels, saved_cfg)).abs().max() <= 1e-4
     saved_cfg.tta_hflip = False
     assert (got - predict_logits(model, pixels, saved_cfg)).abs().max() > 1e-3  # the averaging is in the graph
+
+
+# ---- every registered model, both formats: the exported graph computes the trained model's logits ---------------
+
+ONNX_SLOW = {"inception_bn"}  # its ONNX export alone takes over 3 s of CPU (measured, one thread); the others under 2 s
+# Noise images none of the tiny runs saw, from black to full contrast: pictures this different give logits that
+# differ by far more than the tolerance below, even from a model trained two steps (checked in _assert_same_logits).
+PIXELS = (synthetic_mnist(train=0, test=9, seed=7).test_images * torch.linspace(0, 1, 9).view(-1, 1, 1)).to(torch.uint8)
+
+
+def _assert_same_logits(got: np.ndarray, expected: np.ndarray) -> None:
+    """Equal to float32 rounding, not bit for bit (another runtime's kernels, or TorchScript's): within 1e-4 of the
+    logits' size, which is about 0.1 for a barely trained model and 20 for a trained one."""
+    atol = 1e-4 * float(np.abs(expected).max())
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=atol)
+    if len(expected) > 1:  # the comparison can see a wrong graph: the pictures' logits differ by far more than atol
+        assert float(np.ptp(expected, axis=0).max()) > 20 * atol
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in ONNX_SLOW else m for m in list_models()])
+def test_the_onnx_export_of_every_model_computes_its_pytorch_logits(tiny_run, model, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    run_dir = tiny_run(model)
+    path = export_model(run_dir, "onnx", tmp_path / f"{model}.onnx").path
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    trained = load(run_dir, "cpu")
+    for batch in (1, len(PIXELS)):  # the batch dimension is free
+        (got,) = session.run(None, {"pixels": PIXELS[:batch].unsqueeze(1).float().numpy()})
+        _assert_same_logits(got, trained.logits(PIXELS[:batch]).numpy())
+
+
+@pytest.mark.parametrize("model", list_models())
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_the_torchscript_export_of_every_model_computes_its_pytorch_logits(tiny_run, model, tmp_path):
+    run_dir = tiny_run(model)
+    scripted = torch.jit.load(str(export_model(run_dir, "torchscript", tmp_path / f"{model}.pt").path))
+    trained = load(run_dir, "cpu")
+    for batch in (1, len(PIXELS)):
+        with torch.no_grad():
+            got = scripted(PIXELS[:batch].unsqueeze(1).float())
+        _assert_same_logits(got.numpy(), trained.logits(PIXELS[:batch]).numpy())

@@ -24,10 +24,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from cnnlab.data import ImageSet  # noqa: E402
 from cnnlab.inference.predictor import Predictor  # noqa: E402
 from cnnlab.serve.app import BODY_LIMIT, create_app  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
+
+from ..synthetic import synthetic_mnist  # noqa: E402
 
 # derandomize: the same examples on every run, so a failure repeats and the counts in docs/reliability.md hold.
 FUZZ = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
@@ -35,14 +36,8 @@ FUZZ = settings(deadline=None, derandomize=True, database=None, suppress_health_
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    data = ImageSet(
-        torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (300,), generator=g),
-        torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (50,), generator=g),
-        "synthetic (tests)",
-    )
     cfg = make_config("basic_cnn", steps=3, batch_size=50, val_size=50, device="cpu")
-    return fit(cfg, data, out_root=tmp_path_factory.mktemp("runs"), progress=False).run_dir
+    return fit(cfg, synthetic_mnist(train=300, test=50, seed=0), out_root=tmp_path_factory.mktemp("runs"), progress=False).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +266,7 @@ def test_an_oversized_body_is_refused_before_it_is_read_whole(server, reliabilit
                 f"{20 * BODY_LIMIT / 2**20:.0f} MB (cap {BODY_LIMIT / 2**20:.1f} MB)")
 
 
+@pytest.mark.slow  # 30 s of load, and the real digits
 def test_a_bounded_load_test_ends_with_no_errors(server, real_mnist, reliability):
     import httpx
 

@@ -19,24 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cnnlab.data import ImageSet
 from cnnlab.train import distributed, fit, make_config, resume
 
-
-def synthetic(images: int) -> ImageSet:
-    g = torch.Generator().manual_seed(1234)
-    return ImageSet(
-        train_images=torch.randint(0, 256, (images, 28, 28), dtype=torch.uint8, generator=g),
-        train_labels=torch.randint(0, 10, (images,), generator=g),
-        test_images=torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g),
-        test_labels=torch.randint(0, 10, (200,), generator=g),
-        source="synthetic (tests)",
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: torchrun runs this file outside pytest
+from synthetic import synthetic_mnist  # noqa: E402
 
 
 def main() -> None:
@@ -61,7 +53,7 @@ def main() -> None:
                 grads.append(torch.cat([q.grad.detach().flatten() for g in optimizer.param_groups for q in g["params"]]))
 
         register_optimizer_step_post_hook(record)
-    data = synthetic(a.images)
+    data = synthetic_mnist(train=a.images, test=200, seed=1234)  # the same set in every process
     if a.mode == "fit":
         cfg = make_config(a.model, epochs=a.epochs, batch_size=a.batch_size, val_size=200, device="cpu", seed=7)
         result = fit(cfg, data, out_root=a.out, progress=False)

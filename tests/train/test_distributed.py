@@ -13,6 +13,8 @@ import torch
 from cnnlab.data.batching import InMemoryLoader, random_affine
 from cnnlab.train.distributed import World, world_from_env
 
+from ..synthetic import synthetic_mnist
+
 
 @pytest.mark.parametrize("batch,n", [(64, 2), (63, 2), (10, 3), (7, 7), (128, 5)])
 def test_a_global_batch_is_cut_into_contiguous_parts_differing_by_at_most_one(batch, n):
@@ -45,7 +47,7 @@ def test_world_comes_from_torchrun_environment(monkeypatch):
 
 
 def test_the_parts_of_every_rank_make_up_the_one_process_batch_and_its_augmentation():
-    images = torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8)
+    images = synthetic_mnist(train=100, test=0).train_images
     labels = torch.arange(100)
 
     def batches(part):

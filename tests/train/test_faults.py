@@ -16,6 +16,8 @@ from cnnlab.train import NonFiniteLoss, fit, make_config
 from cnnlab.runs import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from cnnlab.runs.rundir import read_metrics
 
+from ..synthetic import synthetic_mnist
+
 
 # ---- kill -9 at random points, then --resume: the same weights, bit for bit ------------------------------
 
@@ -93,7 +95,7 @@ def test_kill_9_at_random_points_then_resume_ends_bit_identical(procs, tmp_path,
 
 @pytest.mark.slow
 def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_good_checkpoint(
-    tiny_mnist, real_mnist, tmp_path, capsys, reliability
+    tiny_mnist, noise_folder, tmp_path, capsys, reliability
 ):
     # lr ramps up linearly over all 5 epochs; find a rate at which the loss blows up after epoch 1, so
     # there is a good checkpoint to keep. Deterministic on a CPU: the same rate every run.
@@ -116,8 +118,9 @@ def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_good_che
     assert state["epoch"] == err.epoch - 1  # the last good epoch, untouched
     assert all(torch.isfinite(v).all() for v in state["model_state"].values())
     assert len(read_metrics(run / "metrics.csv")) == err.epoch - 1
-    code = main(["train", "--model", "basic_cnn", "--lr", "1e6", "--steps", "3", "--out", str(tmp_path / "cli"),
-                 "--no-progress", "--batch-size", "16"])  # through the CLI on the real data: one line, exit 1
+    # through the CLI, on a folder of noise (6 steps an epoch): it blows up at step 3, so the last steps are margin
+    code = main(["train", "--model", "basic_cnn", "--dataset", f"imagefolder:{noise_folder}", "--lr", "1e6", "--steps", "6",
+                 "--out", str(tmp_path / "cli"), "--no-progress", "--batch-size", "4"])
     err_line = capsys.readouterr().err
     assert code == 1 and err_line.count("\n") == 1 and "stopped being a finite number at step" in err_line, err_line
     reliability("training", "loss becomes NaN or infinite (learning rate 1e6, or ramped up to blow up in a later epoch)", 2,
@@ -130,12 +133,7 @@ def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_good_che
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    from cnnlab.data import ImageSet
-
-    data = ImageSet(torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (200,), generator=g),
-                 torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (50,), generator=g), "synthetic")
-    run = fit(make_config("basic_cnn", steps=2, batch_size=50, val_size=50, device="cpu"), data,
+    run = fit(make_config("basic_cnn", steps=2, batch_size=50, val_size=50, device="cpu"), synthetic_mnist(train=200, test=50, seed=0),
               out_root=tmp_path_factory.mktemp("runs"), progress=False).run_dir
     return run / "best.pt"
 

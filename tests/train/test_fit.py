@@ -116,6 +116,7 @@ def test_one_epoch_on_real_mnist_learns(real_mnist, tmp_path):
     assert result.test_acc > 0.97
 
 
+@pytest.mark.slow  # a 4 s wall-clock budget: it takes that long on any machine
 def test_a_time_budget_run_plans_its_steps_and_records_them(tiny_mnist, tmp_path):
     cfg = _quick(time_budget=4.0, batch_size=20)
     result = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False)
