@@ -158,13 +158,11 @@ def test_the_analysis_plots_return_their_figures(fashion_named_run, tiny_mnist, 
 
 
 def _readme_example() -> tuple[Path, str]:
-    """The first python block of the README's "Python API" section (docs/api_readme_section.md until the
-    section is pasted into the README)."""
-    for path in (ROOT / "README.md", ROOT / "docs" / "api_readme_section.md"):
-        section = re.search(r"^## Python API\n(.*?)(?=^## |\Z)", path.read_text(), re.S | re.M)
-        if section:
-            return path, re.search(r"```python\n(.*?)```", section.group(1), re.S).group(1)
-    raise AssertionError("no '## Python API' section in README.md or docs/api_readme_section.md")
+    """The first python block of the README's "Python API" section."""
+    path = ROOT / "README.md"
+    section = re.search(r"^## Python API\n(.*?)(?=^## |\Z)", path.read_text(), re.S | re.M)
+    assert section, "no '## Python API' section in README.md"
+    return path, re.search(r"```python\n(.*?)```", section.group(1), re.S).group(1)
 
 
 def test_the_readme_example_is_short_and_uses_the_api():

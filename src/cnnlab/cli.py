@@ -269,10 +269,7 @@ def _add_device(p: argparse.ArgumentParser, default: str = "auto", threads: int 
 
 
 def _threads(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    v = _parsed(s, int, "a whole number")
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected 0 (PyTorch's choice) or more threads, got {v}")
     return v
@@ -296,32 +293,30 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(s: str) -> int:
+def _parsed(s: str, parse, what: str):
     try:
-        v = int(s)
+        return parse(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+
+
+def _positive_int(s: str) -> int:
+    v = _parsed(s, int, "a whole number")
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
 
 
 def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
+    v = _parsed(s, float, "a number")
+    if not 0 < v < float("inf"):  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
     return v
 
 
 def _non_negative_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v >= 0 or v == float("inf"):
+    v = _parsed(s, float, "a number")
+    if not 0 <= v < float("inf"):
         raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {s}")
     return v
 

@@ -211,6 +211,23 @@ def read_verified(path: Path, spec: OfficialFile) -> bytearray:
     return data
 
 
+def _read_copies(directory: Path, attempts: _Attempts) -> tuple[list[tuple[OfficialFile, bytearray]], list[str]]:
+    """The verified contents of the missing files that `directory` holds (NAME, else NAME.gz), and why each
+    other one could not be taken from it."""
+    found, problems = [], []
+    for spec in attempts.missing():
+        candidates = [p for p in (directory / spec.name, directory / f"{spec.name}.gz") if p.is_file()]
+        if not candidates:
+            problems.append(f"{spec.name}[.gz] missing")
+        for path in candidates:
+            try:
+                found.append((spec, read_verified(path, spec)))
+                break
+            except DataError as err:
+                problems.append(str(err))
+    return found, problems
+
+
 def _try_dir(directory: Path, attempts: _Attempts) -> None:
     """Source a: the user's directory. Bad files are reported, never deleted.
 
@@ -221,18 +238,11 @@ def _try_dir(directory: Path, attempts: _Attempts) -> None:
     fix = "fix those files, or leave out --data-dir to use the cache and the downloads"
     if not directory.is_dir():
         raise DataError(f"{source}: not a directory; {fix}")
-    problems: list[str] = []
-    for spec in attempts.missing():
-        candidates = [p for p in (directory / spec.name, directory / f"{spec.name}.gz") if p.is_file()]
-        if not candidates:
-            problems.append(f"{spec.name}[.gz] missing")
-        for path in candidates:
-            try:
-                attempts.take(spec, read_verified(path, spec), source)
-                break
-            except DataError as err:
-                problems.append(str(err).removeprefix(f"{directory}{os.sep}"))
+    found, problems = _read_copies(directory, attempts)
+    for spec, data in found:
+        attempts.take(spec, data, source)
     if problems:
+        problems = [p.removeprefix(f"{directory}{os.sep}") for p in problems]
         raise DataError(f"{source}: {'; '.join(problems)}; {fix}")
 
 
@@ -278,20 +288,10 @@ def _try_system_dir(directory: Path, cache: Path, attempts: _Attempts) -> None:
     if not directory.is_dir():
         attempts.fail(source, "not installed")
         return
-    problems = []
-    for spec in attempts.missing():
-        candidates = [p for p in (directory / spec.name, directory / f"{spec.name}.gz") if p.is_file()]
-        if not candidates:
-            problems.append(f"{spec.name}[.gz] missing")
-        for path in candidates:
-            try:
-                data = read_verified(path, spec)
-            except DataError as err:
-                problems.append(str(err))
-                continue
-            _store(cache, spec, data, attempts.dataset.title)
-            attempts.take(spec, data, source)
-            break
+    found, problems = _read_copies(directory, attempts)
+    for spec, data in found:
+        _store(cache, spec, data, attempts.dataset.title)
+        attempts.take(spec, data, source)
     if problems:
         attempts.fail(source, "; ".join(problems), warn=True)
 
