@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,9 +169,17 @@ def _label_sums(m: ImageSet) -> str:
 def test_two_processes_fetching_into_one_empty_cache_both_succeed_and_it_is_fetched_once(
     first_load: FirstLoad, gz_files: dict[str, bytes], http_server, tmp_path: Path, files_under: Callable, reliability
 ) -> None:
+    # The second process starts once the first holds the fetch lock, and the fetch takes seconds, longer than a
+    # process's start-up on a loaded machine: so the second finds the cache empty and the lock held, and waits
+    # (in a fresh clone, CI once saw a second process start after the first had finished, with 0.3 s a file).
     for name, body in gz_files.items():
-        http_server.serve(name, body=body, delay=0.3)  # slow enough that the two surely overlap
-    children = [_load_in_child(tmp_path, http_server.url) for _ in range(2)]
+        http_server.serve(name, body=body, delay=1.0)
+    first = _load_in_child(tmp_path, http_server.url)
+    lock, end = tmp_path / "mnist" / ".lock", time.monotonic() + 120
+    while not (lock.is_file() and lock.read_text().strip()):
+        assert first.poll() is None and time.monotonic() < end, "the first process never took the fetch lock"
+        time.sleep(0.02)
+    children = [first, _load_in_child(tmp_path, http_server.url)]
     results = [c.communicate(timeout=300) for c in children]
     assert [c.returncode for c in children] == [0, 0], results
     sources = sorted(out.split("source: ", 1)[1] for out, _ in results)
