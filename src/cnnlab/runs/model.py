@@ -222,7 +222,7 @@ class TrainedModel:
     @torch.inference_mode()
     def predict_prepared(self, image: np.ndarray) -> Prediction:
         """Predict a uint8 image already in the training data's format ((H, W) grey or (C, H, W))."""
-        x = normalize(torch.from_numpy(image).to(self.device).unsqueeze(0), self.config.norm_mean, self.config.norm_std)
+        x = model_input(torch.from_numpy(image).to(self.device).unsqueeze(0), self.config)  # as evaluation standardises
         probs = torch.softmax(tta_forward(self.network, x, self.config.tta_hflip).float(), dim=1)[0]
         return Prediction(image=image, probabilities=probs.tolist(), classes=self.classes)
 

@@ -16,11 +16,11 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet
 from cnnlab.device import resolve_device
 from cnnlab.runs.model import training_data
-from cnnlab.runs.rundir import Run, read_metrics
+from cnnlab.runs.rundir import Run
 from cnnlab.train import distributed
 from cnnlab.train.distributed import World
 from cnnlab.train.progress import Progress, progress_mode, say
-from cnnlab.train.run import RunResult, config_for_data, fit, resume
+from cnnlab.train.run import RunResult, config_for_data, fit, history_as_floats, resume
 
 
 @dataclass
@@ -36,11 +36,8 @@ class Session:
         return self.world.is_main
 
     def runs(self) -> list[Run]:
-        """The finished runs as `cnnlab compare` reads them, without reading them back from disk."""
-        return [
-            Run(r.run_dir, r.config, r.summary(), read_metrics(r.run_dir / "metrics.csv") if self.is_main else [])
-            for r in self.results
-        ]
+        """The finished runs as `cnnlab compare` reads them, from what the runs returned (not read back from disk)."""
+        return [Run(r.run_dir, r.config, r.summary(), history_as_floats(r.history)) for r in self.results]
 
 
 def train(configs: Sequence[TrainConfig] = (), *, resume_from: str | Path | None = None, data: ImageSet | None = None,
