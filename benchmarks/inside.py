@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -86,6 +87,7 @@ dict.
 
 Machine: {results['machine']}
 CPU: {results['cpu']}
+Load average (1 min) before and after: {results['load_average'][0]:.1f}, {results['load_average'][1]:.1f} (other work on the cores slows every row).
 
 {table}
 """
@@ -100,6 +102,7 @@ def main() -> int:
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args()
     torch.set_num_threads(1)  # as the server runs one request
+    load_before = os.getloadavg()[0]
     pictures = [data for data, _ in canvas_pngs(load_mnist(progress=False), 50)]
     rows = []
     for name in args.models:
@@ -110,7 +113,7 @@ def main() -> int:
             print(f"{name} {silence}: total p50 {rows[-1]['total']['p50_ms']:.1f} ms", file=sys.stderr)
     shown = "" if sys.argv[1:] == [] else " " + " ".join(sys.argv[1:])
     results = {"machine": describe_machine(), "cpu": cpu_kind(), "calls": args.calls, "max_maps": args.max_maps,
-               "args": shown, "rows": rows}
+               "args": shown, "rows": rows, "load_average": [load_before, os.getloadavg()[0]]}
     write_results(args.out, "inside", results, render(results))
     return 0
 
