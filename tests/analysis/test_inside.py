@@ -190,6 +190,9 @@ def test_unknown_parts_raise_naming_them_and_the_valid_ones():
     assert all(p.name in message for p in parts(trained.network))
     assert caught.value.unknown == ("incep1.7x7", "rblock1.skip")
     assert isinstance(caught.value, ValueError)  # callers that catch ValueError (the CLI, the server) see it
+    with pytest.raises(UnknownPart) as caught:
+        explain(trained, _seven(), ["incep1.5x5", 7, ["incep1.5x5"], "incep1.7x7", "incep1.7x7"])
+    assert caught.value.unknown == (7, ["incep1.5x5"], "incep1.7x7")  # from JSON: a number, a list
     with pytest.raises(UnknownPart, match="no parts to switch off"):
         explain(_trained("basic_cnn"), _seven(), ["conv1.skip"])
     with pytest.raises(ValueError, match="max_maps"):

@@ -85,7 +85,10 @@ def resolve_parts(model: nn.Module, silence: Iterable[str] | str) -> list[Part]:
     names = [silence] if isinstance(silence, str) else list(silence)
     known = parts(model)
     valid = {p.name for p in known}
-    unknown = [n for n in dict.fromkeys(names) if n not in valid]
+    unknown = []  # in the order given, each once; anything but a string (a number from JSON) is unknown too
+    for n in names:
+        if (not isinstance(n, str) or n not in valid) and n not in unknown:
+            unknown.append(n)
     if unknown:
         raise UnknownPart(unknown, [p.name for p in known])
     return [p for p in known if p.name in names]
