@@ -231,5 +231,7 @@ def plot_branches(summary: list[dict], path: str | Path | None, title: str = "")
     fig.suptitle(title or "Inception branches")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
+
+        save_figure(fig, path)
     return fig

@@ -95,10 +95,10 @@ def _read_file(path: Path) -> bytes:
 
 def decoded_bytes(img: Image.Image) -> int:
     """The memory `img` takes decoded, known from its header alone: Pillow holds 1-bit and 8-bit grey in a byte
-    a pixel and every other mode in four (RGB too); a palette or 16-bit picture counts four because preparing it
-    converts it to a four-byte mode (RGBA, 32-bit grey) at full size."""
+    a pixel and every other mode in four (RGB too); a palette, 16-bit or transparent grey picture counts four
+    because preparing it converts it to a four-byte mode (RGBA, 32-bit grey) at full size."""
     w, h = img.size
-    return w * h * (1 if img.mode in ("1", "L") else 4)
+    return w * h * (1 if img.mode in ("1", "L") and "transparency" not in img.info else 4)
 
 
 def check_decoded_size(img: Image.Image) -> None:

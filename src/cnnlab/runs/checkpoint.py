@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.atomic import atomic_writer
+from cnnlab.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 
@@ -25,8 +26,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     damaged later (a bad disk, a broken transfer) is refused rather than trained or evaluated on."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(path) as f:
-        torch.save({"format_version": FORMAT_VERSION, **state, "sha256": fingerprint(state)}, f)
+    buf = io.BytesIO()  # into memory first: torch.save fails a full disk in C++ (a RuntimeError), not an OSError
+    torch.save({"format_version": FORMAT_VERSION, **state, "sha256": fingerprint(state)}, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def fingerprint(obj: Any) -> str:

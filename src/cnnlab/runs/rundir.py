@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,9 @@ def append_metrics(path: str | Path, row: dict[str, Any]) -> None:
     """Append one epoch's row to metrics.csv, writing the header first if the file is new."""
     path = Path(path)
     new = not path.exists()
-    with open(path, "a", newline="") as f:
+    # Not through a symbolic link: a metrics.csv made a link to another file would have rows appended to it.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with open(fd, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
         if new:
             w.writeheader()
@@ -142,7 +145,9 @@ def plot_curves(rows: list[dict[str, float | None]], path: str | Path | None, ti
         fig.suptitle(title, fontfamily=font_family(title))
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
+
+        save_figure(fig, path)
     return fig
 
 
