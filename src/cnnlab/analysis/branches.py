@@ -91,7 +91,9 @@ def gradient_shares(run_dir: Path) -> dict[str, float] | None:
     path = run_dir / "branch_grads.json"
     if not path.exists():
         return None
-    epochs = json.loads(path.read_text())["epochs"]
+    from cnnlab.runs.rundir import read_run_file
+
+    epochs = json.loads(read_run_file(path))["epochs"]
     totals: dict[str, float] = {}
     for e in epochs:
         for k, v in e["mean_squared_norm"].items():

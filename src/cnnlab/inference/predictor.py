@@ -63,19 +63,21 @@ class Predictor:
                 raise ImageError(f"cannot save the image the model saw ({e.strerror or e})") from None
         return pred
 
+    def predict(self, source: Picture) -> Prediction:
+        """Preprocess one picture (path, bytes, PIL image; a grey array for MNIST and Fashion-MNIST models), then predict it."""
+        return self.predict_image(self.trained.prepare(source))
+
 
 def input_names(paths: list[str | Path]) -> list[str]:
     """The name under which each image's input is saved: the file's name with its extension, so that a.png and
     a.jpg stay apart, and -2, -3, ... after a name an earlier path of the list already has (x/a.png, y/a.png).
     No saved input then replaces another of the same command."""
-    seen: dict[str, int] = {}
-    names = []
+    names: list[str] = []
     for p in paths:
-        name = Path(p).name or "image"
-        seen[name] = seen.get(name, 0) + 1
-        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+        base = name = Path(p).name or "image"
+        n = 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
     return names
-
-    def predict(self, source: Picture) -> Prediction:
-        """Preprocess one picture (path, bytes, PIL image; a grey array for MNIST and Fashion-MNIST models), then predict it."""
-        return self.predict_image(self.trained.prepare(source))

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from cnnlab.atomic import atomic_write_bytes
+from cnnlab.readfile import FileRefused, NotAFile, open_regular
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 
@@ -77,6 +78,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"no checkpoint at {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory without best.pt, not a checkpoint")
+    try:  # a named pipe would block torch.load for ever, and a link to /dev/zero never end
+        open_regular(path).close()
+    except FileRefused as e:
+        raise CheckpointError(f"{path} {e}, not a checkpoint" if isinstance(e, NotAFile) else f"{path}: {e}") from None
     if archive_kind(path) == "torchscript":  # before torch.load, which warns about such files on stderr
         raise CheckpointError(f"{path} is a TorchScript export, not a checkpoint: run it with torch.jit.load, "
                               "or pass the run directory or its best.pt")
