@@ -22,6 +22,9 @@ class UnsafeLockFile(OSError):
     """The lock's path is a symbolic link, a file with other names (hard links) or not a file: opening it
     would lock, and write to, something else. It is left as it is; the message says what to remove."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # the sentence alone, without OSError's "[Errno 40]"
+
 
 class FileLock:
     """An exclusive lock on `path` (created if missing); the holder writes its pid into the file.
