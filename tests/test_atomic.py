@@ -126,3 +126,14 @@ def test_a_failed_write_is_one_write_error_naming_the_file(tmp_path):
             f.write(b"x")
     assert str(e.value) == f"cannot write {tmp_path / 'missing-dir' / 'f.bin'} (No such file or directory)"
     assert isinstance(e.value, OSError) and e.value.strerror == "No such file or directory"
+
+
+def test_metrics_rows_are_never_appended_through_a_link(tmp_path):
+    from cnnlab.runs.rundir import append_metrics
+
+    victim = tmp_path / "victim.csv"
+    victim.write_text("someone's data\n")
+    (tmp_path / "metrics.csv").symlink_to(victim)
+    with pytest.raises(OSError):
+        append_metrics(tmp_path / "metrics.csv", {"epoch": 1})
+    assert victim.read_text() == "someone's data\n"
