@@ -245,7 +245,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     from cnnlab.config import run_flags
 
     kinds = {"int": int, "positive_int": _positive_int, "positive_float": _positive_float,
-             "non_negative_float": _non_negative_float}
+             "non_negative_float": _non_negative_float, "run_name": _run_name}
     for f in run_flags():
         kind, extra = f.metadata["kind"], {}
         if kind == "bool":
@@ -268,6 +268,15 @@ def _add_device(p: argparse.ArgumentParser, default: str = "auto", threads: int 
                    help=f"where the model runs; auto = CUDA, then MPS, then the CPU (default: {default}{why})")
     p.add_argument("--threads", type=_threads, default=threads,
                    help=f"PyTorch's CPU threads; 0 = its own choice, one per core (default: {threads})")
+
+
+def _run_name(s: str) -> str:
+    from cnnlab.runs.rundir import check_run_name
+
+    try:
+        return check_run_name(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _threads(s: str) -> int:

@@ -73,6 +73,13 @@ class TrainConfig:
     threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (one per physical core)
     data_dir: str | None = None  # a directory holding the data set's files (or an image folder's new place)
     log_every: int = 50  # steps between progress-bar loss updates (each costs one host sync)
+    run_name: str | None = _flag(None, "name the run directory OUT/NAME (letters, digits, '.', '_', '-'): a stopped run of "
+                                 "that name is continued, a finished one refused; under torchrun it defaults to the "
+                                 "rendezvous id and the model, so a group the agent restarts finds its run (default: "
+                                 "the time and the model)", "run_name", "NAME")
+    checkpoint_every: float = _flag(0.0, "also write last.pt within an epoch, at the first progress update this many "
+                                    "seconds after the last checkpoint; 0 = once an epoch (default: 0)",
+                                    "non_negative_float", "SECONDS")
     tensorboard: bool = _flag(False, "also write TensorBoard event files into the run directory's tensorboard/ folder "
                               "(needs pip install 'cnnlab[tensorboard]') (default: off)", "bool")
     record_branch_grads: bool = _flag(False, "models with Inception blocks (inception_net, inception_bn): record each "

@@ -52,9 +52,50 @@ class RunDirLock:
         self._lock.release()
 
 
-def make_run_dir(root: str | Path, model: str) -> Path:
-    """A new, empty runs/<time>-<model>/ directory (a numeric suffix avoids clashes)."""
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def check_run_name(name: str) -> str:
+    """`name` if it can name a run directory under the runs folder: one path component of letters, digits, '.',
+    '_' and '-', so that it never reaches outside the folder or needs quoting in the resume command.
+
+    Raises:
+        ValueError: the name and what is wrong with it.
+    """
+    if not name or name in (".", "..") or len(name) > 200 or not set(name) <= _NAME_CHARS:
+        raise ValueError(f"a run name is one folder name of letters, digits, '.', '_' and '-' (at most 200), got {name!r}")
+    return name
+
+
+def name_from(text: str) -> str:
+    """A run name made from any text (a rendezvous id): each character a run name cannot hold becomes '-'."""
+    return "".join(c if c in _NAME_CHARS else "-" for c in text)[:200].strip(".") or "run"
+
+
+def run_state(path: str | Path) -> str:
+    """What a named run directory holds: "new" (nothing, or a run stopped before its first checkpoint), "stopped"
+    (a checkpoint and no summary.json: continue it) or "finished" (summary.json, the finished marker)."""
+    path = Path(path)
+    if (path / "summary.json").exists():
+        return "finished"
+    if (path / "last.pt").exists() or (path / "last.prev.pt").exists():
+        return "stopped"
+    return "new"
+
+
+# What a run writes before its first checkpoint; a run that starts again in its named directory removes them.
+_STARTED_FILES = ("metrics.csv", "best.pt", "branch_grads.json", "config.json")
+
+
+def make_run_dir(root: str | Path, model: str, name: str | None = None) -> Path:
+    """A new, empty runs/<time>-<model>/ directory (a numeric suffix avoids clashes), or runs/<name>/ (made if
+    missing; the caller checks with run_state that no checkpoint is in it and calls clear_unstarted once it
+    holds the lock)."""
     root = Path(root)
+    if name is not None:
+        path = root / check_run_name(name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = root / (f"{stamp}-{model}" + (f"-{i}" if i else ""))
@@ -173,6 +214,22 @@ def plot_curves(rows: list[dict[str, float | None]], path: str | Path | None, ti
 
 class RunDirError(Exception):
     """A directory that is not a finished cnnlab run; the message says what is missing."""
+
+
+class RunFinished(RunDirError):
+    """A new run was given the name of a finished one (which is never trained again by accident)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is finished; evaluate it, or choose another name (--run-name)")
+
+
+def clear_unstarted(path: Path) -> None:
+    """Remove what a run that stopped before its first checkpoint left in its named directory, so that the run
+    starting there anew writes each epoch once (a metrics row or best.pt may precede the first last.pt)."""
+    for name in _STARTED_FILES:
+        (path / name).unlink(missing_ok=True)
+    for tmp in path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass

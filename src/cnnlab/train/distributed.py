@@ -89,6 +89,20 @@ def world_from_env() -> World:
     return World(rank, size, local)
 
 
+def rendezvous_id() -> str | None:
+    """The id of the rendezvous torchrun's agent joined (its --rdzv-id; a fresh one per --standalone agent), the same
+    in every group it starts after a failure; None outside torchrun."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") or None
+
+
+def restarted() -> bool:
+    """Whether torchrun's agent started this group again after a failure (--max-restarts)."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    except ValueError:
+        return False
+
+
 def timeout_seconds() -> float:
     raw = os.environ.get(TIMEOUT_ENV, "")
     try:

@@ -27,7 +27,7 @@ from cnnlab.device import autocast_dtype, resolve_device
 from cnnlab.models import count_parameters, create_model, models_with_branches
 from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, checkpoint_dir
 from cnnlab.runs.model import training_data
-from cnnlab.runs.rundir import RunDirLock, append_metrics, make_run_dir, plot_curves, write_json, write_metrics
+from cnnlab.runs.rundir import RunDirLock, append_metrics, clear_unstarted, make_run_dir, plot_curves, write_json, write_metrics
 from cnnlab.train import distributed
 from cnnlab.train.collapse import collapse_epoch, collapse_warning
 from cnnlab.train.distributed import World
@@ -264,8 +264,10 @@ def open_new_run(t: Training, out_root: Path, cleanup: contextlib.ExitStack) -> 
     """A new run directory (rank 0 makes and locks it), its config, and where it is, said at once."""
     run_dir = None
     if t.main:
-        run_dir = make_run_dir(out_root, t.cfg.model)
+        run_dir = make_run_dir(out_root, t.cfg.model, t.cfg.run_name)
         cleanup.callback(RunDirLock(run_dir).release)
+        if t.cfg.run_name is not None:  # a named run may start again where one stopped before its first checkpoint
+            clear_unstarted(run_dir)
         write_json(run_dir / "config.json", t.cfg.to_dict())
     _share_run_dir(t, run_dir, f"{t.cfg.model}: run directory {{}}")
     if t.note:

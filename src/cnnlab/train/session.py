@@ -8,7 +8,7 @@ epochs and finish), and the barrier that lets every process leave once rank 0 ha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +16,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet
 from cnnlab.device import resolve_device
 from cnnlab.runs.model import training_data
-from cnnlab.runs.rundir import Run
+from cnnlab.runs.rundir import Run, RunFinished, check_run_name, name_from, run_state
 from cnnlab.train import distributed
 from cnnlab.train.distributed import World
 from cnnlab.train.events import Observer
@@ -59,13 +59,56 @@ def train(configs: Sequence[TrainConfig] = (), *, resume_from: str | Path | None
             results = [resume(resume_from, data, progress, device=device, threads=threads, data_dir=data_dir,
                               observers=observers)]
         else:
+            configs = _named(configs, world)
             data = data if data is not None else _shared_data(configs[0], world, progress)
             _say_data(configs[0], data, world, progress)
-            results = [fit(cfg, data, out_root=out_root, progress=progress, observers=observers) for cfg in configs]
+            results = []
+            for cfg in configs:
+                stopped = _stopped_run(cfg, Path(out_root), world)
+                if stopped is None:
+                    results.append(fit(cfg, data, out_root=out_root, progress=progress, observers=observers))
+                else:  # the run's own settings; only where it runs is this command's
+                    results.append(resume(stopped, data, progress, device=cfg.device, threads=cfg.threads,
+                                          data_dir=cfg.data_dir, observers=observers))
         distributed.barrier(world)  # every rank leaves once rank 0 has written the run directories
     finally:
         distributed.shutdown()
     return Session(results, world)
+
+
+def _named(configs: Sequence[TrainConfig], world: World) -> list[TrainConfig]:
+    """The configs with their run names checked, and under torchrun named after the rendezvous (and the model)
+    when no name was given, so that a group the agent starts again after a failure finds its runs."""
+    named = [c for c in configs if c.run_name is not None]
+    if named and len(configs) > 1:
+        raise ValueError(f"a run name names one run, but {len(configs)} models are to be trained; train one model "
+                         "with --run-name, or leave it out")
+    for c in named:
+        check_run_name(c.run_name)
+    rdzv = distributed.rendezvous_id() if world.distributed else None
+    if rdzv is None or named:
+        return list(configs)
+    return [replace(c, run_name=name_from(f"{rdzv}-{c.model}")) for c in configs]
+
+
+def _stopped_run(cfg: TrainConfig, out_root: Path, world: World) -> Path | None:
+    """The run directory a named run continues (a checkpoint in it and no finished marker, or any run of that
+    name in a group the agent restarted), or None for a new run. Rank 0 looks and every rank takes its answer:
+    a rank that looked for itself might see the directory before or after rank 0 made it."""
+    if cfg.run_name is None:
+        return None
+    answer: tuple[str, str] = ("new", "")
+    if world.is_main:
+        path = out_root / cfg.run_name
+        state = run_state(path)
+        if state == "finished" and not distributed.restarted():
+            answer = ("error", str(RunFinished(path)))
+        elif state != "new":  # a restarted group whose run had finished ends it again, training nothing
+            answer = ("stopped", str(path))
+    kind, value = distributed.broadcast_object(answer, world)
+    if kind == "error":
+        raise RunFinished(out_root / cfg.run_name)
+    return Path(value) if kind == "stopped" else None
 
 
 def _shared_data(cfg: TrainConfig, world: World, progress: Progress) -> ImageSet:
