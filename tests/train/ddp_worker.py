@@ -4,6 +4,8 @@ through the library (fit or resume), then saves this process's own final weights
 Run by torchrun (or alone) from tests/train/test_distributed.py and the resume tests:
     python ddp_worker.py fit OUT [--epochs E] [--batch-size B] [--model M] [--images N] [--float64] [--record-steps K]
     python ddp_worker.py resume OUT RUN_DIR [--float64]
+    python ddp_worker.py train OUT [fit's options] [--run-name NAME] [--checkpoint-every S] [--log-every K]
+(train: through cnnlab.train.train, as `cnnlab train` does: a named run that stopped is continued by the same command.)
 Synthetic data is enough here: these tests compare weights between runs, never accuracy.
 
 --float64 trains in float64 (torch's default dtype, which the model and the batches follow). In float32, 1 and N
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cnnlab.train import distributed, fit, make_config, resume
+from cnnlab.train import distributed, fit, make_config, resume, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: torchrun runs this file outside pytest
 from synthetic import synthetic_mnist  # noqa: E402
@@ -33,7 +35,7 @@ from synthetic import synthetic_mnist  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=("fit", "resume"))
+    p.add_argument("mode", choices=("fit", "resume", "train"))
     p.add_argument("out")
     p.add_argument("run_dir", nargs="?")
     p.add_argument("--epochs", type=int, default=2)
@@ -42,6 +44,9 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1200)
     p.add_argument("--float64", action="store_true")
     p.add_argument("--record-steps", type=int, default=0)
+    p.add_argument("--run-name")
+    p.add_argument("--checkpoint-every", type=float, default=0.0)
+    p.add_argument("--log-every", type=int, default=50)
     a = p.parse_args()
     torch.set_num_threads(1)  # two processes on a small machine
     if a.float64:
@@ -54,9 +59,12 @@ def main() -> None:
 
         register_optimizer_step_post_hook(record)
     data = synthetic_mnist(train=a.images, test=200, seed=1234)  # the same set in every process
+    cfg = make_config(a.model, epochs=a.epochs, batch_size=a.batch_size, val_size=200, device="cpu", seed=7,
+                      run_name=a.run_name, checkpoint_every=a.checkpoint_every, log_every=a.log_every)
     if a.mode == "fit":
-        cfg = make_config(a.model, epochs=a.epochs, batch_size=a.batch_size, val_size=200, device="cpu", seed=7)
         result = fit(cfg, data, out_root=a.out, progress=False)
+    elif a.mode == "train":
+        result = train([cfg], data=data, out_root=a.out, progress=False).results[0]
     else:
         result = resume(a.run_dir, data, progress=False)
     rank = int(os.environ.get("RANK", "0"))

@@ -3,6 +3,8 @@ groups that torchrun's agent starts again after a worker dies."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -24,8 +26,8 @@ class _Crash(Observer):
             raise KeyboardInterrupt
 
 
-def _cfg(**kw):
-    return make_config("basic_cnn", **{"epochs": 3, "batch_size": 50, "val_size": 100, "device": "cpu", **kw})
+def _cfg(model="basic_cnn", **kw):
+    return make_config(model, **{"epochs": 3, "batch_size": 50, "val_size": 100, "device": "cpu", **kw})
 
 
 def _weights(session):
@@ -86,3 +88,87 @@ def test_a_run_name_for_several_models_is_refused_in_one_line(capsys, tmp_path):
     assert main(["train", "--model", "lecture", "--run-name", "x", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a run name names one run" in err, err
+
+
+# ---- --checkpoint-every: last.pt within an epoch --------------------------------------------------------
+
+
+class _CrashAtStep(Observer):
+    """Stops the run with an exception at a step (as a kill would), once a checkpoint within an epoch is behind it."""
+
+    def __init__(self, step: int) -> None:
+        self.at = step
+
+    def step(self, step, total_steps, epoch, loss) -> None:
+        if step >= self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("model,extra", [
+    ("basic_cnn", {}),
+    pytest.param("inception_net", {"record_branch_grads": True, "cutout": 6}, marks=pytest.mark.slow),  # ~35 s
+])
+def test_a_run_stopped_within_an_epoch_resumes_from_there_and_ends_bit_identical(tiny_mnist, tmp_path, model, extra):
+    # 500 training images, batch 50: 10 steps an epoch; a checkpoint at every 2nd step (any interval has passed)
+    cfg = _cfg(model=model, log_every=2, **extra)
+    whole = train([cfg], data=tiny_mnist, out_root=tmp_path / "whole", progress=False)
+    often = dict(run_name="broken", checkpoint_every=1e-9)
+    with pytest.raises(KeyboardInterrupt):
+        train([replace(cfg, **often)], data=tiny_mnist, out_root=tmp_path, progress=False,
+              observers=[_CrashAtStep(15)])
+    state = torch.load(tmp_path / "broken" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["position"]["step"], state["steps"]) == (1, 4, 14)  # the boundary before step 16
+    assert (tmp_path / "broken" / "last.prev.pt").exists()
+    again = train([replace(cfg, **often)], data=tiny_mnist, out_root=tmp_path, progress=False)
+    a, b = _weights(again), _weights(whole)
+    assert all(torch.equal(a[k], b[k]) for k in b), "weights differ from the unbroken run"
+    rows, ref = read_metrics(tmp_path / "broken" / "metrics.csv"), read_metrics(whole.results[0].run_dir / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for r, w in zip(rows, ref):  # the row of the epoch that was cut equals the unbroken one's
+        assert {k: r[k] for k in ("steps", "train_loss", "train_acc", "lr", "test_acc")} == \
+               {k: w[k] for k in ("steps", "train_loss", "train_acc", "lr", "test_acc")}
+    if extra.get("record_branch_grads"):
+        import json
+
+        got = json.loads((tmp_path / "broken" / "branch_grads.json").read_text())["epochs"]
+        assert got == json.loads((whole.results[0].run_dir / "branch_grads.json").read_text())["epochs"]
+
+
+MID = ["--epochs", "3", "--images", "4000", "--model", "resnet", "--log-every", "5"]  # about 1 s an epoch
+
+
+@pytest.mark.slow
+def test_kill_9_after_a_checkpoint_within_an_epoch_then_the_same_command_ends_bit_identical(procs, tmp_path, reliability):
+    import random
+    import time
+
+    procs.run(procs.command(1, ["fit", str(tmp_path), *MID]))
+    reference = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rng, outcomes = random.Random(18), []
+    for i in range(2):
+        out = tmp_path / f"k{i}"
+        out.mkdir()
+        cmd = procs.command(1, ["train", str(out), *MID, "--run-name", "r", "--checkpoint-every", "0.2"])
+        delay = rng.uniform(0.0, 1.5)
+        p = procs.start(cmd, log=out / "log")
+        seen: list[float] = []
+
+        def ready() -> bool:  # `delay` seconds after the first checkpoint (within epoch 1: 0.2 s into it)
+            if not seen and (out / "r" / "last.pt").exists():
+                seen.append(time.monotonic())
+            return bool(seen) and time.monotonic() - seen[0] >= delay
+
+        if not procs.kill_when(p, ready, may_end=True):
+            continue
+        state = torch.load(out / "r" / "last.pt", weights_only=True)
+        where = f"epoch {state['epoch'] + 1} step {state['position']['step']}" if state["position"] else f"end of epoch {state['epoch']}"
+        procs.run(cmd)  # the same command continues the named run
+        got = torch.load(out / "rank0.pt", weights_only=True)
+        assert all(torch.equal(got[k], reference[k]) for k in reference), f"killed at {where}: weights differ"
+        assert [int(r["epoch"]) for r in read_metrics(out / "r" / "metrics.csv")] == [1, 2, 3]
+        outcomes.append(where)
+    within = [o for o in outcomes if "step" in o]
+    assert within, outcomes
+    reliability("training", "kill -9 after a checkpoint within an epoch (--checkpoint-every 0.2), then the same command "
+                "with --run-name", len(outcomes), f"each continued from last.pt ({'; '.join(outcomes)}) and ended with weights "
+                "bit-identical to an unbroken run without checkpoints within epochs; metrics.csv with each epoch once")

@@ -136,13 +136,21 @@ class InMemoryLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches()
+
+    def batches(self, start: int = 0, rng_after_order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from batch `start` on. The permutation is drawn as for the whole epoch (the generator
+        must be in its state at the epoch's start); `rng_after_order` then puts the generator where it was at
+        batch `start`, so that an epoch continued from a checkpoint draws what the unbroken epoch drew."""
         n = len(self.images)
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator, device=self.generator.device)
             order = order.to(self.images.device)
         else:
             order = None
-        for i in range(len(self)):
+        if rng_after_order is not None and self.generator is not None:
+            self.generator.set_state(rng_after_order)
+        for i in range(start, len(self)):
             if order is None:
                 sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
                 yield self.images[sl], self.labels[sl]

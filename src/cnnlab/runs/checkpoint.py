@@ -159,6 +159,10 @@ class Checkpoint:
     schedule_state: dict[str, Any]
     rng: dict[str, torch.Tensor]  # the global torch state and the run's generator (permutations, augmentation)
     branch_grads: list[dict[str, Any]] = field(default_factory=list)  # --record-branch-grads, per epoch
+    # Written within an epoch (--checkpoint-every): where in epoch `epoch` + 1 it was (train/loop.EpochPosition's
+    # fields, the running sums of every process, the learning rate the epoch began with, the time trained);
+    # None after a whole epoch. `steps` then counts the steps taken within the epoch too.
+    position: dict[str, Any] | None = None
 
     # What a resume cannot do without; a checkpoint from before they were written cannot be resumed.
     RESUME_KEYS = ("optimizer_state", "schedule_state", "rng", "steps", "history", "best", "total_steps")

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,20 @@ def make_run_dir(root: str | Path, model: str, name: str | None = None) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a run directory under {root}")
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """Make `previous` what `path` holds now (nothing if it is missing), before `path` is replaced: through a hard
+    link renamed into place, so that `path` is never absent and `previous` never half-written."""
+    if not path.exists():
+        return
+    tmp = previous.with_name(f".{previous.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # a file system without hard links: a copy, then the same rename
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, previous)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -180,6 +180,15 @@ def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
     return t
 
 
+def all_gather(t: torch.Tensor, world: World) -> torch.Tensor:
+    """Every rank's value of a tensor, stacked in rank order (one row for a world of one)."""
+    if not world.distributed:
+        return t.unsqueeze(0).clone()
+    out = [torch.empty_like(t) for _ in range(world.world_size)]
+    dist.all_gather(out, t)
+    return torch.stack(out)
+
+
 def broadcast_object(obj: Any, world: World) -> Any:
     """Rank 0's value of a small picklable object, on every rank."""
     if not world.distributed:

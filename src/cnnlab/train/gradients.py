@@ -58,6 +58,14 @@ class GradNormRecorder:
         self._sum.zero_()
         self.steps = 0
 
+    def state(self) -> dict[str, object]:
+        """The sums of the epoch so far, for a checkpoint written within it."""
+        return {"sum": self._sum.cpu().clone(), "steps": self.steps}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        self._sum.copy_(state["sum"])
+        self.steps = int(state["steps"])
+
     def close(self) -> None:
         for h in self._handles:
             h.remove()

@@ -34,6 +34,22 @@ class Splits:
     test_y: torch.Tensor
 
 
+@dataclass
+class EpochPosition:
+    """Where an epoch's steps begin: its first step, or where a checkpoint written within it left off.
+
+    `rng_at_start` is the generator's state when the epoch began (it rebuilds the epoch's permutation) and
+    `rng_now` its state at the checkpoint (the augmentation of the steps still to come); `sums` are this process's
+    running loss sum, correct count and images seen over the steps taken, so that the epoch's row comes out as an
+    unbroken epoch's."""
+
+    rng_at_start: torch.Tensor
+    lr: float  # at the epoch's start: its row reports it
+    step: int = 0  # steps of the epoch already taken
+    rng_now: torch.Tensor | None = None
+    sums: torch.Tensor | None = None  # float64 (loss sum, correct, seen)
+
+
 def make_splits(data: ImageSet, val_size: int, device: torch.device) -> Splits:
     """Hold out the LAST val_size training images for validation (fixed, so every run selects on the same set)."""
     n = len(data.train_images)
@@ -124,6 +140,8 @@ def train_one_epoch(
     grad_recorder: GradNormRecorder | None = None,
     world: World = SINGLE,
     watch: Callable[[int, float], bool] | None = None,
+    position: EpochPosition | None = None,
+    save: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[float, float, int]:
     """One pass over the training split, or the part of it the plan gives epoch `epoch`.
 
@@ -132,17 +150,21 @@ def train_one_epoch(
     no longer finite (naming the first such step), and once more when a time budget times its first steps.
     `watch(step, loss)`, called then with the run's step count and this process's mean loss since the last
     call, may end the run at that step by returning True (train/events.py; the plan then stops there).
+    `position`: where the epoch starts (a checkpoint's place within it; None: its first step). `save(steps,
+    sums)`, called at the same moments with the epoch's steps so far and this process's running sums, may
+    write a checkpoint within the epoch.
     """
     plan = plan or Plan(len(loader), epoch)  # without a plan: the whole pass
     model.train()
     device = loader.images.device
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
+    position = position or EpochPosition(generator.get_state(), optimizer.param_groups[0]["lr"])
+    sums = torch.zeros(3, dtype=torch.float64) if position.sums is None else position.sums
+    loss_sum, correct = sums[0].clone().to(device), sums[1].clone().to(device)
     no_bad_step = torch.iinfo(torch.int64).max
     first_bad = torch.full((), no_bad_step, dtype=torch.int64, device=device)
-    seen = steps = 0
-    watched = (0.0, 0)  # loss sum and images at the last watch call
+    seen, steps = int(sums[2]), position.step
+    watched = (loss_sum.item(), seen)  # loss sum and images at the last watch call
     first_step = (epoch - 1) * len(loader)
     # This process's part of each global batch, and the weight that makes DDP's mean of the per-process
     # gradients the gradient of the whole batch when the parts differ in size (1 when they do not).
@@ -155,7 +177,8 @@ def train_one_epoch(
         if bad != no_bad_step:
             raise NonFiniteLoss(epoch, bad, cfg.lr)
 
-    for images, labels in loader:
+    generator.set_state(position.rng_at_start)
+    for images, labels in loader.batches(position.step, position.rng_now):
         if steps >= plan.steps_in_epoch(epoch):
             break
         x = prepare_batch(images, cfg, generator, rows)
@@ -187,6 +210,8 @@ def train_one_epoch(
                 watched = (total, seen)
                 if watch(first_step + steps, recent):
                     plan.stop(first_step + steps)
+            if save is not None:
+                save(steps, torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64, device=device)]))
         if bar is not None:
             bar.total = plan.steps_in_epoch(epoch)  # a time budget may revise it
             bar.update(1)

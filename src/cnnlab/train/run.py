@@ -27,13 +27,14 @@ from cnnlab.device import autocast_dtype, resolve_device
 from cnnlab.models import count_parameters, create_model, models_with_branches
 from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, checkpoint_dir
 from cnnlab.runs.model import training_data
-from cnnlab.runs.rundir import RunDirLock, append_metrics, clear_unstarted, make_run_dir, plot_curves, write_json, write_metrics
+from cnnlab.runs.rundir import RunDirLock, append_metrics, clear_unstarted, keep_previous, make_run_dir, plot_curves, write_json, write_metrics
 from cnnlab.train import distributed
 from cnnlab.train.collapse import collapse_epoch, collapse_warning
 from cnnlab.train.distributed import World
 from cnnlab.train.events import Observer, Observers
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
-from cnnlab.train.loop import Splits, build_optimizer, build_schedule, evaluate, make_splits, train_one_epoch, training_note
+from cnnlab.train.loop import (EpochPosition, Splits, build_optimizer, build_schedule, evaluate, make_splits, train_one_epoch,
+                               training_note)
 from cnnlab.train.plan import BudgetPlan, Plan
 from cnnlab.train.progress import Progress, mark_stop, progress_mode, say
 from cnnlab.train.runtime import configure
@@ -94,6 +95,8 @@ class Training:
     best: dict[str, float] = field(default_factory=lambda: {"val": -1.0, "epoch": 0, "test": float("nan")})
     branch_grads: list[dict[str, Any]] = field(default_factory=list)
     elapsed_before: float = 0.0  # seconds trained before a resume
+    position: EpochPosition | None = None  # where the next epoch starts, when a checkpoint within it was resumed
+    last_saved: float = 0.0  # time.monotonic() of the last checkpoint (rank 0's clock decides --checkpoint-every)
     observers: Observers = field(default_factory=Observers)  # who watches besides the terminal (train/events.py)
 
     @property
@@ -127,9 +130,7 @@ def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress
     data_dir is the folder's new place if it has moved."""
     t_start = time.perf_counter()
     run_dir = checkpoint_dir(run_dir)
-    if not (run_dir / "last.pt").exists():
-        raise CheckpointError(f"{run_dir} has no last.pt to resume from (is it a cnnlab run directory?)")
-    ckpt = Checkpoint.for_resume(run_dir / "last.pt")
+    ckpt, fallback = _resume_checkpoint(run_dir)
     changes = {k: v for k, v in dict(device=device, threads=threads, data_dir=data_dir).items() if v is not None}
     cfg = replace(TrainConfig.from_dict(ckpt.config), **changes)
     with contextlib.ExitStack() as cleanup:
@@ -137,8 +138,26 @@ def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress
             cleanup.callback(RunDirLock(run_dir).release)
         t = set_up(cfg, data, progress, t_start, checkpoint=ckpt, observers=observers)
         restore(t, ckpt)
-        reopen_run(t, run_dir)
+        reopen_run(t, run_dir, fallback)
         return train_to_end(t, cleanup)
+
+
+def _resume_checkpoint(run_dir: Path) -> tuple[Checkpoint, str]:
+    """The checkpoint a resume starts from: last.pt, or, when last.pt cannot be used, the one it replaced
+    (last.prev.pt), with a note that says so."""
+    last, prev = run_dir / "last.pt", run_dir / "last.prev.pt"
+    if not last.exists() and not prev.exists():
+        raise CheckpointError(f"{run_dir} has no last.pt to resume from (is it a cnnlab run directory?)")
+    try:
+        return Checkpoint.for_resume(last), ""
+    except CheckpointError as e:
+        if not prev.exists():
+            raise
+        try:
+            ckpt = Checkpoint.for_resume(prev)
+        except CheckpointError:
+            raise e from None  # neither can be used: the newer one's reason
+        return ckpt, f" ({last.name} could not be used: {e}; continuing from the checkpoint before it, {prev.name})"
 
 
 def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start: float,
@@ -258,6 +277,21 @@ def restore(t: Training, ckpt: Checkpoint) -> None:
     t.epoch, t.steps = ckpt.epoch, ckpt.steps
     t.history, t.best, t.branch_grads = list(ckpt.history), dict(ckpt.best), list(ckpt.branch_grads)
     t.elapsed_before = t.history[-1]["elapsed"] if t.history else 0.0
+    if ckpt.position is not None:  # written within epoch ckpt.epoch + 1: the epoch continues from there
+        _restore_position(t, ckpt)
+
+
+def _restore_position(t: Training, ckpt: Checkpoint) -> None:
+    pos = ckpt.position
+    sums = pos["sums"]  # one row per process that wrote it
+    # The same processes take their own sums back; another number of them starts from the total on rank 0
+    # (the epoch's row is then the same sum, added in another order).
+    mine = sums[t.world.rank] if len(sums) == t.world.world_size else (sums.sum(0) if t.main else torch.zeros_like(sums[0]))
+    t.position = EpochPosition(pos["rng_at_start"], pos["lr"], pos["step"], ckpt.rng["generator"], mine)
+    t.steps = ckpt.steps - pos["step"]
+    t.elapsed_before = pos["elapsed"]
+    if t.recorder is not None and pos.get("recorder") is not None:
+        t.recorder.load_state(pos["recorder"])
 
 
 def open_new_run(t: Training, out_root: Path, cleanup: contextlib.ExitStack) -> None:
@@ -274,14 +308,15 @@ def open_new_run(t: Training, out_root: Path, cleanup: contextlib.ExitStack) -> 
         say(t.mode, f"{t.cfg.model}: {t.note}")
 
 
-def reopen_run(t: Training, run_dir: Path) -> None:
+def reopen_run(t: Training, run_dir: Path, note: str = "") -> None:
     """A stopped run's directory made what its checkpoint says: no half-written files, no rows after it."""
     if t.main:
         for tmp in run_dir.glob(".*.tmp"):  # what a killed run was writing when it stopped
             tmp.unlink(missing_ok=True)
         write_metrics(run_dir / "metrics.csv", t.history)  # drops rows written after the checkpoint
         write_json(run_dir / "config.json", t.cfg.to_dict())  # an image folder's new place, the device it runs on
-    _share_run_dir(t, run_dir, f"{t.cfg.model}: resuming {{}} after epoch {t.epoch}")
+    within = f", step {t.position.step} of epoch {t.epoch + 1}" if t.position is not None else ""
+    _share_run_dir(t, run_dir, f"{t.cfg.model}: resuming {{}} after epoch {t.epoch}{within}{note}")
 
 
 def _share_run_dir(t: Training, run_dir: Path | None, line: str) -> None:
@@ -293,6 +328,7 @@ def train_to_end(t: Training, cleanup: contextlib.ExitStack) -> RunResult:
     """The epochs, then the finish; an exception on the way carries the run directory (progress.stop_advice)."""
     cleanup.push(mark_stop(t.run_dir))
     t.observers.started(t.run_dir, t.cfg.to_dict(), t.plan.total_steps, len(t.loader))
+    t.last_saved = time.monotonic()
     while t.epoch < t.plan.epochs:
         run_epoch(t)
     return finish(t)
@@ -303,14 +339,15 @@ def run_epoch(t: Training) -> None:
     cfg = t.cfg
     t.epoch += 1
     t0 = time.perf_counter()
-    lr = t.optimizer.param_groups[0]["lr"]
+    position, t.position = t.position or EpochPosition(t.generator.get_state(), t.optimizer.param_groups[0]["lr"]), None
+    lr = position.lr
     of = "?" if isinstance(t.plan, BudgetPlan) else str(t.plan.epochs)
     bar = tqdm(total=t.plan.steps_in_epoch(t.epoch), desc=f"{cfg.model} {t.epoch}/{of}", leave=False,
                disable=t.mode != "bar", unit="step")
     with bar:  # closed (its line cleared) however the epoch ends, so no message lands on a half-drawn bar
         train_loss, train_acc, steps = train_one_epoch(
             t.trained, t.loader, t.optimizer, t.schedule, cfg, t.generator, bar, t.plan, t.epoch, t.amp_dtype,
-            t.recorder, t.world, _watch(t),
+            t.recorder, t.world, _watch(t), position, _saver(t, position),
         )
     t.steps += steps
     train_seconds = time.perf_counter() - t0
@@ -338,6 +375,7 @@ def run_epoch(t: Training) -> None:
         t.best = {"val": score, "epoch": t.epoch, "test": test_acc}
     if t.main:
         _record_epoch(t, row, is_best)
+        t.last_saved = time.monotonic()
         t.observers.epoch(row)
         if newly_collapsed:
             say(t.mode, collapse_warning(cfg.model, t.history, len(t.classes), collapsed, cfg.lr))
@@ -361,6 +399,36 @@ def _watch(t: Training) -> Callable[[int, float], bool] | None:
     return watch
 
 
+def _saver(t: Training, position: EpochPosition) -> Callable[[int, torch.Tensor], None] | None:
+    """What the loop calls every log_every steps under --checkpoint-every: once the interval has passed on rank 0's
+    clock, every process writes nothing but takes part (its running sums are gathered) and rank 0 writes last.pt
+    with the epoch's place in it. All processes decide together, so they save at the same step."""
+    if t.cfg.checkpoint_every <= 0:
+        return None
+
+    def save(steps: int, sums: torch.Tensor) -> None:
+        late = time.monotonic() - t.last_saved >= t.cfg.checkpoint_every if t.main else False
+        due = torch.tensor(1 if late else 0, device=t.device)
+        if not distributed.all_reduce_sum(due, t.world).item() or steps >= t.plan.steps_in_epoch(t.epoch):
+            return  # not yet, or the epoch's last step: its own checkpoint follows at once
+        every = distributed.all_gather(sums, t.world).cpu()
+        if t.main:
+            at = dict(step=steps, sums=every, rng_at_start=position.rng_at_start, lr=position.lr,
+                      elapsed=t.elapsed_before + time.perf_counter() - t.t_start,
+                      recorder=t.recorder.state() if t.recorder is not None else None)
+            _save_last(t, _checkpoint(t, t.history[-1] if t.history else {}, position=at))
+        t.last_saved = time.monotonic()
+
+    return save
+
+
+def _save_last(t: Training, ckpt: Checkpoint) -> None:
+    """last.pt, atomically, keeping the one it replaces as last.prev.pt (a damaged last.pt then costs one interval)."""
+    assert t.run_dir is not None
+    keep_previous(t.run_dir / "last.pt", t.run_dir / "last.prev.pt")
+    ckpt.save(t.run_dir / "last.pt")
+
+
 def _record_epoch(t: Training, row: dict[str, Any], is_best: bool) -> None:
     # The order matters for a run killed in between: resume starts from last.pt and rewrites metrics.csv from
     # it, so last.pt is written last.
@@ -371,7 +439,7 @@ def _record_epoch(t: Training, row: dict[str, Any], is_best: bool) -> None:
     ckpt = _checkpoint(t, row)
     if is_best:
         ckpt.save(t.run_dir / "best.pt")
-    ckpt.save(t.run_dir / "last.pt")
+    _save_last(t, ckpt)
     if t.mode != "off":
         v = f"val {100 * row['val_acc']:.2f}%  " if row["val_acc"] is not None else ""
         n = len(t.loader)
@@ -380,15 +448,18 @@ def _record_epoch(t: Training, row: dict[str, Any], is_best: bool) -> None:
                     f"{v}test {100 * row['test_acc']:.2f}%  {row['seconds']:.1f}s")
 
 
-def _checkpoint(t: Training, row: dict[str, Any]) -> Checkpoint:
-    """Everything needed to evaluate or resume the run as it stands after this epoch."""
+def _checkpoint(t: Training, row: dict[str, Any], position: dict[str, Any] | None = None) -> Checkpoint:
+    """Everything needed to evaluate or resume the run as it stands after this epoch, or, with a position, at
+    that step within it (`row` is then the last finished epoch's)."""
+    within = position is not None
     return Checkpoint(
         model_state={k: v.detach().cpu() for k, v in t.model.state_dict().items()},
         model_kwargs=t.model_kwargs, config=t.cfg.to_dict(), classes=list(t.classes),
-        epoch=t.epoch, steps=t.steps, steps_per_epoch=len(t.loader), total_steps=t.plan.total_steps,
+        epoch=t.epoch - within, steps=t.steps + (position["step"] if within else 0), steps_per_epoch=len(t.loader), total_steps=t.plan.total_steps,
         world_size=t.world.world_size, metrics={k: v for k, v in row.items() if v is not None},
         history=t.history, best=t.best, optimizer_state=t.optimizer.state_dict(), schedule_state=t.schedule.state_dict(),
         rng={"torch": torch.get_rng_state(), "generator": t.generator.get_state().cpu()}, branch_grads=t.branch_grads,
+        position=position,
     )
 
 
