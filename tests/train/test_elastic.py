@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cnnlab.cli import main
+from cnnlab.runs import CheckpointError
 from cnnlab.runs.rundir import RunFinished, read_metrics
 from cnnlab.train import make_config
 from cnnlab.train.events import Observer
@@ -172,3 +173,82 @@ def test_kill_9_after_a_checkpoint_within_an_epoch_then_the_same_command_ends_bi
     reliability("training", "kill -9 after a checkpoint within an epoch (--checkpoint-every 0.2), then the same command "
                 "with --run-name", len(outcomes), f"each continued from last.pt ({'; '.join(outcomes)}) and ended with weights "
                 "bit-identical to an unbroken run without checkpoints within epochs; metrics.csv with each epoch once")
+
+
+# ---- torchrun --max-restarts: the agent starts the group again and the run continues -----------------------
+
+ELASTIC = ["--epochs", "3", "--images", "6000", "--float64", "--log-every", "5"]  # float64: see test_distributed.py
+
+
+def _rank_pid(procs, agent, rank: int) -> int | None:
+    for pid in procs.descendants(agent.pid):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return pid
+    return None
+
+
+@pytest.mark.slow
+def test_under_torchrun_max_restarts_a_killed_worker_costs_no_human_action(procs, tmp_path, reliability):
+    import os
+    import random
+    import sys
+    import time
+
+    def torchrun(out, *extra):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1",
+                "--monitor-interval=0.1", str(procs.command(1, [])[1]), "train", str(out), *ELASTIC, *extra]
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    whole.mkdir(), broken.mkdir()
+    procs.run(torchrun(whole))
+    agent = procs.start(torchrun(broken, "--checkpoint-every", "0.3"), log=tmp_path / "broken.log")
+    end = time.monotonic() + 120
+    while not any(broken.glob("*/last.pt")):
+        assert agent.poll() is None and time.monotonic() < end, (tmp_path / "broken.log").read_text()
+        time.sleep(0.02)
+    time.sleep(random.Random(5).uniform(0.0, 1.0))  # a random step after the first checkpoint
+    rank = random.Random(6).choice([0, 1])
+    os.kill(_rank_pid(procs, agent, rank), 9)
+    t = time.monotonic()
+    agent.wait(timeout=180)
+    log = (tmp_path / "broken.log").read_text()
+    assert agent.returncode == 0, log
+    (run,) = [d for d in broken.iterdir() if d.is_dir()]  # one run directory, named after the rendezvous
+    assert [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]
+    a, b = (torch.load(d / "rank0.pt", weights_only=True) for d in (broken, whole))
+    diff = max((a[k] - b[k]).abs().max().item() for k in b)
+    assert diff < 1e-10, diff
+    reliability("distributed training", f"rank {rank} of a 2-process run under torchrun --max-restarts 1 killed (kill -9) "
+                "after a checkpoint within an epoch", 1,
+                f"the agent started the group again, which found its run and resumed; exit 0 {time.monotonic() - t:.0f} s "
+                f"later, one run directory, each epoch once, final weights within {diff:.0e} of an unbroken run (float64)")
+
+
+def test_a_damaged_last_pt_falls_back_to_the_one_before_it_or_is_refused_in_one_line(tiny_mnist, tmp_path, capsys):
+    cfg = _cfg(log_every=2)
+    whole = train([cfg], data=tiny_mnist, out_root=tmp_path / "whole", progress=False)
+    named = replace(cfg, run_name="r", checkpoint_every=1e-9)
+    with pytest.raises(KeyboardInterrupt):
+        train([named], data=tiny_mnist, out_root=tmp_path, progress=False, observers=[_CrashAtStep(15)])
+    last = tmp_path / "r" / "last.pt"
+    damaged = bytearray(last.read_bytes())
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 64] = b"\xff" * 64
+    last.write_bytes(damaged)
+    again = train([named], data=tiny_mnist, out_root=tmp_path, progress="lines")
+    out = capsys.readouterr().out
+    assert "last.pt could not be used" in out and "continuing from the checkpoint before it, last.prev.pt" in out, out
+    a, b = _weights(again), _weights(whole)
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert [int(r["epoch"]) for r in read_metrics(tmp_path / "r" / "metrics.csv")] == [1, 2, 3]
+    # with no checkpoint before it, a damaged last.pt is refused in one line
+    (tmp_path / "r" / "summary.json").unlink()
+    (tmp_path / "r" / "last.prev.pt").unlink()
+    last.write_bytes(damaged)
+    with pytest.raises(CheckpointError) as info:
+        train([named], data=tiny_mnist, out_root=tmp_path, progress=False)
+    assert "\n" not in str(info.value) and "last.pt is damaged" in str(info.value), info.value
+

@@ -33,6 +33,7 @@ from typing import Any, Iterator, NoReturn
 
 import torch
 import torch.distributed as dist
+from torch.distributed.rendezvous import rendezvous
 
 TIMEOUT_ENV = "CNNLAB_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
@@ -134,7 +135,13 @@ def init(device: torch.device) -> tuple[World, torch.device]:
         kwargs: dict[str, Any] = {}
         if backend == "nccl":
             kwargs["device_id"] = device  # binds the communicator to this GPU at once
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds()), **kwargs)
+        timeout = datetime.timedelta(seconds=timeout_seconds())
+        store, rank, size = next(rendezvous("env://", timeout=timeout))
+        # Under torchrun the workers of every group the agent starts share the agent's store (PyTorch 2.13), and
+        # a group started again after a failure found the dead group's addresses in it: its ranks connected to
+        # closed ports ("Connection refused") or waited on them. Each group's keys go under its own prefix.
+        store = dist.PrefixStore(f"cnnlab/group{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout, **kwargs)
     return world, device
 
 
