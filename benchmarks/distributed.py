@@ -15,6 +15,15 @@ works out what limits scaling for models this small and from which size more mac
 
 Writes benchmarks/results/distributed.json and distributed.md. Run it alone: on 2 cores any other load
 changes every figure.
+
+    python benchmarks/distributed.py --failure           # what a lost worker costs, and two namespaces' speed
+
+--failure measures instead what losing a worker costs a run under `torchrun --max-restarts 1` (2 processes): one
+worker is killed (kill -9) 90% through epoch 2, the agent starts the group again and the run resumes from
+last.pt. For --checkpoint-every 10 against once an epoch it reports the seconds from the kill to the first
+steps trained again and the steps lost (trained before the kill, after the checkpoint resumed from). Then the
+images/s of the README's two-machine command on two network namespaces (1 process each, over a veth pair)
+against one process with one thread, and one with two. Writes distributed_failure.json and .md.
 """
 
 from __future__ import annotations
@@ -88,6 +97,144 @@ def child_allreduce(sizes: list[int], repeats: int, result: str) -> None:
     if world.is_main:
         Path(result).write_text(json.dumps(out))
     distributed.shutdown()
+
+
+def child_steps(model: str, batch: int, epochs: int, steps: int, every: float, out: str, result: str) -> None:
+    """Train through cnnlab.train.train (a named run, as `cnnlab train` under torchrun), logging the wall time of
+    every 10th step on rank 0 to `result` (one "unix-time step" line each)."""
+    from cnnlab.train import Observer, make_config, train
+
+    class StepLog(Observer):
+        def __init__(self) -> None:
+            self.f = open(result, "a")
+
+        def step(self, step: int, total_steps: int, epoch: int, loss: float) -> None:
+            self.f.write(f"{time.time():.3f} {step}\n")
+            self.f.flush()
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    cfg = make_config(model, epochs=epochs, steps=steps, batch_size=batch, device="cpu", log_every=10, checkpoint_every=every)
+    train([cfg], out_root=out, progress=False, observers=[StepLog()])
+    if distributed.joined():
+        distributed.leave(0)
+
+
+def _step_log(path: Path) -> list[tuple[float, int]]:
+    if not path.exists():
+        return []
+    return [(float(t), int(s)) for t, s in (line.split() for line in path.read_text().splitlines() if line.count(" ") == 1)]
+
+
+def failure_cost(model: str, batch: int, every: float) -> dict:
+    """Kill rank 1 of a 2-process run 90% through epoch 2; what the restart costs."""
+    from cnnlab.data import load_mnist
+
+    per_epoch = (len(load_mnist(progress=False).train_images) - 5000) // batch
+    kill_at = per_epoch + per_epoch * 9 // 10  # late in epoch 2: past a 10 s interval at this machine's speed
+    with tempfile.TemporaryDirectory() as tmp:
+        log, out = Path(tmp) / "steps.log", Path(tmp) / "runs"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1",
+               "--monitor-interval=0.1", str(Path(__file__).resolve()), "--child", "steps", "--model", model,
+               "--batch", str(batch), "--epochs", "2", "--steps", "0", "--every", str(every), "--runs", str(out), "--result", str(log)]
+        p = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        end = time.monotonic() + 600
+        while not _step_log(log) or _step_log(log)[-1][1] < kill_at:
+            if p.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"the run ended before step {kill_at}")
+            time.sleep(0.01)
+        workers = [pid for pid in _children(p.pid) if b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
+        os.kill(workers[0], 9)
+        t_kill = time.time()
+        (ckpt,) = out.glob("*/last.pt")
+        resumed_from = torch.load(ckpt, weights_only=True)["steps"]
+        if p.wait(timeout=900) != 0:
+            raise RuntimeError(f"the run under --max-restarts 1 did not survive (exit {p.returncode})")
+        steps = _step_log(log)
+        before = max(s for t, s in steps if t <= t_kill)
+        t_again, first = min((t, s) for t, s in steps if t > t_kill)
+    return {"checkpoint_every": every, "killed_after_step": before, "resumed_from_step": resumed_from,
+            "steps_lost": before - resumed_from, "seconds_to_training_again": t_again - t_kill, "first_step_again": first,
+            "seconds_lost_of_training": (before - resumed_from) * _seconds_per_step(steps, t_kill)}
+
+
+def _seconds_per_step(steps: list[tuple[float, int]], until: float) -> float:
+    """Median seconds per step over the logged intervals before `until` (the run's speed before the kill)."""
+    pts = [(t, s) for t, s in steps if t <= until]
+    return statistics.median((b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(pts, pts[1:]) if b[1] > a[1])
+
+
+def _children(pid: int) -> list[int]:
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from train.conftest import descendants
+
+    return descendants(pid)
+
+
+def namespace_speed(model: str, batch: int, steps: int) -> dict:
+    """Images/s of the README's two-machine command on two network namespaces (1 process each), against one
+    process with one thread and with two, on the same steps."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from train.test_two_machines import Machines, _agent, readme_two_machine_command
+
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        child = ["--child", "steps", "--model", model, "--batch", str(batch), "--steps", str(steps), "--epochs", "1"]
+        for label, threads in (("1 proc x 1 thread", 1), ("1 proc x 2 threads", 2)):
+            log = Path(tmp) / f"{threads}.log"
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), *child, "--runs", f"{tmp}/r{threads}",
+                            "--result", str(log)], env={**os.environ, "OMP_NUM_THREADS": str(threads)}, check=True,
+                           capture_output=True, timeout=900)
+            rates[label] = _rate(_step_log(log), batch)
+        machines = Machines()
+        machines.make()
+        try:
+            words = readme_two_machine_command()
+            cmd = _agent(words, [])[: -3]  # the torchrun options, without `-m cnnlab train`
+            log = Path(tmp) / "ns.log"
+            target = [*cmd, str(Path(__file__).resolve()), *child, "--runs", f"{tmp}/ns", "--result", str(log)]
+            agents = [subprocess.Popen(machines.command(n, target), env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n in ("node1", "node2")]
+            for a in agents:
+                a.wait(timeout=900)
+            rates["2 namespaces x 1 proc x 1 thread"] = _rate(_step_log(log), batch)
+        finally:
+            machines.remove()
+    return rates
+
+
+def _rate(steps: list[tuple[float, int]], batch: int) -> float:
+    """Images/s between the 3rd logged point and the last (past the first steps' allocations)."""
+    (t0, s0), (t1, s1) = steps[2], steps[-1]
+    return (s1 - s0) * batch / (t1 - t0)
+
+
+def render_failure(r: dict) -> str:
+    lines = [
+        "# What a lost worker costs, and two machines' speed",
+        "",
+        f"`{r['command']}`; {r['model']}, batch {r['batch']}, real MNIST, one run each. CPU: {r['cpu']}.",
+        "",
+        f"Machine: {r['machine']}",
+        "",
+        "A 2-process run under `torchrun --standalone --nproc-per-node 2 --max-restarts 1`, rank 1 killed (`kill -9`)",
+        "90% through epoch 2. *To training again*: from the kill to the first 10 steps trained after the",
+        "restart (the agent noticing, stopping the group, starting it again, loading MNIST, resuming last.pt).",
+        "*Steps lost*: trained before the kill, after the checkpoint the run resumed from.",
+        "",
+        "| checkpoints | killed after step | resumed from step | steps lost | training lost (s) | to training again (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in r["failure"]:
+        name = f"--checkpoint-every {c['checkpoint_every']:g}" if c["checkpoint_every"] else "once an epoch"
+        lines.append(f"| {name} | {c['killed_after_step']} | {c['resumed_from_step']} | {c['steps_lost']} | "
+                     f"{c['seconds_lost_of_training']:.1f} | {c['seconds_to_training_again']:.1f} |")
+    lines += ["", f"Images/s over {r['speed_steps']} steps (timed from step 30 on):", "",
+              "| arrangement | images/s |", "|---|---:|"]
+    lines += [f"| {k} | {v:,.0f} |" for k, v in r["speed"].items()]
+    lines += ["", "The two namespaces share this host's cores, so they show what the network path and the",
+              "rendezvous cost, not what a second machine adds.", ""]
+    return "\n".join(lines)
 
 
 # ---- the parent: launches the children, collects, writes the report ----------------------------------
@@ -216,7 +363,11 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--report-only", action="store_true", help="re-render distributed.md from distributed.json")
-    p.add_argument("--child", choices=("throughput", "allreduce"), help=argparse.SUPPRESS)
+    p.add_argument("--failure", action="store_true", help="what a lost worker costs, and two namespaces' images/s")
+    p.add_argument("--child", choices=("throughput", "allreduce", "steps"), help=argparse.SUPPRESS)
+    p.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--every", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--runs", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--sizes", nargs="+", type=int, help=argparse.SUPPRESS)
@@ -227,6 +378,20 @@ def main() -> int:
         return 0
     if a.child == "allreduce":
         child_allreduce(a.sizes, a.repeats, a.result)
+        return 0
+    if a.child == "steps":
+        child_steps(a.model, a.batch, a.epochs, a.steps, a.every, a.runs, a.result)
+        return 0
+    if a.failure:
+        from cnnlab.sysinfo import cpu_kind
+
+        model = a.models[0] if len(a.models) == 1 else "resnet"
+        results = {"machine": describe_machine(), "cpu": cpu_kind(), "torch": torch.__version__, "model": model,
+                   "batch": a.batch, "command": "python benchmarks/distributed.py " + " ".join(sys.argv[1:]),
+                   "failure": [failure_cost(model, a.batch, every) for every in (10.0, 0.0)], "speed_steps": 300}
+        results["speed"] = namespace_speed(model, a.batch, 300)
+        Path(a.out, "distributed_failure.json").write_text(json.dumps(results, indent=2))  # kept if the report fails
+        write_results(a.out, "distributed_failure", results, render_failure(results))
         return 0
 
     if a.report_only:

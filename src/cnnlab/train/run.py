@@ -342,8 +342,8 @@ def run_epoch(t: Training) -> None:
     position, t.position = t.position or EpochPosition(t.generator.get_state(), t.optimizer.param_groups[0]["lr"]), None
     lr = position.lr
     of = "?" if isinstance(t.plan, BudgetPlan) else str(t.plan.epochs)
-    bar = tqdm(total=t.plan.steps_in_epoch(t.epoch), desc=f"{cfg.model} {t.epoch}/{of}", leave=False,
-               disable=t.mode != "bar", unit="step")
+    bar = tqdm(total=t.plan.steps_in_epoch(t.epoch), initial=position.step, desc=f"{cfg.model} {t.epoch}/{of}",
+               leave=False, disable=t.mode != "bar", unit="step")
     with bar:  # closed (its line cleared) however the epoch ends, so no message lands on a half-drawn bar
         train_loss, train_acc, steps = train_one_epoch(
             t.trained, t.loader, t.optimizer, t.schedule, cfg, t.generator, bar, t.plan, t.epoch, t.amp_dtype,
