@@ -41,7 +41,7 @@ def test_models_lists_every_model_with_parameters_and_flops(capsys):
         ["compare"],
         ["predict", "ckpt"],
         ["predict", "ckpt", "a.png", "--top", "0"],
-        ["serve"],
+        ["serve", "--runs-root"],
         ["serve", "ckpt", "--port", "70000"],
         ["serve", "ckpt", "--port", "http"],
         ["export", "ckpt"],

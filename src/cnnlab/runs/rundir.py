@@ -199,3 +199,27 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     if not runs:
         raise RunDirError(skipped[0] if len(skipped) == 1 else f"none of the {len(skipped)} directories is a finished cnnlab run: {'; '.join(skipped)}")
     return runs, skipped
+
+
+def newest_finished(root: str | Path) -> list[Path]:
+    """The newest finished run of each model under `root` (what `cnnlab serve` serves when given no run), by
+    model name. Finished means summary.json and best.pt are there; newest is by the time summary.json was
+    written, so a resumed run counts from its finish, not from its start. Unreadable directories are passed by:
+    this is a search, not a command about one run. An absent `root` holds none."""
+    root = Path(root)
+    newest: dict[str, tuple[float, Path]] = {}
+    try:
+        candidates = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    for path in candidates:
+        try:
+            if not (path / "best.pt").is_file():
+                continue
+            finished = (path / "summary.json").stat().st_mtime
+            model = json.loads((path / "config.json").read_text())["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(model, str) and (model not in newest or finished >= newest[model][0]):
+            newest[model] = (finished, path)
+    return [newest[m][1] for m in sorted(newest)]
