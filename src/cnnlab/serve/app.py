@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cnnlab.analysis.inside import UnknownPart, explain
 from cnnlab.data.pictures import ImageError, ImageTooLarge
 from cnnlab.data.registry import entries as dataset_entries
 from cnnlab.models import list_models
@@ -49,10 +50,6 @@ from cnnlab.serve.inputs import BODY_LIMIT, SMALL_BODY_LIMIT, RequestError, json
 from cnnlab.serve.models import NoSuchModel, ServedModel, Shelf
 from cnnlab.serve.training import BUDGET, Trainer, TrainingRefused
 
-try:
-    from cnnlab.analysis.inside import UnknownPart, explain
-except ImportError:  # TEMPORARY until issue-inside lands on main
-    UnknownPart, explain = LookupError, None
 
 __all__ = ["BODY_LIMIT", "create_app"]
 
@@ -172,8 +169,6 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
     async def explain_route(request: Request) -> dict:
         order = await read_order(request)
         served = chosen(order.model)
-        if explain is None:
-            raise RequestError(501, "this cnnlab has no inside view yet")
         t0 = time.perf_counter()
         seen = await run(lambda: explain(served.trained, order.image, order.silence))
         out = seen.as_dict()
