@@ -1,6 +1,6 @@
 """Serving benchmark: the latency of one prediction, and the web server under concurrent clients.
 
-    python benchmarks/serve.py                                  # trains the lecture's three for 30 s each first
+    python benchmarks/serve.py                                  # trains the lecture's three for an epoch each first
     python benchmarks/serve.py --runs runs/*-basic_cnn runs/*-inception_net runs/*-resnet --clients 8 --seconds 20
 
 1. One prediction, in this process: PNG bytes of a real MNIST test digit drawn dark on a light 280x280
@@ -322,8 +322,9 @@ grow with the number of clients; the request bodies waiting meanwhile are at mos
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", help="run directories to serve, the first used for one prediction and the load "
-                   "(default: train basic_cnn, inception_net and resnet for --train-seconds each, resnet first)")
-    p.add_argument("--train-seconds", type=float, default=30.0, help="time budget of each training (default: 30)")
+                   "(default: train resnet, basic_cnn and inception_net for --train-epochs each)")
+    p.add_argument("--train-epochs", type=int, default=1, help="epochs of each training; epochs, not a time budget, so "
+                   "that the models are the same on a busy machine (default: 1)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="concurrent clients, one load test each (default: 1 8)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each load test (default: 20)")
     p.add_argument("--repeats", type=int, default=1000, help="predictions timed for the latency (default: 1000)")
@@ -339,10 +340,10 @@ def main() -> int:
         if not runs:
             from cnnlab.train import fit, make_config
 
-            results_ = [fit(make_config(m, time_budget=args.train_seconds, device="cpu"), mnist, out_root=tmp, progress=False)
+            results_ = [fit(make_config(m, epochs=args.train_epochs, device="cpu", seed=0), mnist, out_root=tmp, progress=False)
                         for m in ("resnet", "basic_cnn", "inception_net")]
             runs = [str(r.run_dir) for r in results_]
-            note = (f"{args.train_seconds:.0f} s `--time-budget` training runs made by the benchmark: "
+            note = (f"{args.train_epochs}-epoch training runs made by the benchmark: "
                     + ", ".join(f"{r.model} {100 * r.test_acc:.2f}%" for r in results_) + " test accuracy")
         checkpoint = runs[0]
         predictor = Predictor(checkpoint)
