@@ -48,7 +48,7 @@ def _set(path: str | tuple, value):
 
 
 def _nan_first(t: torch.Tensor) -> torch.Tensor:
-    t = t.clone()
+    t = t.clone().contiguous()
     t.view(-1)[0] = float("nan")
     return t
 
