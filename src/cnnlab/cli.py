@@ -418,11 +418,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.tables import format_table
 
     ckpt = Path(args.checkpoint)
-    model, cfg, _ = load_model(ckpt, _use_device(args))  # a bad checkpoint fails here, before any data is loaded
+    model, cfg, state = load_model(ckpt, _use_device(args))  # a bad checkpoint fails here, before any data is loaded
     if args.tta_hflip is not None:
         cfg = dataclasses.replace(cfg, tta_hflip=args.tta_hflip)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
-    data = training_data(cfg, args.data_dir, progress=True)
+    data = training_data(cfg, args.data_dir, progress=True, classes=state.get("classes"))  # a changed folder: refused
     ev = evaluate_model(model, cfg, data)
     mirrored = ", each averaged with its mirror image" if cfg.tta_hflip else ""
     print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images{mirrored}\n")
@@ -545,7 +545,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from cnnlab.config import TrainConfig
         from cnnlab.runs import load_checkpoint, training_data
 
-        data = training_data(TrainConfig.from_dict(load_checkpoint(args.checkpoints[0])["config"]), args.data_dir)
+        first = load_checkpoint(args.checkpoints[0])
+        data = training_data(TrainConfig.from_dict(first["config"]), args.data_dir, classes=first.get("classes"))
     else:
         data = load_data(args.dataset, args.data_dir)
     if args.analysis == "branches":

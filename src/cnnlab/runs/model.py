@@ -230,7 +230,7 @@ class TrainedModel:
     def evaluate(self, data: ImageSet | None = None, data_dir: str | None = None) -> float:
         """Accuracy on the test split of `data`, by default the data set it was trained on (`data_dir`: where its
         files are, or an image folder's new place), which must still have the classes the model was trained on."""
-        data = data if data is not None else training_data(self.config, data_dir, classes=self.classes)
+        data = data if data is not None else training_data(self.config, data_dir, classes=self.state.get("classes"))
         labels = data.test_labels.to(self.device)
         return evaluate(self.network, data.test_images.to(self.device), labels, self.config)[1]
 
