@@ -121,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size, dark on light or light on dark)")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout instead of text (default: off)")
     pr.add_argument("--top", type=_in(Range(1, 1000, whole=True)), default=3, help="classes to show per image (default: 3)")
-    pr.add_argument("--save-input", metavar="DIR", help="also write the image the model saw (28x28 for MNIST), per image (default: off)")
+    pr.add_argument("--save-input", metavar="DIR",
+                    help="also write the image the model saw (28x28 for MNIST), per image, as DIR/<file name>-<W>x<H>.png: "
+                    "a.png -> a.png-28x28.png, a.jpg -> a.jpg-28x28.png; a name given again gets -2, -3 (default: off)")
     _add_device(pr, "cpu")
 
     sv = sub.add_parser(
@@ -456,15 +458,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from cnnlab.inference.predictor import Predictor
+    from cnnlab.inference.predictor import Predictor, input_names
     from cnnlab.data.pictures import ImageError
 
     predictor = Predictor(args.checkpoint, _use_device(args))  # a bad checkpoint fails before any image is read
     save_dir = _save_input_dir(args.save_input)
     results, failed = [], 0
-    for path in args.images:
+    for path, name in zip(args.images, input_names(args.images)):
         try:
-            pred = predictor.predict_file(path, save_dir)
+            pred = predictor.predict_file(path, save_dir, name)
         except ImageError as e:  # one line for this file; the others are still predicted
             failed += 1
             message = f"{path}: {e}"

@@ -139,6 +139,8 @@ class TrainConfig:
     threads: int = _setting(0, Range(0, MAX_THREADS, whole=True))
     data_dir: str | None = None  # a directory holding the data set's files (or an image folder's new place)
     log_every: int = _setting(50, Range(1, 10**9, whole=True))  # steps between progress-bar loss updates (each a host sync)
+    tensorboard: bool = _flag(False, "also write TensorBoard event files into the run directory's tensorboard/ folder "
+                              "(needs pip install 'cnnlab[tensorboard]') (default: off)", "bool")
     record_branch_grads: bool = _flag(False, "models with Inception blocks (inception_net, inception_bn): record each "
                                       "branch's gradient norm per epoch, for analyze branches (default: off)", "bool")
 

@@ -3,8 +3,11 @@ training process that holds its lock (rank 0 alone under torchrun); read by ever
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.atomic import atomic_writer
 from cnnlab.config import TrainConfig
 from cnnlab.locks import FileLock
+from cnnlab.readfile import FileRefused, NotAFile, read_bounded
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -79,6 +83,12 @@ def remove_unstarted(run_dir: str | Path) -> bool:
         (run_dir / name).unlink(missing_ok=True)
     for tmp in run_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+    events = run_dir / "tensorboard"  # --tensorboard's event files (train/tensorboard.py)
+    if events.is_dir() and not events.is_symlink():
+        for f in events.glob("events.out.tfevents.*"):
+            f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            events.rmdir()
     try:
         run_dir.rmdir()
     except OSError:
@@ -97,7 +107,9 @@ def append_metrics(path: str | Path, row: dict[str, Any]) -> None:
     """Append one epoch's row to metrics.csv, writing the header first if the file is new."""
     path = Path(path)
     new = not path.exists()
-    with open(path, "a", newline="") as f:
+    # Not through a symbolic link: a metrics.csv made a link to another file would have rows appended to it.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with open(fd, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
         if new:
             w.writeheader()
@@ -115,8 +127,26 @@ def write_metrics(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """metrics.csv as a list of rows of floats (empty cells become NaN)."""
-    with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in csv.DictReader(f)]
+    rows = csv.DictReader(io.StringIO(read_run_file(path), newline=""))
+    return [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in rows]
+
+
+RUN_FILE_LIMIT = 64 * 2**20  # config.json, summary.json, metrics.csv and branch_grads.json are kilobytes
+
+
+def read_run_file(path: str | Path) -> str:
+    """The text of a run's record file, read as a regular file of bounded size: a run directory may come from
+    someone else, and a config.json linked to /dev/zero or made a named pipe must not hang a command or fill
+    its memory.
+
+    Raises:
+        RunDirError: not a regular file, unreadable, or over RUN_FILE_LIMIT.
+        ValueError: not UTF-8.
+    """
+    try:
+        return read_bounded(path, RUN_FILE_LIMIT).decode("utf-8")
+    except FileRefused as e:
+        raise RunDirError(f"{path} {e}, not a run file" if isinstance(e, NotAFile) else f"{path}: {e}") from None
 
 
 def _fmt(v: Any) -> Any:
@@ -165,7 +195,9 @@ def plot_curves(rows: list[dict[str, float | None]], path: str | Path | None, ti
         fig.suptitle(title, fontfamily=font_family(title))
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
+
+        save_figure(fig, path)
     return fig
 
 
@@ -197,8 +229,8 @@ def load_run(path: str | Path) -> Run:
     if missing:
         raise RunDirError(f"{path} is not a finished cnnlab run (missing {', '.join(missing)})")
     try:
-        config = json.loads((path / "config.json").read_text())
-        summary = json.loads((path / "summary.json").read_text())
+        config = json.loads(read_run_file(path / "config.json"))
+        summary = json.loads(read_run_file(path / "summary.json"))
         metrics = read_metrics(path / "metrics.csv")
     except (ValueError, KeyError) as e:
         raise RunDirError(f"{path} has an unreadable run file ({e})") from None

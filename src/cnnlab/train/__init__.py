@@ -4,8 +4,9 @@ set-up and gradient recording. The config and its recipes are cnnlab.config; wha
 directory, checkpoints, the trained model) is cnnlab.runs."""
 
 from cnnlab.config import RECIPES, TrainConfig, make_config
+from cnnlab.train.events import Observer
 from cnnlab.train.loop import NonFiniteLoss, evaluate
 from cnnlab.train.run import RunResult, fit, resume
 from cnnlab.train.session import Session, train
 
-__all__ = ["RECIPES", "NonFiniteLoss", "RunResult", "Session", "TrainConfig", "evaluate", "fit", "make_config", "resume", "train"]
+__all__ = ["RECIPES", "NonFiniteLoss", "Observer", "RunResult", "Session", "TrainConfig", "evaluate", "fit", "make_config", "resume", "train"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -123,12 +124,15 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     grad_recorder: GradNormRecorder | None = None,
     world: World = SINGLE,
+    watch: Callable[[int, float], bool] | None = None,
 ) -> tuple[float, float, int]:
     """One pass over the training split, or the part of it the plan gives epoch `epoch`.
 
     Returns (mean loss, accuracy, steps taken), over all processes of a data-parallel run. Syncs with
     the host only every cfg.log_every steps, to update the progress bar and to stop at a loss that is
     no longer finite (naming the first such step), and once more when a time budget times its first steps.
+    `watch(step, loss)`, called then with the run's step count and this process's mean loss since the last
+    call, may end the run at that step by returning True (train/events.py; the plan then stops there).
     """
     plan = plan or Plan(len(loader), epoch)  # without a plan: the whole pass
     model.train()
@@ -139,6 +143,7 @@ def train_one_epoch(
     no_bad_step = torch.iinfo(torch.int64).max
     first_bad = torch.full((), no_bad_step, dtype=torch.int64, device=device)
     seen = steps = 0
+    watched = (0.0, 0)  # loss sum and images at the last watch call
     first_step = (epoch - 1) * len(loader)
     # This process's part of each global batch, and the weight that makes DDP's mean of the per-process
     # gradients the gradient of the whole batch when the parts differ in size (1 when they do not).
@@ -174,8 +179,15 @@ def train_one_epoch(
         plan.after_step(first_step + steps, sync)
         if steps % cfg.log_every == 0:
             check_finite()
+            if bar is not None or watch is not None:
+                total = loss_sum.item()
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+            if watch is not None:
+                recent = (total - watched[0]) / (seen - watched[1])
+                watched = (total, seen)
+                if watch(first_step + steps, recent):
+                    plan.stop(first_step + steps)
         if bar is not None:
             bar.total = plan.steps_in_epoch(epoch)  # a time budget may revise it
             bar.update(1)

@@ -33,6 +33,12 @@ class Plan:
         self.total_steps = steps_per_epoch * epochs if total_steps is None else total_steps
         # Makes every process of a data-parallel run take rank 0's step count (identity in one process).
         self.agree: Callable[[int], int] = lambda n: n
+        self.stopped = False  # asked to end early (stop): no later revision extends the run again
+
+    def stop(self, step: int) -> None:
+        """End the run after `step` (the run's 1-based step count): the epoch in progress becomes the last."""
+        self.total_steps = step
+        self.stopped = True
 
     @property
     def epochs(self) -> int:
@@ -81,7 +87,7 @@ class BudgetPlan(Plan):
         self._t_skip: float | None = None
 
     def after_step(self, step: int, sync: Callable[[], None]) -> None:
-        if self.step_seconds is not None or step not in (_SKIP_STEPS, _SKIP_STEPS + _CALIBRATION_STEPS):
+        if self.stopped or self.step_seconds is not None or step not in (_SKIP_STEPS, _SKIP_STEPS + _CALIBRATION_STEPS):
             return
         sync()  # on a GPU, wait for the queued steps so that the clock measures them
         now = self.clock()
@@ -92,6 +98,8 @@ class BudgetPlan(Plan):
             self._replan(done_steps=step, done_epochs=0)
 
     def after_epoch(self, epoch: int, steps_done: int, train_seconds: float, eval_seconds: float) -> None:
+        if self.stopped:
+            return
         if steps_done < epoch * self.steps_per_epoch:  # a partial epoch is the last one
             self.total_steps = steps_done
             return

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from cnnlab.runs.rundir import (RunDirError, RunDirLock, append_metrics, load_ru
 from cnnlab.train import distributed
 from cnnlab.train.collapse import collapse_epoch, collapse_warning
 from cnnlab.train.distributed import World
+from cnnlab.train.events import Observer, Observers
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 from cnnlab.train.loop import Splits, build_optimizer, build_schedule, evaluate, make_splits, train_one_epoch, training_note
 from cnnlab.train.plan import BudgetPlan, Plan
@@ -94,29 +95,32 @@ class Training:
     best: dict[str, float] = field(default_factory=lambda: {"val": -1.0, "epoch": 0, "test": float("nan")})
     branch_grads: list[dict[str, Any]] = field(default_factory=list)
     elapsed_before: float = 0.0  # seconds trained before a resume
+    observers: Observers = field(default_factory=Observers)  # who watches besides the terminal (train/events.py)
 
     @property
     def main(self) -> bool:
         return self.world.is_main
 
 
-def fit(cfg: TrainConfig, data: ImageSet | None = None, out_root: str | Path = "runs", progress: Progress = True) -> RunResult:
+def fit(cfg: TrainConfig, data: ImageSet | None = None, out_root: str | Path = "runs", progress: Progress = True,
+        observers: Sequence[Observer] = ()) -> RunResult:
     """Train cfg.model under cfg, write a new run directory under out_root, and return the result.
 
     The test set is evaluated after every epoch for the record, but the reported model (best.pt) is the epoch with
     the best validation accuracy: the test set never chooses anything. Started by torchrun, every process calls this
     and the run is data-parallel (see train/distributed.py). `progress`: see progress.progress_mode; only the first
-    process prints. Without `data`, the data set cfg names is loaded (once per machine).
+    process prints. Without `data`, the data set cfg names is loaded (once per machine). `observers` are told how
+    the run goes and may stop it early (train/events.py).
     """
     t_start = time.perf_counter()
     with contextlib.ExitStack() as cleanup:
-        t = set_up(cfg, data, progress, t_start)
+        t = set_up(cfg, data, progress, t_start, observers=observers)
         open_new_run(t, Path(out_root), cleanup)
         return train_to_end(t, cleanup)
 
 
 def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress = True, device: str | None = None,
-           threads: int | None = None, data_dir: str | None = None) -> RunResult:
+           threads: int | None = None, data_dir: str | None = None, observers: Sequence[Observer] = ()) -> RunResult:
     """Continue the run in run_dir from its last.pt (the end of its last finished epoch), with the settings it was
     started with. On the same kind of CPU a resumed run ends with the same weights, bit for bit, as one that never
     stopped; a run may be resumed by a different number of processes. A time-budget run resumes to the step count
@@ -132,7 +136,7 @@ def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress
             cleanup.callback(RunDirLock(run_dir).release)
         if ckpt.finished and (run_dir / "summary.json").exists():  # nothing to train: say so, once its files are checked
             return finished_run(run_dir, ckpt, progress_mode(progress) if distributed.world_from_env().is_main else "off")
-        t = set_up(cfg, data, progress, t_start, checkpoint=ckpt)
+        t = set_up(cfg, data, progress, t_start, checkpoint=ckpt, observers=observers)
         restore(t, ckpt)
         reopen_run(t, run_dir)
         return train_to_end(t, cleanup)
@@ -185,9 +189,10 @@ def _nan_for_none(v: Any) -> float:
 
 
 def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start: float,
-           checkpoint: Checkpoint | None = None) -> Training:
+           checkpoint: Checkpoint | None = None, observers: Sequence[Observer] = ()) -> Training:
     """Everything a run trains with, as a fresh run builds it: device, data, model, loader, plan, optimiser.
     A checkpoint only says what the data cannot: the run's recorded length and its image folder's place."""
+    observers = [*observers, *_asked_for(cfg)]  # first: a missing package is said before any work
     world, device = distributed.init(resolve_device(cfg.device))
     mode = progress_mode(progress) if world.is_main else "off"
     configure(device, cfg.threads)
@@ -212,8 +217,17 @@ def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start:
     return Training(
         cfg, world, device, mode, note, tuple(data.classes), splits, model, distributed.wrap(model, world, device), model_kwargs,
         loader, generator, plan, optimizer, build_schedule(optimizer, cfg, plan), _recorder(cfg, model),
-        autocast_dtype(device, cfg.amp), t_start,
+        autocast_dtype(device, cfg.amp), t_start, observers=Observers(observers, main=world.is_main),
     )
+
+
+def _asked_for(cfg: TrainConfig) -> list[Observer]:
+    """The observers the run's config asks for, whoever started it (the CLI, cnnlab.fit, a resume)."""
+    if not cfg.tensorboard:
+        return []
+    from cnnlab.train.tensorboard import TensorBoardWriter  # its package is an optional extra
+
+    return [TensorBoardWriter()]
 
 
 def config_for_data(cfg: TrainConfig, data: ImageSet) -> TrainConfig:
@@ -343,6 +357,7 @@ def _share_run_dir(t: Training, run_dir: Path | None, line: str) -> None:
 def train_to_end(t: Training, cleanup: contextlib.ExitStack) -> RunResult:
     """The epochs, then the finish; an exception on the way carries the run directory (progress.stop_advice)."""
     cleanup.push(mark_stop(t.run_dir))
+    t.observers.started(t.run_dir, t.cfg.to_dict(), t.plan.total_steps, len(t.loader))
     while t.epoch < t.plan.epochs:
         run_epoch(t)
     return finish(t)
@@ -360,7 +375,7 @@ def run_epoch(t: Training) -> None:
     with bar:  # closed (its line cleared) however the epoch ends, so no message lands on a half-drawn bar
         train_loss, train_acc, steps = train_one_epoch(
             t.trained, t.loader, t.optimizer, t.schedule, cfg, t.generator, bar, t.plan, t.epoch, t.amp_dtype,
-            t.recorder, t.world,
+            t.recorder, t.world, _watch(t),
         )
     t.steps += steps
     train_seconds = time.perf_counter() - t0
@@ -388,8 +403,27 @@ def run_epoch(t: Training) -> None:
         t.best = {"val": score, "epoch": t.epoch, "test": test_acc}
     if t.main:
         _record_epoch(t, row, is_best)
+        t.observers.epoch(row)
         if newly_collapsed:
             say(t.mode, collapse_warning(cfg.model, t.history, len(t.classes), collapsed, cfg.lr))
+
+
+def _watch(t: Training) -> Callable[[int, float], bool] | None:
+    """What the loop calls every log_every steps when someone watches: tell them, and stop when any process's
+    observers ask (all processes decide together, so they end at the same step)."""
+    if not t.observers:
+        return None
+
+    def watch(step: int, loss: float) -> bool:
+        t.observers.step(step, t.plan.total_steps, t.epoch, loss)
+        keep_going = torch.tensor(0 if t.observers.should_stop() else 1, device=t.device)
+        if distributed.all_reduce_min(keep_going, t.world).item():
+            return False
+        say(t.mode, f"{t.cfg.model}: stopped at step {step:,} of {t.plan.total_steps:,}, as asked; "
+                    "this epoch is evaluated and the run finishes with what was trained")
+        return True
+
+    return watch
 
 
 def _record_epoch(t: Training, row: dict[str, Any], is_best: bool) -> None:
@@ -440,6 +474,7 @@ def finish(t: Training) -> RunResult:
         write_json(t.run_dir / "summary.json", _json_safe(result.summary()))
         plot_curves(history_as_floats(t.history), t.run_dir / "curves.png", f"{t.cfg.model} ({t.cfg.recipe} recipe)",
                     training_note(t.cfg))
+        t.observers.finished(_json_safe(result.summary()))
     return result
 
 

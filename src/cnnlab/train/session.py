@@ -19,6 +19,7 @@ from cnnlab.runs.model import training_data
 from cnnlab.runs.rundir import Run
 from cnnlab.train import distributed
 from cnnlab.train.distributed import World
+from cnnlab.train.events import Observer
 from cnnlab.train.progress import Progress, progress_mode, say
 from cnnlab.train.run import RunResult, config_for_data, fit, history_as_floats, resume
 
@@ -42,23 +43,25 @@ class Session:
 
 def train(configs: Sequence[TrainConfig] = (), *, resume_from: str | Path | None = None, data: ImageSet | None = None,
           out_root: str | Path = "runs", progress: Progress = True, device: str | None = None,
-          threads: int | None = None, data_dir: str | None = None) -> Session:
+          threads: int | None = None, data_dir: str | None = None, observers: Sequence[Observer] = ()) -> Session:
     """Train each config in turn on one shared load of their data set, or continue the stopped run in
     `resume_from` (then `configs` is empty and device/threads/data_dir may say where it now runs).
 
     Raises the library's errors (DataError, CheckpointError, RunDirBusy, ValueError, NonFiniteLoss...); an
-    exception that leaves a run carries its directory (see progress.stop_advice).
+    exception that leaves a run carries its directory (see progress.stop_advice). `observers` watch every run
+    (train/events.py).
     """
     if bool(configs) == (resume_from is not None):
         raise ValueError("train needs configs to start runs, or resume_from to continue one: one of the two")
     world, _ = distributed.init(resolve_device(device or (configs[0].device if configs else "auto")))
     try:
         if resume_from is not None:  # the checkpoint is checked before any data is loaded
-            results = [resume(resume_from, data, progress, device=device, threads=threads, data_dir=data_dir)]
+            results = [resume(resume_from, data, progress, device=device, threads=threads, data_dir=data_dir,
+                              observers=observers)]
         else:
             data = data if data is not None else _shared_data(configs[0], world, progress)
             _say_data(configs[0], data, world, progress)
-            results = [fit(cfg, data, out_root=out_root, progress=progress) for cfg in configs]
+            results = [fit(cfg, data, out_root=out_root, progress=progress, observers=observers) for cfg in configs]
         distributed.barrier(world)  # every rank leaves once rank 0 has written the run directories
     finally:
         distributed.shutdown()
