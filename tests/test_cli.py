@@ -33,9 +33,9 @@ def test_models_lists_every_model_with_parameters_and_flops(capsys):
         ["train", "--recipe", "magic"],
         ["train", "--device", "tpu"],
         ["train", "--no-such-flag"],
-        ["train", "--time-budget", "0"],
+        ["train", "--time-budget", "-1"],  # 0 is allowed: off, as not giving it
         ["train", "--amp", "fp8"],
-        ["train", "--cutout", "0"],
+        ["train", "--cutout", "-1"],
         ["evaluate", "ckpt", "--tta-hflip", "yes"],
         ["evaluate"],
         ["compare"],
