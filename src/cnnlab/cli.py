@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
     from cnnlab.data.registry import usage as dataset_usage
     from cnnlab.models import list_models
-    from cnnlab.config import RECIPES
+    from cnnlab.config import RECIPES, Range, setting_range
 
     p = _Parser(
         prog="cnnlab",
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(pr)
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size, dark on light or light on dark)")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout instead of text (default: off)")
-    pr.add_argument("--top", type=_positive_int, default=3, help="classes to show per image (default: 3)")
+    pr.add_argument("--top", type=_in(Range(1, 1000, whole=True)), default=3, help="classes to show per image (default: 3)")
     pr.add_argument("--save-input", metavar="DIR",
                     help="also write the image the model saw (28x28 for MNIST), per image, as DIR/<file name>-<W>x<H>.png: "
                     "a.png -> a.png-28x28.png, a.jpg -> a.jpg-28x28.png; a name given again gets -2, -3 (default: off)")
@@ -192,8 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="runs to compare (default: train each model for --budget seconds)")
     rp.add_argument("--checkpoints", nargs="+", metavar="CHECKPOINT",
                     help="inception_net models for the branch analysis (default: train --seeds of them with --record-branch-grads)")
-    rp.add_argument("--seeds", type=_positive_int, default=3, help="inception_net seeds trained for the branch analysis (default: 3)")
-    rp.add_argument("--budget", type=_positive_float, default=60.0, help="seconds per model trained by the report (default: 60)")
+    rp.add_argument("--seeds", type=_in(Range(1, 100, whole=True)), default=3,
+                    help="inception_net seeds trained for the branch analysis (default: 3)")
+    budget = setting_range("time_budget")  # each model is trained with this --time-budget
+    rp.add_argument("--budget", type=_in(Range(0, budget.high, above=True)), default=60.0,
+                    help="seconds per model trained by the report (default: 60)")
     _add_depth_args(rp)
     _add_device(rp)
     _add_data_dir(rp)
@@ -202,14 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_depth_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--depths", nargs="+", type=_even_depth, default=[2, 4, 8, 16, 32], help="conv layers (default: 2 4 8 16 32)")
-    p.add_argument("--steps", type=_positive_int, default=200, help="training steps per network (default: 200)")
-    p.add_argument("--width", type=_positive_int, default=16, help="channels of every layer (default: 16)")
+    from cnnlab.analysis.depth import DEPTHS, STEPS, WIDTHS
+
+    p.add_argument("--depths", nargs="+", type=_even_depth, default=[2, 4, 8, 16, 32],
+                   help=f"conv layers, even, up to {DEPTHS.high:g} (default: 2 4 8 16 32)")
+    p.add_argument("--steps", type=_in(STEPS), default=200, help="training steps per network (default: 200)")
+    p.add_argument("--width", type=_in(WIDTHS), default=16, help=f"channels of every layer, up to {WIDTHS.high:g} (default: 16)")
     p.add_argument("--batch-norm", action="store_true", help="add batch norm after every conv (default: off)")
 
 
 def _even_depth(s: str) -> int:
-    v = _positive_int(s)
+    from cnnlab.analysis.depth import DEPTHS
+
+    v = _in(DEPTHS)(s)
     if v % 2:
         raise argparse.ArgumentTypeError(f"a depth counts convs in blocks of two, so it must be even, got {v}")
     return v
@@ -225,8 +233,8 @@ def _dataset(s: str) -> str:
 
 
 def _port(s: str) -> int:
-    v = _positive_int(s)
-    if v > 65535:
+    v = _parsed(s, int, "a whole number")
+    if not 1 <= v <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 1..65535, got {v}")
     return v
 
@@ -251,16 +259,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """A flag for each TrainConfig field declared as one (config.run_flags); not given, it keeps the recipe's value."""
     from cnnlab.config import run_flags
 
-    kinds = {"int": int, "positive_int": _positive_int, "positive_float": _positive_float,
-             "non_negative_float": _non_negative_float}
     for f in run_flags():
         kind, extra = f.metadata["kind"], {}
         if kind == "bool":
             extra["action"] = argparse.BooleanOptionalAction
         elif isinstance(kind, tuple):
             extra["choices"] = kind
-        else:
-            extra["type"] = kinds[kind]
+        else:  # a number: parsed, then checked against the range the field declares
+            extra["type"] = _in(f.metadata["range"])
         if f.metadata["metavar"]:
             extra["metavar"] = f.metadata["metavar"]
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=f.metadata["help"], **extra)
@@ -278,10 +284,9 @@ def _add_device(p: argparse.ArgumentParser, default: str = "auto", threads: int 
 
 
 def _threads(s: str) -> int:
-    v = _parsed(s, int, "a whole number")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (PyTorch's choice) or more threads, got {v}")
-    return v
+    from cnnlab.config import setting_range
+
+    return _in(setting_range("threads"))(s)  # TrainConfig.threads: what a run records
 
 
 def _use_device(args: argparse.Namespace) -> str:
@@ -309,25 +314,18 @@ def _parsed(s: str, parse, what: str):
         raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
 
 
-def _positive_int(s: str) -> int:
-    v = _parsed(s, int, "a whole number")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+def _in(values):
+    """An argparse type for a number in `values` (a config.Range): parsed as a whole number or a float, then checked,
+    so that a value out of range is a usage error (one line, exit 2) before any work."""
 
+    def parse(s: str):
+        v = _parsed(s, int, "a whole number") if values.whole else _parsed(s, float, "a number")
+        problem = values.problem(v)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return v
 
-def _positive_float(s: str) -> float:
-    v = _parsed(s, float, "a number")
-    if not 0 < v < float("inf"):  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
-    return v
-
-
-def _non_negative_float(s: str) -> float:
-    v = _parsed(s, float, "a number")
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {s}")
-    return v
+    return parse
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -429,11 +427,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.tables import format_table
 
     ckpt = Path(args.checkpoint)
-    model, cfg, _ = load_model(ckpt, _use_device(args))  # a bad checkpoint fails here, before any data is loaded
+    model, cfg, state = load_model(ckpt, _use_device(args))  # a bad checkpoint fails here, before any data is loaded
     if args.tta_hflip is not None:
         cfg = dataclasses.replace(cfg, tta_hflip=args.tta_hflip)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
-    data = training_data(cfg, args.data_dir, progress=True)
+    data = training_data(cfg, args.data_dir, progress=True, classes=state.get("classes"))  # a changed folder: refused
     ev = evaluate_model(model, cfg, data)
     mirrored = ", each averaged with its mirror image" if cfg.tta_hflip else ""
     print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images{mirrored}\n")
@@ -562,7 +560,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from cnnlab.config import TrainConfig
         from cnnlab.runs import load_checkpoint, training_data
 
-        data = training_data(TrainConfig.from_dict(load_checkpoint(args.checkpoints[0])["config"]), args.data_dir)
+        first = load_checkpoint(args.checkpoints[0])
+        data = training_data(TrainConfig.from_dict(first["config"]), args.data_dir, classes=first.get("classes"))
     else:
         data = load_data(args.dataset, args.data_dir)
     if args.analysis == "branches":

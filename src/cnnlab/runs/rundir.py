@@ -3,6 +3,7 @@ training process that holds its lock (rank 0 alone under torchrun); read by ever
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.atomic import atomic_writer
+from cnnlab.config import TrainConfig
 from cnnlab.locks import FileLock
 from cnnlab.readfile import FileRefused, NotAFile, read_bounded
 
@@ -64,6 +66,34 @@ def make_run_dir(root: str | Path, model: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a run directory under {root}")
+
+
+# The files a training run writes into its directory (the lock's, and atomic_writer's temporaries, besides).
+RUN_FILES = ("config.json", "metrics.csv", "branch_grads.json", "best.pt", "last.pt", "summary.json", "curves.png")
+
+
+def remove_unstarted(run_dir: str | Path) -> bool:
+    """Remove the directory of a new run that stopped before its first epoch ended (no last.pt), so that a failed
+    start leaves nothing behind: there is nothing in it to resume or read. Only the files a run writes are removed,
+    and the directory only when that empties it (a file someone else put there keeps it). True when it is gone."""
+    run_dir = Path(run_dir)
+    if (run_dir / "last.pt").exists():
+        return False
+    for name in (*RUN_FILES, ".lock"):
+        (run_dir / name).unlink(missing_ok=True)
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    events = run_dir / "tensorboard"  # --tensorboard's event files (train/tensorboard.py)
+    if events.is_dir() and not events.is_symlink():
+        for f in events.glob("events.out.tfevents.*"):
+            f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            events.rmdir()
+    try:
+        run_dir.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -204,6 +234,12 @@ def load_run(path: str | Path) -> Run:
         metrics = read_metrics(path / "metrics.csv")
     except (ValueError, KeyError) as e:
         raise RunDirError(f"{path} has an unreadable run file ({e})") from None
+    try:  # what cnnlab wrote: a config TrainConfig takes, a summary that is a mapping
+        TrainConfig.from_dict(config)
+    except ValueError as e:
+        raise RunDirError(f"{path / 'config.json'} is not a config cnnlab wrote ({e})") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path / 'summary.json'} is not a summary cnnlab wrote (not a mapping)")
     return Run(path, config, summary, metrics)
 
 
