@@ -31,6 +31,16 @@ def fashion_named_run(tiny_mnist, tmp_path):
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished basic_cnn run directory (2 epochs, 4 steps on synthetic noise; ~3 s), trained once per session:
+    a real checkpoint record for the tests that take one apart. Copy it before changing anything in it."""
+    from cnnlab.train import fit, make_config
+
+    cfg = make_config("basic_cnn", steps=4, batch_size=50, val_size=50, device="cpu")
+    return fit(cfg, synthetic_mnist(train=200, test=50, seed=0), out_root=tmp_path_factory.mktemp("tiny"), progress=False).run_dir
+
+
+@pytest.fixture(scope="session")
 def real_mnist() -> ImageSet:
     """The real MNIST, verified by hash, from the user's cache (fetched once if absent)."""
     from cnnlab.data import load_mnist

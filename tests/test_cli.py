@@ -33,15 +33,15 @@ def test_models_lists_every_model_with_parameters_and_flops(capsys):
         ["train", "--recipe", "magic"],
         ["train", "--device", "tpu"],
         ["train", "--no-such-flag"],
-        ["train", "--time-budget", "0"],
+        ["train", "--time-budget", "-1"],  # 0 is allowed: off, as not giving it
         ["train", "--amp", "fp8"],
-        ["train", "--cutout", "0"],
+        ["train", "--cutout", "-1"],
         ["evaluate", "ckpt", "--tta-hflip", "yes"],
         ["evaluate"],
         ["compare"],
         ["predict", "ckpt"],
         ["predict", "ckpt", "a.png", "--top", "0"],
-        ["serve"],
+        ["serve", "--runs-root"],
         ["serve", "ckpt", "--port", "70000"],
         ["serve", "ckpt", "--port", "http"],
         ["export", "ckpt"],
@@ -183,6 +183,80 @@ def test_resume_of_what_is_not_a_run_or_a_run_in_use_is_one_line(tiny_mnist, tmp
     reliability("training", "--resume of a directory that is not a run, and of a run another process is training in", 2,
                 "one line each ('has no last.pt to resume from'; 'is in use: process N is training in it'), exit 1; "
                 "the running run's files untouched")
+
+
+_OUT_OF_RANGE = [
+    ["train", "--time-budget", "1e308"], ["report", "--budget", "1e308"], ["train", "--lr", "1e300"],
+    ["train", "--image-size", "100000"], ["analyze", "depth", "--width", "100000"], ["analyze", "depth", "--depths", "2", "1000"],
+    ["analyze", "depth", "--steps", "10000000"], ["train", "--seed", "1e23"], ["train", "--seed", str(10**23)],
+    ["train", "--threads", "100000"], ["train", "--threads", "-5"], ["evaluate", "RUN", "--threads", "-5"],
+    ["train", "--epochs", "1000000"], ["train", "--steps", "-1"], ["train", "--batch-size", "100000"], ["train", "--lr", "nan"],
+    ["train", "--max-rotate", "inf"], ["train", "--cutout", "-3"], ["predict", "RUN", "x.png", "--top", "0"],
+    ["report", "--seeds", "100000"],
+]
+
+
+@pytest.mark.parametrize("argv", _OUT_OF_RANGE, ids=lambda a: " ".join(a))
+def test_every_number_out_of_its_range_is_one_line_and_exit_2(argv, capsys, reliability):
+    """Each number a command takes has a range (declared once: TrainConfig's fields for the run flags), checked
+    while parsing, before any work: a value the code below could not hold (an overflow, gigabytes, a libgomp error)
+    never reaches it."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "must be" in err or "expected a whole number" in err, err
+    reliability("command line", "numbers out of range: --time-budget and report --budget 1e308, --lr 1e300 and nan, "
+                "--image-size 100000, analyze depth --width 100000 and a depth of 1000, --seed 1e23 and 10^23, --threads "
+                "100000 and -5, huge --epochs and --batch-size, negative --steps and --cutout, --top 0, 100,000 seeds", 1,
+                "exit 2 and one line naming the flag and its range, before any work")
+
+
+def test_resume_takes_exactly_the_path_it_is_given(tiny_run, tmp_path, capsys, reliability):
+    """A path that does not exist is an error naming it (never its parent's run); best.pt is not a place to resume
+    from; a directory or its last.pt is."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for given, expect in [(run / "typo", f"{run / 'typo'} does not exist"), (tmp_path / "nonexistent", "nonexistent does not exist"),
+                          (run / "best.pt", "is not a run's last.pt")]:
+        code, out, err = _run(capsys, "train", "--resume", str(given))
+        assert code == 1 and err.count("\n") == 1 and expect in err and out == "", (given, err)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # the parent run was not resumed
+    for given in (run, run / "last.pt"):
+        code, out, err = _run(capsys, "train", "--resume", str(given))
+        assert code == 0 and f"{run} had already finished" in out, (given, out, err)
+    reliability("training", "--resume RUN/typo, --resume /nonexistent, --resume RUN/best.pt", 3,
+                "one line naming the path given, exit 1; the run above the typo untouched")
+
+
+def test_a_finished_run_is_reported_finished_only_once_its_files_are_checked(tiny_run, tmp_path, capsys, reliability):
+    """--resume of a finished run trains nothing and says so, after loading best.pt and last.pt and reading its run
+    files: a truncated best.pt or a missing config.json is one line naming it, never a success."""
+    import shutil
+
+    cases = {
+        "best.pt truncated": (lambda run: (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:3000]), "best.pt: truncated"),
+        "config.json missing": (lambda run: (run / "config.json").unlink(), "missing config.json"),
+        "summary.json not a mapping": (lambda run: (run / "summary.json").write_text("[]"), "summary.json is not a summary"),
+        "best.pt of another epoch": (lambda run: shutil.copy(tiny_run / "last.pt", run / "best.pt"), None),
+    }
+    for i, (case, (damage, expect)) in enumerate(cases.items()):
+        run = tmp_path / f"run{i}"
+        shutil.copytree(tiny_run, run)
+        damage(run)
+        code, out, err = _run(capsys, "train", "--resume", str(run))
+        if expect is None:  # best.pt is last.pt here when the best epoch was the last: then it is whole and right
+            best = torch.load(tiny_run / "best.pt", weights_only=True)["epoch"]
+            last = torch.load(tiny_run / "last.pt", weights_only=True)["epoch"]
+            assert (code == 0) == (best == last), (case, err)
+            continue
+        assert code == 1 and err.count("\n") == 1 and expect in err and "test accuracy" not in out, (case, out, err)
+    reliability("training", "--resume of a finished run whose best.pt is truncated, whose config.json is missing, whose "
+                "summary.json is not one cnnlab wrote", 3, "one line naming the file, exit 1, no success line first; a "
+                "whole finished run: 'had already finished ... checked: nothing to resume', exit 0")
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ EXAMPLES = """examples:
   cnnlab evaluate runs/<time>-resnet            # per-class accuracy and confusion.png
   cnnlab compare runs/*-resnet runs/*-inception_net
   cnnlab predict runs/<time>-resnet my_digit.png  # top 3 classes with probabilities
-  cnnlab serve runs/<time>-resnet               # draw digits at http://127.0.0.1:8000
+  cnnlab serve                                  # draw, look inside, train: http://127.0.0.1:8000
   cnnlab export runs/<time>-resnet --format onnx
   cnnlab analyze cost                           # the 1x1 claim and where each network's work is
   cnnlab analyze depth                          # plain against residual stacks, depth 2 to 32
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
     from cnnlab.data.registry import usage as dataset_usage
     from cnnlab.models import list_models
-    from cnnlab.config import RECIPES
+    from cnnlab.config import RECIPES, Range, setting_range
 
     p = _Parser(
         prog="cnnlab",
@@ -120,19 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint(pr)
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size, dark on light or light on dark)")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout instead of text (default: off)")
-    pr.add_argument("--top", type=_positive_int, default=3, help="classes to show per image (default: 3)")
+    pr.add_argument("--top", type=_in(Range(1, 1000, whole=True)), default=3, help="classes to show per image (default: 3)")
     pr.add_argument("--save-input", metavar="DIR",
                     help="also write the image the model saw (28x28 for MNIST), per image, as DIR/<file name>-<W>x<H>.png: "
                     "a.png -> a.png-28x28.png, a.jpg -> a.jpg-28x28.png; a name given again gets -2, -3 (default: off)")
     _add_device(pr, "cpu")
 
     sv = sub.add_parser(
-        "serve", help="a web page to draw digits on, and a JSON API", formatter_class=_formatter,
-        epilog="example:\n  cnnlab serve runs/20260101-120000-resnet --port 8000",
+        "serve", help="a web page to draw on, look inside the networks and train them, and a JSON API",
+        formatter_class=_formatter,
+        epilog="examples:\n  cnnlab serve                                   # the newest finished run of each model under runs/\n"
+        "  cnnlab serve runs/*-resnet runs/*-inception_net --port 8000",
     )
-    _add_checkpoint(sv)
+    sv.add_argument("runs", nargs="*", default=[], metavar="RUN",
+                    help="run directories or checkpoint files to serve (default: the newest finished run of each model "
+                    "under --runs-root; none there: the page opens ready to train one)")
+    sv.add_argument("--runs-root", default="runs", help="where runs are looked for, and trainings from the page go (default: runs)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
     sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    sv.add_argument("--no-training", dest="training", action="store_false",
+                    help="refuse trainings from the page (default: allowed)")
     _add_device(sv, "cpu", threads=1)
 
     ex = sub.add_parser(
@@ -185,8 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="runs to compare (default: train each model for --budget seconds)")
     rp.add_argument("--checkpoints", nargs="+", metavar="CHECKPOINT",
                     help="inception_net models for the branch analysis (default: train --seeds of them with --record-branch-grads)")
-    rp.add_argument("--seeds", type=_positive_int, default=3, help="inception_net seeds trained for the branch analysis (default: 3)")
-    rp.add_argument("--budget", type=_positive_float, default=60.0, help="seconds per model trained by the report (default: 60)")
+    rp.add_argument("--seeds", type=_in(Range(1, 100, whole=True)), default=3,
+                    help="inception_net seeds trained for the branch analysis (default: 3)")
+    budget = setting_range("time_budget")  # each model is trained with this --time-budget
+    rp.add_argument("--budget", type=_in(Range(0, budget.high, above=True)), default=60.0,
+                    help="seconds per model trained by the report (default: 60)")
     _add_depth_args(rp)
     _add_device(rp)
     _add_data_dir(rp)
@@ -195,14 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_depth_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--depths", nargs="+", type=_even_depth, default=[2, 4, 8, 16, 32], help="conv layers (default: 2 4 8 16 32)")
-    p.add_argument("--steps", type=_positive_int, default=200, help="training steps per network (default: 200)")
-    p.add_argument("--width", type=_positive_int, default=16, help="channels of every layer (default: 16)")
+    from cnnlab.analysis.depth import DEPTHS, STEPS, WIDTHS
+
+    p.add_argument("--depths", nargs="+", type=_even_depth, default=[2, 4, 8, 16, 32],
+                   help=f"conv layers, even, up to {DEPTHS.high:g} (default: 2 4 8 16 32)")
+    p.add_argument("--steps", type=_in(STEPS), default=200, help="training steps per network (default: 200)")
+    p.add_argument("--width", type=_in(WIDTHS), default=16, help=f"channels of every layer, up to {WIDTHS.high:g} (default: 16)")
     p.add_argument("--batch-norm", action="store_true", help="add batch norm after every conv (default: off)")
 
 
 def _even_depth(s: str) -> int:
-    v = _positive_int(s)
+    from cnnlab.analysis.depth import DEPTHS
+
+    v = _in(DEPTHS)(s)
     if v % 2:
         raise argparse.ArgumentTypeError(f"a depth counts convs in blocks of two, so it must be even, got {v}")
     return v
@@ -218,8 +233,8 @@ def _dataset(s: str) -> str:
 
 
 def _port(s: str) -> int:
-    v = _positive_int(s)
-    if v > 65535:
+    v = _parsed(s, int, "a whole number")
+    if not 1 <= v <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 1..65535, got {v}")
     return v
 
@@ -244,16 +259,16 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """A flag for each TrainConfig field declared as one (config.run_flags); not given, it keeps the recipe's value."""
     from cnnlab.config import run_flags
 
-    kinds = {"int": int, "positive_int": _positive_int, "positive_float": _positive_float,
-             "non_negative_float": _non_negative_float, "run_name": _run_name}
     for f in run_flags():
         kind, extra = f.metadata["kind"], {}
         if kind == "bool":
             extra["action"] = argparse.BooleanOptionalAction
         elif isinstance(kind, tuple):
             extra["choices"] = kind
-        else:
-            extra["type"] = kinds[kind]
+        elif kind == "name":  # a run's name: one plain folder name
+            extra["type"] = _run_name
+        else:  # a number: parsed, then checked against the range the field declares
+            extra["type"] = _in(f.metadata["range"])
         if f.metadata["metavar"]:
             extra["metavar"] = f.metadata["metavar"]
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=f.metadata["help"], **extra)
@@ -280,10 +295,9 @@ def _run_name(s: str) -> str:
 
 
 def _threads(s: str) -> int:
-    v = _parsed(s, int, "a whole number")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (PyTorch's choice) or more threads, got {v}")
-    return v
+    from cnnlab.config import setting_range
+
+    return _in(setting_range("threads"))(s)  # TrainConfig.threads: what a run records
 
 
 def _use_device(args: argparse.Namespace) -> str:
@@ -311,25 +325,18 @@ def _parsed(s: str, parse, what: str):
         raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
 
 
-def _positive_int(s: str) -> int:
-    v = _parsed(s, int, "a whole number")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+def _in(values):
+    """An argparse type for a number in `values` (a config.Range): parsed as a whole number or a float, then checked,
+    so that a value out of range is a usage error (one line, exit 2) before any work."""
 
+    def parse(s: str):
+        v = _parsed(s, int, "a whole number") if values.whole else _parsed(s, float, "a number")
+        problem = values.problem(v)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return v
 
-def _positive_float(s: str) -> float:
-    v = _parsed(s, float, "a number")
-    if not 0 < v < float("inf"):  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
-    return v
-
-
-def _non_negative_float(s: str) -> float:
-    v = _parsed(s, float, "a number")
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {s}")
-    return v
+    return parse
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -431,11 +438,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.tables import format_table
 
     ckpt = Path(args.checkpoint)
-    model, cfg, _ = load_model(ckpt, _use_device(args))  # a bad checkpoint fails here, before any data is loaded
+    model, cfg, state = load_model(ckpt, _use_device(args))  # a bad checkpoint fails here, before any data is loaded
     if args.tta_hflip is not None:
         cfg = dataclasses.replace(cfg, tta_hflip=args.tta_hflip)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
-    data = training_data(cfg, args.data_dir, progress=True)
+    data = training_data(cfg, args.data_dir, progress=True, classes=state.get("classes"))  # a changed folder: refused
     ev = evaluate_model(model, cfg, data)
     mirrored = ", each averaged with its mirror image" if cfg.tta_hflip else ""
     print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images{mirrored}\n")
@@ -490,7 +497,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             top = "  ".join(f"{g.name}: {100 * g.probability:5.1f}%" for g in pred.top(args.top))
             print(f"{path}: {pred.name}    ({top})")
     if args.json:
-        print(json.dumps({"model": predictor.info, "predictions": results}, indent=2))
+        print(json.dumps({"model": {**predictor.info, "checkpoint": str(args.checkpoint)}, "predictions": results}, indent=2))
     return 1 if failed else 0
 
 
@@ -510,18 +517,24 @@ def _save_input_dir(arg: str | None) -> Path | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
         from cnnlab.serve.app import create_app
+        from cnnlab.serve.server import exposure_warning, run
     except ImportError as e:
         raise _UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): pip install 'cnnlab[serve]'") from None
-    from cnnlab.inference.predictor import Predictor
 
     # --threads defaults to 1 here: one image is tiny, so parallelism comes from concurrent requests
-    predictor = Predictor(args.checkpoint, _use_device(args))  # a bad checkpoint fails here, before anything changes
-    app = create_app(predictor)
-    print(f"cnnlab serve: {predictor.info['model']} from {args.checkpoint} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(args.runs, args.runs_root, training=args.training, device=_use_device(args))  # bad runs fail here
+    for line in app.state.skipped:
+        print(f"cnnlab serve: skipped {line}", file=sys.stderr)
+    served = [m["id"] for m in app.state.shelf.describe()]
+    what = ", ".join(served) if served else f"no model yet (none finished under {args.runs_root}/): train one on the page"
+    print(f"cnnlab serve: {what} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    warning = exposure_warning(args.host)
+    if warning:
+        print(f"cnnlab serve: {warning}", file=sys.stderr)
+    run(app, args.host, args.port)
     return 0
 
 
@@ -558,7 +571,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from cnnlab.config import TrainConfig
         from cnnlab.runs import load_checkpoint, training_data
 
-        data = training_data(TrainConfig.from_dict(load_checkpoint(args.checkpoints[0])["config"]), args.data_dir)
+        first = load_checkpoint(args.checkpoints[0])
+        data = training_data(TrainConfig.from_dict(first["config"]), args.data_dir, classes=first.get("classes"))
     else:
         data = load_data(args.dataset, args.data_dir)
     if args.analysis == "branches":

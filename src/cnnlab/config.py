@@ -3,19 +3,68 @@
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from cnnlab.data.registry import lookup
+from cnnlab.device import DEVICES
 from cnnlab.models import get_model
 
 
-def _flag(default: Any, help: str, kind: str | tuple[str, ...], metavar: str | None = None) -> Any:
-    """A field that `cnnlab train` offers as a flag (--name-with-dashes), its help saying the default. `kind`:
-    how the command line parses it ("int", "positive_int", "positive_float", "non_negative_float", "bool") or the
-    choices. A flag not given keeps the recipe's value. The command line reads these (`run_flags`): a setting is
-    declared here once."""
-    return field(default=default, metadata={"help": help, "kind": kind, "metavar": metavar})
+@dataclass(frozen=True)
+class Range:
+    """The values a number setting may take: `low` to `high`, both included unless `above` (then only values above
+    `low`). Declared once beside the setting, and checked wherever a value comes in: a flag (cli), a library call
+    (TrainConfig), a checkpoint's record. The upper bounds keep a value from reaching code that cannot hold it (a seed
+    beyond int64, a learning rate beyond float32) or that would allocate without limit (an image side)."""
+
+    low: float
+    high: float
+    above: bool = False  # low itself is excluded
+    whole: bool = False  # whole numbers only
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not in the range, in words ("must be ... , got ..."), or None when it is."""
+        kind = "a whole number" if self.whole else "a number"
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
+            return f"must be {kind}, got {value!r}"
+        low_ok = value > self.low if self.above else value >= self.low
+        if low_ok and value <= self.high:  # NaN fails both comparisons
+            return None
+        span = f"above {_number(self.low)} and at most" if self.above else f"from {_number(self.low)} to"
+        return f"must be {kind} {span} {_number(self.high)}, got {_number(value)}"
+
+
+def _number(x: float) -> str:
+    """A bound or a value as people read it: 1,000,000 rather than 1e+06; 1e+300 as it is."""
+    if isinstance(x, int) or (math.isfinite(x) and x.is_integer() and abs(x) < 1e16):
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
+# Bounds shared by several settings and by the checkpoint record (runs/checkpoint.py).
+MAX_IMAGE_SIDE = 512  # see TrainConfig.image_size
+MAX_SEED = 2**63 - 1  # torch.manual_seed and a Generator take an int64
+MAX_THREADS = 1024  # far above any machine's cores; an absurd count fails inside OpenMP instead of here
+MAX_BATCH = 65_536
+MAX_EPOCHS = 100_000
+
+
+def _flag(default: Any, help: str, kind: str | tuple[str, ...], metavar: str | None = None,
+          range: Range | None = None) -> Any:
+    """A field that `cnnlab train` offers as a flag (--name-with-dashes), its help saying the default. `kind`: how
+    the command line parses it ("int", "float", "bool") or the choices; `range`: the values a number may take,
+    checked by the command line and by TrainConfig alike. A flag not given keeps the recipe's value. The command
+    line reads these (`run_flags`): a setting is declared here once."""
+    choices = kind if isinstance(kind, tuple) else None
+    return field(default=default, metadata={"help": help, "kind": kind, "metavar": metavar, "range": range,
+                                            "choices": choices})
+
+
+def _setting(default: Any, range: Range | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A field that is no flag of its own, with the values it may take (checked by TrainConfig)."""
+    return field(default=default, metadata={"range": range, "choices": choices})
 
 
 @dataclass
@@ -23,77 +72,142 @@ class TrainConfig:
     """Everything a run depends on. Stored in config.json and in every checkpoint."""
 
     model: str = "resnet"  # a name from the model registry
-    recipe: str = "default"  # the recipe these values came from ("default", "course"), for the record
+    recipe: str = _setting("default", choices=("default", "course"))  # the recipe these values came from, for the record
     dataset: str = "mnist"  # a --dataset name of the data set registry (data/registry.py): "mnist", "imagefolder:PATH"...
-    image_size: int = _flag(0, "imagefolder: resize images to this side (default: inferred)", "positive_int")
+    # An image folder's side. The lecture's networks are for small pictures (a folder's inferred side is 16..64);
+    # 512 leaves room for 224-pixel photos and more, while a crafted value cannot make a network's first layers
+    # (their size grows with the side squared) or a folder's images in memory take gigabytes.
+    image_size: int = _flag(0, f"imagefolder: resize images to this side, up to {MAX_IMAGE_SIDE}; 0 = inferred "
+                            "(default: inferred)", "int", range=Range(0, MAX_IMAGE_SIDE, whole=True))
     # epochs, batch_size, lr, val_size and max_shift are None in an image folder's default recipe until the run
     # starts: then fit_to_data chooses them from the folder's size (a value given explicitly is kept).
-    epochs: int | None = _flag(15, "epochs (default: the model's, in the recipe)", "positive_int")  # ignored with time_budget
+    epochs: int | None = _flag(15, "epochs (default: the model's, in the recipe)", "int",
+                               range=Range(1, MAX_EPOCHS, whole=True))  # ignored with time_budget
     steps: int = _flag(0, "optimiser steps in all, the last epoch partial; replaces --epochs (default: the recipe's epochs)",
-                       "positive_int")  # 0 = use epochs
+                       "int", range=Range(0, 10**9, whole=True))  # 0 = use epochs
     time_budget: float = _flag(0.0, "plan the run to finish within this wall time per model, measuring its own speed; "
-                               "replaces --epochs (default: off)", "positive_float", "SECONDS")  # 0 = use epochs
+                               "replaces --epochs (default: off)", "float", "SECONDS",
+                               range=Range(0, 10**7))  # 0 = use epochs; 10**7 s is 116 days
     batch_size: int | None = _flag(128, "images per step, in all processes together under torchrun (default: the recipe's)",
-                            "positive_int")
-    optimizer: str = "sgd"  # "sgd" or "adamw"
+                                   "int", range=Range(1, MAX_BATCH, whole=True))
+    optimizer: str = _setting("sgd", choices=("sgd", "adamw"))  # SGD's momentum is `momentum`; AdamW's beta1 too
+    # Far above any rate that trains (0.001..1), and small enough that a step stays a float32 number: a larger
+    # rate then ends as the clear "loss stopped being finite" line rather than an overflow inside the optimiser.
     lr: float | None = _flag(0.05, "peak learning rate (default: the recipe's; for an image folder, scaled to its batch)",
-                             "positive_float")
-    momentum: float = 0.9  # SGD momentum (AdamW uses it as beta1)
+                             "float", range=Range(0, 1e6, above=True))
+    momentum: float = _setting(0.9, Range(0, 1))  # SGD momentum (AdamW uses it as beta1)
     nesterov: bool = True  # Nesterov momentum for SGD
-    weight_decay: float = 5e-4  # L2 penalty (decoupled for AdamW)
-    schedule: str = "onecycle"  # "constant", or "onecycle": linear warm-up then linear decay to zero
-    warmup_epochs: float = 1.0  # length of the warm-up, in epochs; shorter in short runs (loop._short_run_warmup)
-    label_smoothing: float = 0.1  # cross-entropy label smoothing; 0 disables it
+    weight_decay: float = _setting(5e-4, Range(0, 1))  # L2 penalty (decoupled for AdamW)
+    # "constant", or "onecycle": linear warm-up then linear decay to zero
+    schedule: str = _setting("onecycle", choices=("constant", "onecycle"))
+    # length of the warm-up, in epochs; shorter in short runs (loop._short_run_warmup)
+    warmup_epochs: float = _setting(1.0, Range(0, MAX_EPOCHS))
+    label_smoothing: float = _setting(0.1, Range(0, 1))  # cross-entropy label smoothing; 0 disables it
     # Augmentations (train/augment.py): each is switched on by its fields here, and each field is its flag.
-    max_shift: float | None = _flag(2.0, "augmentation: random shift, pixels; 0 = off (default: the recipe's)", "non_negative_float")
+    max_shift: float | None = _flag(2.0, "augmentation: random shift, pixels; 0 = off (default: the recipe's)", "float",
+                                    range=Range(0, MAX_IMAGE_SIDE))
     max_rotate: float = _flag(10.0, "augmentation: random rotation, degrees; 0 = off (default: the recipe's)",
-                              "non_negative_float")
+                              "float", range=Range(0, 180))
     max_scale: float = _flag(0.1, "augmentation: random scale, a fraction; 0 = off (default: the recipe's)",
-                             "non_negative_float")
+                             "float", range=Range(0, 1))  # 1: from nothing to twice the size
     hflip: bool = _flag(False, "augmentation: mirror half the images left-right, for clothes rather than digits "
                         "(default: the recipe's: on for Fashion-MNIST)", "bool")
     cutout: int = _flag(0, "augmentation: blank a random square this many pixels a side in every training image "
-                        "(default: off)", "positive_int", "PIXELS")
+                        "(default: off)", "int", "PIXELS", range=Range(0, MAX_IMAGE_SIDE, whole=True))
     tta_hflip: bool = _flag(False, "validate and test on each image and its mirror image, averaging the logits; predict, "
                             "serve and export then do the same (for models trained with mirroring, as on Fashion-MNIST) "
                             "(default: off)", "bool")
-    norm_mean: float = 0.1307  # pixel mean and std the images are standardised with: the data set's own,
-    norm_std: float = 0.3081  # set from the data when training starts (MNIST's here)
-    val_size: int | None = 5000  # last training images held out for model selection; 0 = none (the course)
-    eval_batch_size: int = 1000  # images per batch when evaluating (no gradients, so larger)
+    # Pixel mean and std the images are standardised with (pixels scaled to 0..1): the data set's own, set from the
+    # data when training starts (MNIST's here).
+    norm_mean: float = _setting(0.1307, Range(0, 1))
+    norm_std: float = _setting(0.3081, Range(0, 1, above=True))
+    # last training images held out for model selection; 0 = none (the course)
+    val_size: int | None = _setting(5000, Range(0, 10**9, whole=True))
+    # images per batch when evaluating (no gradients, so larger); bounded, since memory grows with it
+    eval_batch_size: int = _setting(1000, Range(1, 4096, whole=True))
     channels_last: bool = True  # NHWC memory layout: faster convolutions on x86 CPUs (measured)
     # autocast: "auto" = float32 everywhere (bf16 measured slower for these nets on an H200); "bf16"; "off"
     amp: str = _flag("auto", "autocast; auto = float32 (bfloat16 measured slower for these networks, even on an H200) "
                      "(default: auto)", ("auto", "bf16", "off"))
     seed: int = _flag(0, "random seed of the weights, the order and the augmentation; a CPU run repeats exactly on the "
-                      "same kind of CPU (default: 0)", "int")
+                      "same kind of CPU (default: 0)", "int", range=Range(0, MAX_SEED, whole=True))
     split_seed: int = _flag(0, "imagefolder: seed of the train/test split, kept apart from --seed so that runs with "
-                            "different seeds are tested on the same images (default: 0)", "int", "N")
-    device: str = "auto"  # "auto", "cpu", "cuda" or "mps" (cnnlab.device)
-    threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (one per physical core)
+                            "different seeds are tested on the same images (default: 0)", "int", "N",
+                            range=Range(0, MAX_SEED, whole=True))
+    device: str = _setting("auto", choices=DEVICES)  # "auto", "cpu", "cuda" or "mps" (cnnlab.device)
+    # CPU threads for PyTorch; 0 keeps PyTorch's default (one per physical core). The --threads of every command.
+    threads: int = _setting(0, Range(0, MAX_THREADS, whole=True))
     data_dir: str | None = None  # a directory holding the data set's files (or an image folder's new place)
-    log_every: int = 50  # steps between progress-bar loss updates (each costs one host sync)
+    log_every: int = _setting(50, Range(1, 10**9, whole=True))  # steps between progress-bar loss updates (each a host sync)
     run_name: str | None = _flag(None, "name the run directory OUT/NAME (letters, digits, '.', '_', '-'): a stopped run of "
                                  "that name is continued, a finished one refused; under torchrun it defaults to the "
                                  "rendezvous id and the model, so a group the agent restarts finds its run (default: "
-                                 "the time and the model)", "run_name", "NAME")
+                                 "the time and the model)", "name", "NAME")  # checked by runs/rundir.check_run_name
     checkpoint_every: float = _flag(0.0, "also write last.pt within an epoch, at the first progress update this many "
-                                    "seconds after the last checkpoint; 0 = once an epoch (default: 0)",
-                                    "non_negative_float", "SECONDS")
+                                    "seconds after the last checkpoint; 0 = once an epoch (default: 0)", "float",
+                                    "SECONDS", range=Range(0, 10**9))
     tensorboard: bool = _flag(False, "also write TensorBoard event files into the run directory's tensorboard/ folder "
                               "(needs pip install 'cnnlab[tensorboard]') (default: off)", "bool")
     record_branch_grads: bool = _flag(False, "models with Inception blocks (inception_net, inception_bn): record each "
                                       "branch's gradient norm per epoch, for analyze branches (default: off)", "bool")
+
+    def __post_init__(self) -> None:
+        """Every field checked against its type and its declared values, so that a library call, a flag or a
+        checkpoint's record with a value no run can take is refused here, in one line, and not deep in a run."""
+        for f in fields(self):
+            problem = _field_problem(f, getattr(self, f.name))
+            if problem:
+                raise ValueError(f"{f.name} {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
+        """The config a run recorded (config.json, a checkpoint). A setting it lacks takes its default (a run from
+        before the setting existed); one this cnnlab does not know, or a value of the wrong type or out of range,
+        is a ValueError in one line."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run's config is a mapping of settings, not {type(d).__name__}")
+        unknown = sorted(str(k) for k in d if k not in _FIELDS)
+        if unknown:
+            raise ValueError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)[:200]}")
         if "split_seed" not in d:  # a run from before split_seed: its image folder was split by its seed
             d = {**d, "split_seed": d.get("seed", 0)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**d)
+
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _field_problem(f: Field, value: Any) -> str | None:
+    """Why `value` cannot be field `f`'s (its type, its choices, its range), or None."""
+    allowed = _TYPES[f.name]
+    if value is None:
+        return None if type(None) in allowed else "must be given, got None"
+    if bool in allowed:
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if str in allowed:
+        if not isinstance(value, str):
+            return f"must be text, got {value!r}"
+        choices = f.metadata.get("choices")
+        return None if not choices or value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
+    number = f.metadata.get("range") or Range(-math.inf, math.inf, whole=int in allowed)
+    return number.problem(value)
+
+
+def _types() -> dict[str, tuple[type, ...]]:
+    """Each field's allowed Python types, from its annotation (`int | None` allows int and None)."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {name: typing.get_args(h) if typing.get_args(h) else (h,) for name, h in hints.items()}
+
+
+_TYPES = _types()
+
+
+def setting_range(name: str) -> Range:
+    """The values TrainConfig's number field `name` may take (for a command line option that sets it)."""
+    return _FIELDS[name].metadata["range"]
 
 
 def run_flags() -> list[Field]:

@@ -12,6 +12,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from cnnlab.cli import main
+
+from ..stopping import as_stopped
 from cnnlab.data import DataError, load_imagefolder
 
 SHAPES = ("circle", "square", "triangle")
@@ -133,9 +135,10 @@ def test_a_run_on_a_relative_folder_evaluates_and_resumes_from_elsewhere_and_aft
     monkeypatch.chdir(elsewhere)
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
-    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", "--resume", str(as_stopped(run))]) == 0
 
     (home / "shapes").rename(tmp_path / "moved")
+    as_stopped(run)  # a finished run has nothing to resume and reads no data: one that stopped does
     capsys.readouterr()
     for argv in (["evaluate", str(run)], ["train", "--resume", str(run)]):
         assert main(argv) == 1
@@ -229,3 +232,34 @@ def test_the_readmes_examples_train_a_small_folder_well_to_the_last_epoch(tmp_pa
     note = next(ln for ln in out.splitlines() if ln.startswith("resnet: image folder of 192 training images: "))
     assert "batch 8 (19 steps an epoch)" in note and "scaled by the square root of the batch" in note, note
     assert "20% held out for validation (38 images)" in note, note
+
+
+@pytest.mark.parametrize("change, difference", [
+    (lambda root: (root / "circle").rename(root / "ring"), "added 'ring'; gone 'circle'"),
+    (lambda root: (root / "square").rename(root / "zigzag"), "added 'zigzag'; gone 'square'"),
+    (lambda root: draw_folder(root / "new", per_class=4) and None, "added"),
+    (lambda root: __import__("shutil").rmtree(root / "triangle"), "gone 'triangle'"),
+], ids=["renamed", "renamed-reordered", "added", "removed"])
+def test_a_folder_whose_classes_changed_since_training_is_refused_by_evaluate_and_resume(tmp_path, capsys, change,
+                                                                                         difference, reliability):
+    """The checkpoint stores the class names by label: a folder that has gained, lost or renamed a class since would
+    be scored under the wrong labels (or fail on a shape), so evaluate and --resume refuse it naming the difference."""
+    root = draw_folder(tmp_path / "shapes", per_class=8)
+    assert _train_small(str(root), str(tmp_path / "runs")) == 0
+    (run,) = (tmp_path / "runs").glob("*-basic_cnn")
+    as_stopped(run)
+    changed = tmp_path / "changed"
+    __import__("shutil").copytree(root, changed)
+    if change(changed) is None and (changed / "new").exists():  # a fourth class folder of its own
+        (changed / "new" / "circle").rename(changed / "hexagon")
+        __import__("shutil").rmtree(changed / "new")
+    capsys.readouterr()
+    for argv in (["evaluate", str(run)], ["train", "--resume", str(run)]):
+        assert main([*argv, "--data-dir", str(changed)]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no longer has the classes the model was trained on" in err, err
+        assert difference in err, err
+    assert not (run / "summary.json").exists()  # the refused resume trained nothing
+    reliability("image folders", "the folder changed after training: a class renamed (in place, or moving it in the "
+                "order), added or removed", 2, "evaluate and --resume refuse it in one line naming the classes added "
+                "and gone; exit 1; nothing trained or scored under the wrong labels")

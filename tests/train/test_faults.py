@@ -123,6 +123,7 @@ def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_good_che
                  "--out", str(tmp_path / "cli"), "--no-progress", "--batch-size", "4"])
     err_line = capsys.readouterr().err
     assert code == 1 and err_line.count("\n") == 1 and "stopped being a finite number at step" in err_line, err_line
+    assert not list((tmp_path / "cli").glob("*")), "a run that never finished an epoch left its directory"
     reliability("training", "loss becomes NaN or infinite (learning rate 1e6, or ramped up to blow up in a later epoch)", 2,
                 f"stopped with 'the training loss stopped being a finite number at step N (epoch E)'; exit 1; the last "
                 f"good checkpoint (epoch {err.epoch - 1}) and its metrics kept")

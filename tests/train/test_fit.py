@@ -69,8 +69,9 @@ def test_course_recipe_is_the_course():
 
 
 def test_diverging_loss_stops_with_a_clear_error(tiny_mnist, tmp_path):
-    with pytest.raises(FloatingPointError, match="epoch 1"):
-        fit(_quick(lr=1e12, schedule="constant", label_smoothing=0.0), tiny_mnist, out_root=tmp_path, progress=False)
+    with pytest.raises(FloatingPointError, match="epoch 1"):  # 1e6: the largest rate a config takes
+        fit(_quick(lr=1e6, schedule="constant", label_smoothing=0.0), tiny_mnist, out_root=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []  # stopped in its first epoch: nothing kept
 
 
 def test_a_cutout_as_large_as_the_images_is_refused_before_any_run_directory(tiny_mnist, tmp_path):

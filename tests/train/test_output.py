@@ -54,16 +54,43 @@ def test_output_to_a_pipe_is_one_plain_line_per_epoch(procs, noise_folder, tmp_p
     assert lines[1] == f"basic_cnn: run directory {run}"
 
 
-def test_a_loss_that_is_not_finite_names_the_run_directory_in_its_one_line(noise_folder, tmp_path, capsys):
+def test_a_loss_that_is_not_finite_names_the_run_directory_in_its_one_line(noise_folder, tmp_path, capsys, reliability):
     from cnnlab.cli import main
 
-    code = main(["train", "--model", "basic_cnn", "--dataset", f"imagefolder:{noise_folder}", "--batch-size", "8",
-                 "--steps", "3", "--lr", "1e30", "--out", str(tmp_path / "runs"), "--no-progress"])
-    (run,) = (tmp_path / "runs").glob("*-basic_cnn")
+    argv = ["train", "--model", "basic_cnn", "--dataset", f"imagefolder:{noise_folder}", "--batch-size", "8",
+            "--lr", "1e6", "--out", str(tmp_path / "runs"), "--no-progress"]
+    code = main([*argv, "--steps", "6"])  # blows up at step 3, in the first epoch: nothing to keep
     err = capsys.readouterr().err
     # One line, no resume command: resuming would repeat the same steps into the same overflow.
     assert code == 1 and err.count("\n") == 1, err
-    assert "stopped being a finite number" in err and f"kept in {run}." in err and "--resume" not in err
+    assert "stopped being a finite number" in err and "no epoch had finished, so nothing was kept" in err, err
+    assert not list((tmp_path / "runs").iterdir()), "a run that never finished an epoch left its directory"
+    reliability("training", "the loss stops being finite in the first epoch (--lr 1e6)", 1,
+                "one line: 'stopped being a finite number at step N (epoch 1) ... no epoch had finished, so nothing "
+                "was kept (RUN removed)'; exit 1; no run directory left behind")
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_first_epoch_leaves_no_run_directory(procs, tmp_path, reliability):
+    """A run stopped before its first epoch ended has nothing to resume or read: its directory (config.json alone,
+    until now) is removed, and the message says so in its line."""
+    out = tmp_path / "runs"
+    p = procs.start(procs.command(1, ["train", "--model", "basic_cnn", "--epochs", "3", "--out", str(out), "--no-progress"],
+                                  module=True))  # real MNIST: an epoch lasts seconds
+    end = time.monotonic() + 120
+    while not list(out.glob("*/config.json")):
+        assert p.poll() is None and time.monotonic() < end, p.communicate()
+        time.sleep(0.01)
+    (run,) = out.glob("*-basic_cnn")
+    assert not (run / "last.pt").exists()
+    os.kill(p.pid, signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in stderr, stderr
+    assert not run.exists() and not list(out.iterdir()), list(out.iterdir())
+    assert f"cnnlab train: no epoch had finished, so nothing was kept ({run} removed): start the run again" in stderr.splitlines()
+    reliability("training", "Ctrl-C (SIGINT) during the first epoch", 1,
+                "exit 130; 'interrupted', then one line saying no epoch had finished and the run directory was removed; "
+                "nothing left behind")
 
 
 def _read_all(fd: int, timeout: float) -> bytes:

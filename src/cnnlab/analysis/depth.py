@@ -21,12 +21,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from cnnlab.config import Range
 from cnnlab.data import ImageSet
 from cnnlab.data.batching import normalize
 from cnnlab.train.gradients import GradNormRecorder
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+
+# What a sweep may be asked for. A stack's convolutions hold 9 x width^2 weights each: width 256 and depth 128 make
+# about 300 MB of weights, and a wider or deeper stack would take gigabytes for a lecture's point shown at 16 x 32.
+DEPTHS = Range(2, 128, whole=True)
+WIDTHS = Range(1, 256, whole=True)
+STEPS = Range(1, 100_000, whole=True)
 
 
 class Block(nn.Module):
@@ -55,10 +63,10 @@ class Stack(nn.Module):
 
     def __init__(self, depth: int, width: int = 16, residual: bool = False, batch_norm: bool = False) -> None:
         super().__init__()
-        if depth < 2 or depth % 2:
-            raise ValueError(f"depth must be an even number >= 2 (blocks of two convs), got {depth}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+        if DEPTHS.problem(depth) or depth % 2:
+            raise ValueError(f"depth must be an even number from 2 to {DEPTHS.high:g} (blocks of two convs), got {depth}")
+        if WIDTHS.problem(width):
+            raise ValueError(f"width {WIDTHS.problem(width)}")
         self.stem = nn.Conv2d(1, width, 3, stride=2, padding=1)
         self.blocks = nn.Sequential(*(Block(width, residual, batch_norm) for _ in range(depth // 2)))
         self.fc = nn.Linear(width * 14 * 14, 10)

@@ -35,6 +35,7 @@ ENTRY = register_dataset(DatasetEntry(
     load=lambda path, data_dir=None, progress=True, **_: load_idx(SPEC, data_dir, progress=progress),
     prepare=lambda picture, in_channels, image_size: to_fashion(picture),
     pixels="white on black, as Fashion-MNIST's images",
+    shape=(1, 28),
     # Clothes are photographed upright and may face either way: mirrored instead of rotated or scaled.
     recipe=dict(hflip=True, max_rotate=0.0, max_scale=0.0),
 ))

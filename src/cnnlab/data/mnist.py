@@ -39,4 +39,5 @@ ENTRY = register_dataset(DatasetEntry(
     load=lambda path, data_dir=None, progress=True, **_: load_idx(SPEC, data_dir, progress=progress),
     prepare=lambda picture, in_channels, image_size: to_mnist(picture),
     pixels="white on black, as MNIST's images",
+    shape=(1, 28),
 ))

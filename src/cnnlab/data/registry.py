@@ -39,6 +39,8 @@ class DatasetEntry:
         recipe: what the default recipe changes for it (TrainConfig fields).
         takes_path: named NAME:PATH, and recorded with the absolute path.
         pixels: how its images look, for an exported model's contract ("white on black, as MNIST's images").
+        shape: (channels, side) of every image, for a set whose images all have one (a folder's are chosen when
+            it is loaded): a model recorded as trained on it must take that shape.
     """
 
     name: str
@@ -50,6 +52,7 @@ class DatasetEntry:
     recipe: dict[str, Any] = field(default_factory=dict)
     takes_path: bool = False
     pixels: str = "as the data set's images"
+    shape: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,7 @@ class Predictor:
             "parameters": count_parameters(self.model),
             "epoch": self.trained.state.get("epoch"),
             "test_accuracy": self.trained.test_acc,
-            "checkpoint": str(checkpoint),
-        }
+        }  # no path: a server passes this on to its clients
 
     def __repr__(self) -> str:
         return f"Predictor({self.trained!r})"

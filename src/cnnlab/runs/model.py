@@ -21,7 +21,8 @@ from cnnlab.data import ImageSet, load_data, lookup
 from cnnlab.data.batching import normalize
 from cnnlab.device import autocast, autocast_dtype, resolve_device
 from cnnlab.models import create_model, list_models
-from cnnlab.runs.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
+from cnnlab.data.errors import DataError
+from cnnlab.runs.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_weights, weights_problem
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -175,7 +176,7 @@ class TrainedModel:
     @property
     def model_kwargs(self) -> dict[str, int]:
         """in_channels, num_classes, image_size (MNIST's for checkpoints from before they were recorded)."""
-        return {"in_channels": 1, "num_classes": 10, "image_size": 28, **self.state.get("model_kwargs", {})}
+        return {**_MNIST_KWARGS, **self.state.get("model_kwargs", {})}
 
     @property
     def test_acc(self) -> float | None:
@@ -228,8 +229,8 @@ class TrainedModel:
 
     def evaluate(self, data: ImageSet | None = None, data_dir: str | None = None) -> float:
         """Accuracy on the test split of `data`, by default the data set it was trained on (`data_dir`: where its
-        files are, or an image folder's new place)."""
-        data = data if data is not None else training_data(self.config, data_dir)
+        files are, or an image folder's new place), which must still have the classes the model was trained on."""
+        data = data if data is not None else training_data(self.config, data_dir, classes=self.state.get("classes"))
         labels = data.test_labels.to(self.device)
         return evaluate(self.network, data.test_images.to(self.device), labels, self.config)[1]
 
@@ -243,12 +244,35 @@ class TrainedModel:
         return plot_curves(rows, path, f"{self.config.model} ({self.config.recipe} recipe)")
 
 
-def training_data(cfg: TrainConfig, data_dir: str | None = None, progress: bool = False, recorded: bool = True) -> ImageSet:
+def training_data(cfg: TrainConfig, data_dir: str | None = None, progress: bool = False, recorded: bool = True,
+                  classes: Sequence[str] | None = None) -> ImageSet:
     """The data set a run trains or was trained on, as its config records it (an image folder at its recorded size
     and split). `data_dir`: where the files are, or an image folder's new place; `recorded`: the config comes from a
-    trained run, so a folder that is gone gets told how to name its new place (a new run passes False)."""
-    return load_data(cfg.dataset, data_dir, image_size=cfg.image_size, split_seed=cfg.split_seed, progress=progress,
+    trained run, so a folder that is gone gets told how to name its new place (a new run passes False).
+
+    `classes`: the class names a trained model has, by label. A folder whose classes changed since (one added,
+    removed, renamed, or the order changed) would be scored under the wrong labels: refused with a DataError that
+    names the difference."""
+    data = load_data(cfg.dataset, data_dir, image_size=cfg.image_size, split_seed=cfg.split_seed, progress=progress,
                      recorded=recorded)
+    if classes and tuple(classes) != tuple(data.classes):
+        raise DataError(f"{data.title} no longer has the classes the model was trained on: "
+                        f"{class_difference(tuple(classes), tuple(data.classes))}")
+    return data
+
+
+def class_difference(trained: tuple[str, ...], found: tuple[str, ...]) -> str:
+    """How the classes `found` in a data set differ from those a model was `trained` on, in words."""
+    def names(xs) -> str:
+        shown = ", ".join(repr(x) for x in xs[:5])
+        return shown + (f" and {len(xs) - 5} more" if len(xs) > 5 else "")
+
+    added = [c for c in found if c not in trained]
+    removed = [c for c in trained if c not in found]
+    parts = ([f"added {names(added)}"] if added else []) + ([f"gone {names(removed)}"] if removed else [])
+    if not parts:  # the same names, in another order: every label would mean another class
+        parts = [f"the same {len(found)} classes in another order ({names(found)} against {names(trained)})"]
+    return "; ".join(parts) + f" (trained on {len(trained)} classes, found {len(found)})"
 
 
 def load(checkpoint: str | Path, device: str = "auto") -> TrainedModel:
@@ -261,22 +285,53 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.M
     """The model of a checkpoint, its config, and the checkpoint itself; on the chosen device, in eval mode
     (`load` wraps the three in a TrainedModel)."""
     dev = resolve_device(device)
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint)  # checked as a whole: digest, record, config, finite tensors
     cfg = TrainConfig.from_dict(state["config"])
     cfg.device = str(dev)
     if cfg.model not in list_models():
         raise CheckpointError(f"{checkpoint} holds model {cfg.model!r}, which this cnnlab does not have "
                               f"(it has: {', '.join(list_models())})")
-    model = create_model(cfg.model, **state.get("model_kwargs", {}))
-    try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
-        raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({lines[0][:160]})") from None
+    kwargs = state.get("model_kwargs", {})
+    problem = _data_problem(cfg, kwargs)
+    if problem:
+        raise CheckpointError(f"{checkpoint} is not a valid cnnlab checkpoint: {problem}")
+    try:  # first on the meta device: the shapes alone, so that weights that do not fit cost no memory
+        with torch.device("meta"):
+            problem = weights_problem(create_model(cfg.model, **kwargs), state["model_state"])
+    except ValueError as e:  # model_kwargs the network cannot take
+        raise CheckpointError(f"{checkpoint}: model {cfg.model!r} cannot be built as recorded ({e})") from None
+    if problem:
+        raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({problem})")
+    model = create_model(cfg.model, **kwargs)
+    load_weights(model, state["model_state"], checkpoint, cfg.model)
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.eval(), cfg, state
+
+
+# What a model takes when its checkpoint does not say: MNIST's, as every run did before model_kwargs were recorded.
+_MNIST_KWARGS = {"in_channels": 1, "num_classes": 10, "image_size": 28}
+
+
+def _data_problem(cfg: TrainConfig, model_kwargs: dict[str, int]) -> str | None:
+    """Why a model of `model_kwargs` cannot have been trained on the data set `cfg` names (so predict and evaluate
+    would feed it pictures of another shape), or None."""
+    try:
+        dataset = lookup(cfg.dataset)
+    except ValueError:
+        return f"it was trained on data set {cfg.dataset!r}, which this cnnlab does not have"
+    kw = {**_MNIST_KWARGS, **model_kwargs}
+    channels, side, n = kw["in_channels"], kw["image_size"], kw["num_classes"]
+    if dataset.entry.shape is not None and (channels, side) != dataset.entry.shape:
+        c, s = dataset.entry.shape
+        return (f"its model takes {channels}x{side}x{side} images, but it is recorded as trained on {dataset.title}, "
+                f"whose images are {c}x{s}x{s}")
+    if dataset.entry.classes and n != len(dataset.entry.classes):
+        return f"its model has {n} classes, but {dataset.title} has {len(dataset.entry.classes)}"
+    if dataset.entry.takes_path and cfg.image_size not in (0, side):
+        return f"its config resizes the folder's images to {cfg.image_size} pixels, but its model takes {side}"
+    return None
 
 
 def class_names(state: dict, cfg: TrainConfig) -> tuple[str, ...]:

@@ -3,6 +3,7 @@ training process that holds its lock (rank 0 alone under torchrun); read by ever
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.atomic import atomic_writer
+from cnnlab.config import TrainConfig
 from cnnlab.locks import FileLock
 from cnnlab.readfile import FileRefused, NotAFile, read_bounded
 
@@ -120,6 +122,34 @@ def keep_previous(path: Path, previous: Path) -> None:
     except OSError:  # a file system without hard links: a copy, then the same rename
         shutil.copyfile(path, tmp)
     os.replace(tmp, previous)
+
+
+# The files a training run writes into its directory (the lock's, and atomic_writer's temporaries, besides).
+RUN_FILES = ("config.json", "metrics.csv", "branch_grads.json", "best.pt", "last.pt", "last.prev.pt", "summary.json", "curves.png")
+
+
+def remove_unstarted(run_dir: str | Path) -> bool:
+    """Remove the directory of a new run that stopped before its first epoch ended (no last.pt), so that a failed
+    start leaves nothing behind: there is nothing in it to resume or read. Only the files a run writes are removed,
+    and the directory only when that empties it (a file someone else put there keeps it). True when it is gone."""
+    run_dir = Path(run_dir)
+    if (run_dir / "last.pt").exists():
+        return False
+    for name in (*RUN_FILES, ".lock"):
+        (run_dir / name).unlink(missing_ok=True)
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    events = run_dir / "tensorboard"  # --tensorboard's event files (train/tensorboard.py)
+    if events.is_dir() and not events.is_symlink():
+        for f in events.glob("events.out.tfevents.*"):
+            f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            events.rmdir()
+    try:
+        run_dir.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -276,6 +306,12 @@ def load_run(path: str | Path) -> Run:
         metrics = read_metrics(path / "metrics.csv")
     except (ValueError, KeyError) as e:
         raise RunDirError(f"{path} has an unreadable run file ({e})") from None
+    try:  # what cnnlab wrote: a config TrainConfig takes, a summary that is a mapping
+        TrainConfig.from_dict(config)
+    except ValueError as e:
+        raise RunDirError(f"{path / 'config.json'} is not a config cnnlab wrote ({e})") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path / 'summary.json'} is not a summary cnnlab wrote (not a mapping)")
     return Run(path, config, summary, metrics)
 
 
@@ -296,3 +332,27 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     if not runs:
         raise RunDirError(skipped[0] if len(skipped) == 1 else f"none of the {len(skipped)} directories is a finished cnnlab run: {'; '.join(skipped)}")
     return runs, skipped
+
+
+def newest_finished(root: str | Path) -> list[Path]:
+    """The newest finished run of each model under `root` (what `cnnlab serve` serves when given no run), by
+    model name. Finished means summary.json and best.pt are there; newest is by the time summary.json was
+    written, so a resumed run counts from its finish, not from its start. Unreadable directories are passed by:
+    this is a search, not a command about one run. An absent `root` holds none."""
+    root = Path(root)
+    newest: dict[str, tuple[float, Path]] = {}
+    try:
+        candidates = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    for path in candidates:
+        try:
+            if not (path / "best.pt").is_file():
+                continue
+            finished = (path / "summary.json").stat().st_mtime
+            model = json.loads((path / "config.json").read_text())["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(model, str) and (model not in newest or finished >= newest[model][0]):
+            newest[model] = (finished, path)
+    return [newest[m][1] for m in sorted(newest)]

@@ -4,6 +4,7 @@ epoch of steps, and evaluation summed over the processes. train/run.py puts them
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -237,10 +238,13 @@ class NonFiniteLoss(FloatingPointError):
 
     def __str__(self) -> str:
         run_dir = getattr(self, STOPPED_RUN, None)
-        kept = f" in {run_dir}" if run_dir is not None else ""
+        if run_dir is not None and not Path(run_dir).exists():  # in its first epoch: the directory was removed
+            kept = f"no epoch had finished, so nothing was kept ({run_dir} removed)"
+        else:
+            kept = "the checkpoints of earlier epochs are kept" + (f" in {run_dir}" if run_dir is not None else "")
         return (
             f"the training loss stopped being a finite number at step {self.step} (epoch {self.epoch}); "
-            f"training stopped and the checkpoints of earlier epochs are kept{kept}. Try a lower --lr (now {self.lr})"
+            f"training stopped and {kept}. Try a lower --lr (now {self.lr})"
         )
 
 

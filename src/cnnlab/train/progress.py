@@ -31,6 +31,8 @@ def stop_advice(exc: BaseException) -> list[str]:
     run_dir = getattr(exc, STOPPED_RUN, None)
     if run_dir is None or isinstance(exc, NonFiniteLoss):
         return []
+    if not Path(run_dir).exists():
+        return [f"no epoch had finished, so nothing was kept ({run_dir} removed): start the run again"]
     if not (Path(run_dir) / "last.pt").exists():
         return [f"no epoch of {run_dir} had finished, so there is nothing to resume: start the run again"]
     return [f"the finished epochs are kept in {run_dir}; continue with:", f"cnnlab train --resume {run_dir}"]

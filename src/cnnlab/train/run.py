@@ -25,9 +25,10 @@ from cnnlab.data.batching import InMemoryLoader
 from cnnlab.data.registry import lookup
 from cnnlab.device import autocast_dtype, resolve_device
 from cnnlab.models import count_parameters, create_model, models_with_branches
-from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, checkpoint_dir
-from cnnlab.runs.model import training_data
-from cnnlab.runs.rundir import RunDirLock, append_metrics, clear_unstarted, keep_previous, make_run_dir, plot_curves, write_json, write_metrics
+from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, load_weights
+from cnnlab.runs.model import load_model, training_data
+from cnnlab.runs.rundir import (RunDirError, RunDirLock, append_metrics, clear_unstarted, keep_previous, load_run, make_run_dir,
+                                plot_curves, remove_unstarted, write_json, write_metrics)
 from cnnlab.train import distributed
 from cnnlab.train.collapse import collapse_epoch, collapse_warning
 from cnnlab.train.distributed import World
@@ -129,35 +130,81 @@ def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress
     it had planned. Only where it runs (device, threads, data directory) may change; for a run on an image folder,
     data_dir is the folder's new place if it has moved."""
     t_start = time.perf_counter()
-    run_dir = checkpoint_dir(run_dir)
-    ckpt, fallback = _resume_checkpoint(run_dir)
+    run_dir, last = resume_source(run_dir)
+    ckpt, fallback = _resume_checkpoint(last)
     changes = {k: v for k, v in dict(device=device, threads=threads, data_dir=data_dir).items() if v is not None}
     cfg = replace(TrainConfig.from_dict(ckpt.config), **changes)
     with contextlib.ExitStack() as cleanup:
         if distributed.world_from_env().is_main:  # before touching anything: the run may still be going
             cleanup.callback(RunDirLock(run_dir).release)
+        if ckpt.finished and (run_dir / "summary.json").exists():  # nothing to train: say so, once its files are checked
+            return finished_run(run_dir, ckpt, progress_mode(progress) if distributed.world_from_env().is_main else "off")
         t = set_up(cfg, data, progress, t_start, checkpoint=ckpt, observers=observers)
         restore(t, ckpt)
         reopen_run(t, run_dir, fallback)
         return train_to_end(t, cleanup)
 
 
-def _resume_checkpoint(run_dir: Path) -> tuple[Checkpoint, str]:
-    """The checkpoint a resume starts from: last.pt, or, when last.pt cannot be used, the one it replaced
-    (last.prev.pt), with a note that says so."""
-    last, prev = run_dir / "last.pt", run_dir / "last.prev.pt"
-    if not last.exists() and not prev.exists():
-        raise CheckpointError(f"{run_dir} has no last.pt to resume from (is it a cnnlab run directory?)")
+def _resume_checkpoint(last: Path) -> tuple[Checkpoint, str]:
+    """The checkpoint a resume starts from: `last`, or, when it cannot be used, the one it replaced (last.prev.pt
+    beside it), with a note that says so."""
     try:
         return Checkpoint.for_resume(last), ""
     except CheckpointError as e:
-        if not prev.exists():
+        prev = last.with_name("last.prev.pt")
+        if not prev.is_file():
             raise
         try:
             ckpt = Checkpoint.for_resume(prev)
         except CheckpointError:
             raise e from None  # neither can be used: the newer one's reason
         return ckpt, f" ({last.name} could not be used: {e}; continuing from the checkpoint before it, {prev.name})"
+
+
+def resume_source(path: str | Path) -> tuple[Path, Path]:
+    """The run directory and the last.pt that `--resume PATH` names: a run directory, or its last.pt, exactly as
+    given (a path that does not exist is not taken for its parent)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist (--resume takes a run directory, or its last.pt)")
+    if path.is_dir():
+        if not (path / "last.pt").is_file():
+            raise CheckpointError(f"{path} has no last.pt to resume from (is it a cnnlab run directory?)")
+        return path, path / "last.pt"
+    if path.name != "last.pt":
+        raise CheckpointError(f"{path} is not a run's last.pt: a run continues from the end of its last epoch, so "
+                              "--resume takes the run directory, or its last.pt")
+    return path.parent, path
+
+
+def finished_run(run_dir: Path, ckpt: Checkpoint, mode: str) -> RunResult:
+    """A run that had already finished, as it recorded its result, once its files are checked: config.json,
+    summary.json and metrics.csv read (load_run), and best.pt and last.pt loaded as evaluate loads them. A file
+    missing or broken is an error naming it, never a success."""
+    run = load_run(run_dir)
+    best, _, best_state = load_model(run_dir / "best.pt", "cpu")
+    network, _, _ = load_model(run_dir / "last.pt", "cpu")
+    if best_state.get("epoch") != ckpt.best.get("epoch"):
+        raise CheckpointError(f"{run_dir / 'best.pt'} holds epoch {best_state.get('epoch')}, but the run chose "
+                              f"epoch {ckpt.best.get('epoch')}: it is not this run's best.pt")
+    s = run.summary
+    try:
+        result = RunResult(
+            run_dir=run_dir, model=s["model"], recipe=s["recipe"], parameters=int(s["parameters"]), epochs=int(s["epochs"]),
+            best_epoch=int(s["best_epoch"]), best_val_acc=_nan_for_none(s["best_val_acc"]), test_acc=_nan_for_none(s["test_acc"]),
+            final_test_acc=_nan_for_none(s["final_test_acc"]), train_seconds=float(s["train_seconds"]),
+            collapsed_at_epoch=s.get("collapsed_at_epoch"), history=list(ckpt.history), network=network,
+            model_kwargs=dict(s.get("model_kwargs") or {}), config=run.config,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunDirError(f"{run_dir / 'summary.json'} is not a summary cnnlab wrote ({type(e).__name__}: {e})") from None
+    say(mode, f"{result.model}: {run_dir} had already finished ({ckpt.epoch} epochs); best.pt, last.pt, config.json, "
+              "summary.json and metrics.csv checked: nothing to resume")
+    return result
+
+
+def _nan_for_none(v: Any) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start: float,
@@ -170,7 +217,8 @@ def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start:
     configure(device, cfg.threads)
     if data is None:
         with distributed.local_main_first(world):  # one fetch into each machine's cache
-            data = training_data(cfg, cfg.data_dir, progress=mode == "bar", recorded=checkpoint is not None)
+            data = training_data(cfg, cfg.data_dir, progress=mode == "bar", recorded=checkpoint is not None,
+                                 classes=checkpoint.classes if checkpoint is not None else None)
     given = cfg
     cfg = config_for_data(cfg, data) if checkpoint is None else _recorded_config(cfg, data)
     note = fit_note(given, cfg, len(data.train_images)) if checkpoint is None else None
@@ -269,11 +317,16 @@ def restore(t: Training, ckpt: Checkpoint) -> None:
             f"the run trained on {ckpt.steps_per_epoch} batches per epoch, but this data set gives "
             f"{len(t.loader)}: it can only be resumed on the data it started with"
         )
-    t.model.load_state_dict(ckpt.model_state)
-    t.optimizer.load_state_dict(ckpt.optimizer_state)
-    t.schedule.load_state_dict(ckpt.schedule_state)
-    t.generator.set_state(ckpt.rng["generator"])
-    torch.set_rng_state(ckpt.rng["torch"])
+    load_weights(t.model, ckpt.model_state, ckpt.source, t.cfg.model)
+    try:  # checked for its types by load_checkpoint; whether it fits this optimiser, torch's loaders tell
+        t.optimizer.load_state_dict(ckpt.optimizer_state)
+        t.schedule.load_state_dict(ckpt.schedule_state)
+        t.generator.set_state(ckpt.rng["generator"])
+        torch.set_rng_state(ckpt.rng["torch"])
+    except (ValueError, RuntimeError, TypeError, KeyError, IndexError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{ckpt.source}: its optimiser, schedule or random state does not fit this run "
+                              f"({reason})") from None
     t.epoch, t.steps = ckpt.epoch, ckpt.steps
     t.history, t.best, t.branch_grads = list(ckpt.history), dict(ckpt.best), list(ckpt.branch_grads)
     t.elapsed_before = t.history[-1]["elapsed"] if t.history else 0.0
@@ -299,13 +352,28 @@ def open_new_run(t: Training, out_root: Path, cleanup: contextlib.ExitStack) -> 
     run_dir = None
     if t.main:
         run_dir = make_run_dir(out_root, t.cfg.model, t.cfg.run_name)
-        cleanup.callback(RunDirLock(run_dir).release)
+        lock = RunDirLock(run_dir)  # first: a named run's directory may be another process's, and is then left alone
+        # Exits run last first: a run that stops before its first epoch ends is removed once its lock is released.
+        cleanup.push(_remove_if_stopped_early(run_dir))
+        cleanup.callback(lock.release)
         if t.cfg.run_name is not None:  # a named run may start again where one stopped before its first checkpoint
             clear_unstarted(run_dir)
         write_json(run_dir / "config.json", t.cfg.to_dict())
     _share_run_dir(t, run_dir, f"{t.cfg.model}: run directory {{}}")
     if t.note:
         say(t.mode, f"{t.cfg.model}: {t.note}")
+
+
+def _remove_if_stopped_early(run_dir: Path) -> Callable[..., bool]:
+    """An ExitStack exit callback: a run that an exception stops before its first epoch ended leaves no directory
+    behind (nothing in it could be resumed or read: see rundir.remove_unstarted)."""
+
+    def remove(exc_type, exc, tb) -> bool:
+        if exc is not None:
+            remove_unstarted(run_dir)
+        return False  # never swallows the exception
+
+    return remove
 
 
 def reopen_run(t: Training, run_dir: Path, note: str = "") -> None:
