@@ -123,15 +123,17 @@ def fit(cfg: TrainConfig, data: ImageSet | None = None, out_root: str | Path = "
 
 
 def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress = True, device: str | None = None,
-           threads: int | None = None, data_dir: str | None = None, observers: Sequence[Observer] = ()) -> RunResult:
+           threads: int | None = None, data_dir: str | None = None, observers: Sequence[Observer] = (),
+           fall_back: bool = False) -> RunResult:
     """Continue the run in run_dir from its last.pt (the end of its last finished epoch), with the settings it was
     started with. On the same kind of CPU a resumed run ends with the same weights, bit for bit, as one that never
     stopped; a run may be resumed by a different number of processes. A time-budget run resumes to the step count
     it had planned. Only where it runs (device, threads, data directory) may change; for a run on an image folder,
-    data_dir is the folder's new place if it has moved."""
+    data_dir is the folder's new place if it has moved. `fall_back`: a last.pt that cannot be used gives way to
+    last.pt's predecessor, last.prev.pt (a named run continued without a person's say: a restart)."""
     t_start = time.perf_counter()
     run_dir, last = resume_source(run_dir)
-    ckpt, fallback = _resume_checkpoint(last)
+    ckpt, fallback = _resume_checkpoint(last, fall_back)
     changes = {k: v for k, v in dict(device=device, threads=threads, data_dir=data_dir).items() if v is not None}
     cfg = replace(TrainConfig.from_dict(ckpt.config), **changes)
     with contextlib.ExitStack() as cleanup:
@@ -145,14 +147,14 @@ def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress
         return train_to_end(t, cleanup)
 
 
-def _resume_checkpoint(last: Path) -> tuple[Checkpoint, str]:
-    """The checkpoint a resume starts from: `last`, or, when it cannot be used, the one it replaced (last.prev.pt
-    beside it), with a note that says so."""
+def _resume_checkpoint(last: Path, fall_back: bool) -> tuple[Checkpoint, str]:
+    """The checkpoint a resume starts from: `last`, or, with fall_back and when it cannot be used, the one it
+    replaced (last.prev.pt beside it), with a note that says so."""
     try:
         return Checkpoint.for_resume(last), ""
     except CheckpointError as e:
         prev = last.with_name("last.prev.pt")
-        if not prev.is_file():
+        if not fall_back or not prev.is_file():
             raise
         try:
             ckpt = Checkpoint.for_resume(prev)

@@ -69,7 +69,7 @@ def train(configs: Sequence[TrainConfig] = (), *, resume_from: str | Path | None
                     results.append(fit(cfg, data, out_root=out_root, progress=progress, observers=observers))
                 else:  # the run's own settings; only where it runs is this command's
                     results.append(resume(stopped, data, progress, device=cfg.device, threads=cfg.threads,
-                                          data_dir=cfg.data_dir, observers=observers))
+                                          data_dir=cfg.data_dir, observers=observers, fall_back=True))
         distributed.barrier(world)  # every rank leaves once rank 0 has written the run directories
     finally:
         distributed.shutdown()
