@@ -260,6 +260,15 @@ def test_the_page_shows_every_layer_and_block_of_both_models(server_url):
         for model in ("inception_net", "resnet"):
             page.select_option("#model", _served(server_url, model)["id"])
             _count_cards(page, server_url, model)
+        # side by side: every served model's answer to the same drawing
+        page.click("#compare")
+        assert page.get_attribute("#compare", "aria-pressed") == "true"
+        served = _api(server_url, "/api/model")["models"]
+        page.wait_for_function("[...document.querySelectorAll('#compare-list .compare-card .big')]"
+                               ".every(b => b.textContent !== '·')")
+        cards = page.eval_on_selector_all("#compare-list .compare-card", "cs => cs.map(c => [c.dataset.model, c.querySelector('.big').textContent])")
+        assert sorted(id for id, _ in cards) == sorted(m["id"] for m in served)
+        assert all(answer == "7" for _, answer in cards), cards
 
 
 def test_switching_a_branch_and_a_skip_off_changes_the_answer_as_the_api_says(server_url, tmp_path):

@@ -30,6 +30,7 @@ const training = new TrainingPanel({
   modelTrained: async id => {
     await loadModels(id);
     refresh();
+    return state.model?.id === id ? state.model.model : id;
   },
 });
 

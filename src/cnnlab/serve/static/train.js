@@ -96,7 +96,7 @@ class Chart {
 }
 
 export class TrainingPanel {
-  /** @param {{modelTrained: (id: string) => Promise<void>}} on  called once a finished run is served */
+  /** @param {{modelTrained: (id: string) => Promise<string>}} on  called once a finished run is served: its label */
   constructor(on) {
     this.on = on;
     this.$ = id => document.getElementById(id);
@@ -273,8 +273,8 @@ export class TrainingPanel {
   async on_done(d) {
     this.close();
     this.$("train-progress").value = 1;
-    await this.on.modelTrained(d.model);
-    this.say(d.stopped ? "train.done.stopped" : "train.done", { model: d.model, acc: percent(d.test_accuracy ?? 0, 2) });
+    const label = await this.on.modelTrained(d.model);
+    this.say(d.stopped ? "train.done.stopped" : "train.done", { model: label || d.model, acc: percent(d.test_accuracy ?? 0, 2) });
   }
 
   on_error(d) {
