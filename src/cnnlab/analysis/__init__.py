@@ -1,1 +1,1 @@
-"""Analyses of models and runs: cost, evaluation, comparison."""
+"""Analyses of models and runs: cost, evaluation, comparison, branches, depth, and the inside view of one picture."""

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from cnnlab.data import ImageSet
+from cnnlab.analysis.inside import switched_off
 from cnnlab.config import TrainConfig
+from cnnlab.data import ImageSet
 from cnnlab.models.blocks import BranchedBlock, branched_blocks
 from cnnlab.runs import checkpoint_dir, evaluate, load_model, predict_logits
 
@@ -33,28 +34,16 @@ if TYPE_CHECKING:
 
 @contextlib.contextmanager
 def silenced(model: nn.Module, branches: dict[str, set[str]]):
-    """Within the context, the named branches of the named blocks output zeros: {block: {branch, ...}}."""
+    """Within the context, the named branches of the named blocks output zeros: {block: {branch, ...}} (in this thread:
+    the switches of the inside view, `cnnlab.analysis.inside.switched_off`)."""
     blocks = branched_blocks(model)
-    handles = []
     for block_name, names in branches.items():
         block = blocks[block_name]
         unknown = set(names) - set(block.branch_names)
         if unknown:
             raise ValueError(f"unknown branch {sorted(unknown)[0]!r}; choose from {', '.join(block.branch_names)}")
-        slices = [block.branch_slices()[n] for n in names]
-
-        def hook(module, inputs, output, slices=slices):
-            output = output.clone()
-            for s in slices:
-                output[:, s] = 0
-            return output
-
-        handles.append(block.register_forward_hook(hook))
-    try:
+    with switched_off(model, [f"{block}.{name}" for block, names in branches.items() for name in names]):
         yield model
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @torch.no_grad()

@@ -2,7 +2,9 @@
 
 from cnnlab.models import nets as _nets  # noqa: F401  (registers the lecture's networks)
 from cnnlab.models import bn_nets as _bn_nets  # noqa: F401  (registers the stronger ones, after them)
-from cnnlab.models.blocks import BranchedBlock, Inception, ResidualBlock, branched_blocks, models_with_branches
+from cnnlab.models.blocks import (
+    BranchedBlock, Inception, ResidualBlock, SkipBlock, branched_blocks, models_with_branches, residual_blocks,
+)
 from cnnlab.models.nets import BasicCNN, InceptionNet, ResNet
 from cnnlab.models.registry import ModelSpec, count_parameters, create_model, get_model, lecture_models, list_models, register_model
 
@@ -16,10 +18,12 @@ __all__ = [
     "InceptionNet",
     "ResNet",
     "ResidualBlock",
+    "SkipBlock",
     "branched_blocks",
     "count_parameters",
     "create_model",
     "list_models",
     "models_with_branches",
+    "residual_blocks",
     "register_model",
 ]

@@ -1,5 +1,5 @@
-"""The lecture's building blocks: the Inception block and the residual block, and the branch interface
-that every Inception-like block shares."""
+"""The lecture's building blocks: the Inception block and the residual block, the branch interface that every
+Inception-like block shares, and the skip interface that every residual block shares."""
 
 from __future__ import annotations
 
@@ -117,7 +117,30 @@ class Inception(BranchedBlock):
         return [b1, b5, b3, bp]  # N x (16 + 24 + 24 + 24 = 88) x H x W once concatenated
 
 
-class ResidualBlock(nn.Module):
+class SkipBlock(nn.Module):
+    """A residual block: relu(skip(x) + F(x)), a skip path and a conv path added, then rectified.
+
+    Subclasses implement `paths(x) -> (skip, conv)`; `forward` only adds and rectifies. Analysis (the inside view,
+    switching the skip or the conv path off) calls `paths` on the real block, so it works for any subclass without
+    knowing its layers (as `BranchedBlock.branches` does for Inception blocks).
+    """
+
+    def paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(skip, conv): the skip path's output (x itself, or a projection of it) and the conv path's F(x)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity, out = self.paths(x)
+        out = out + identity  # the gradient flows through this sum unchanged
+        return F.relu(out)
+
+
+def residual_blocks(model: nn.Module) -> dict[str, SkipBlock]:
+    """Every residual block of `model`, by its dotted module name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, SkipBlock)}
+
+
+class ResidualBlock(SkipBlock):
     """The lecture's residual block: relu(x + conv3x3(relu(conv3x3(x)))), channels and size unchanged.
 
     Args:
@@ -131,9 +154,7 @@ class ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         identity = x
-        out = F.relu(self.conv1(x))
-        out = self.conv2(out)
-        out = out + identity  # the gradient flows through this sum unchanged
-        return F.relu(out)
+        out = self.conv2(F.relu(self.conv1(x)))
+        return identity, out  # forward: relu(out + identity)

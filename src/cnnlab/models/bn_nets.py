@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.blocks import BranchedBlock
+from cnnlab.models.blocks import BranchedBlock, SkipBlock
 from cnnlab.models.registry import register_model
 
 
@@ -38,7 +38,7 @@ class ConvBN(nn.Sequential):
         super().__init__(*layers)
 
 
-class BasicBlockBN(nn.Module):
+class BasicBlockBN(SkipBlock):
     """relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x)): ResNet's basic block.
 
     Args:
@@ -59,11 +59,10 @@ class BasicBlockBN(nn.Module):
         if stride != 1 or in_channels != out_channels:
             self.shortcut = ConvBN(in_channels, out_channels, 1, stride, relu=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         identity = self.shortcut(x)
         out = self.conv2(self.conv1(x))
-        out = out + identity
-        return F.relu(out)
+        return identity, out  # forward: relu(out + identity)
 
 
 class InceptionBN(BranchedBlock):
