@@ -168,6 +168,21 @@ def _shown_probabilities(page) -> list[float]:
     return [float(p) for p in page.eval_on_selector_all("#bars .bar", "bars => bars.map(b => b.dataset.p)")]
 
 
+@contextlib.contextmanager
+def _requests(page):
+    """The requests the page makes within the context."""
+    requests = []
+
+    def log(request):
+        requests.append(request)
+
+    page.on("request", log)
+    try:
+        yield requests
+    finally:
+        page.remove_listener("request", log)
+
+
 def _last_explain_request(requests: list) -> dict:
     bodies = [json.loads(r.post_data) for r in requests if r.url.endswith("/api/explain")]
     assert bodies, "the page sent no /api/explain request"
@@ -177,12 +192,10 @@ def _last_explain_request(requests: list) -> dict:
 def _switch_off_and_compare(page, url: str, part: str) -> dict:
     """Press the switch of `part` and check the page then shows exactly the probabilities /api/explain gives for the
     same picture with that part silenced; returns that answer."""
-    requests = []
-    log = requests.append
-    page.on("request", log)
-    page.click(f'#inside [data-part="{part}"]')
-    page.wait_for_function(f"document.getElementById('inside').dataset.silenced === {json.dumps(part)} && "
-                           "!document.body.dataset.busy")
+    with _requests(page) as requests:
+        page.click(f'#inside [data-part="{part}"]')
+        page.wait_for_function(f"document.getElementById('inside').dataset.silenced === {json.dumps(part)} && "
+                               "!document.body.dataset.busy")
     assert page.get_attribute(f'#inside [data-part="{part}"]', "aria-pressed") == "true"
     sent = _last_explain_request(requests)
     assert sent["silence"] == [part]
@@ -197,18 +210,14 @@ def _switch_off_and_compare(page, url: str, part: str) -> dict:
     change = 100 * (shown[moved] - answer["probabilities_full"][moved])
     delta = page.inner_text(f'#bars .bar[data-class="{moved}"] .delta')
     assert delta == f"{'+' if change >= 0 else '−'}{abs(change):.1f}"
-    page.remove_listener("request", log)
     return answer
 
 
 def _count_cards(page, url: str, model: str) -> None:
     """One card per layer or block of /api/explain's answer, with its maps drawn; an Inception block's four branches
     and a residual block's skip, conv path and sum each with maps."""
-    requests = []
-    log = requests.append
-    page.on("request", log)
-    _draw(page, DIGITS["7"])
-    page.remove_listener("request", log)
+    with _requests(page) as requests:
+        _draw(page, DIGITS["7"])
     answer = _api(url, "/api/explain", _last_explain_request(requests))
     layers = answer["layers"]
     assert page.locator("#inside .layer").count() == len(layers)
@@ -218,8 +227,9 @@ def _count_cards(page, url: str, model: str) -> None:
         parts = layer.get("branches") or layer.get("paths") or []
         if parts:
             assert card.locator(".part").count() == len(parts)
-        drawn = [l for l in [layer] + parts if l.get("maps")]
-        # every atlas the answer holds is on the page, as a loaded image
+        # a block is shown as its parts (an Inception block's output is its branches side by side, a residual
+        # block's is the sum); every other layer as its own maps. Each is on the page as a loaded image.
+        drawn = [p for p in parts if p.get("maps")] if parts else [layer] if layer.get("maps") else []
         images = card.locator("img.maps")
         assert images.count() == len(drawn), layer["name"]
         for i in range(images.count()):
@@ -249,6 +259,26 @@ def test_drawing_digits_on_the_page_gets_them_read(server_url):
         for digit, strokes in DIGITS.items():
             _draw(page, strokes)
             assert page.inner_text("#answer").strip() == digit, f"drew {digit}, the page says {page.inner_text('#answer')}"
+
+
+def test_an_uploaded_image_gets_the_answer_the_api_gives_it(server_url, real_mnist, tmp_path):
+    """An MNIST test digit saved as a PNG (white on black, as MNIST is) and uploaded: the page answers what
+    /api/explain answers for the same file."""
+    import base64
+
+    from PIL import Image
+
+    path = tmp_path / "digit.png"
+    Image.fromarray(real_mnist.test_images[0].numpy()).resize((112, 112), Image.NEAREST).save(path)
+    url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    with _browser(server_url) as browser:
+        page = browser.page()
+        _open(page, server_url, "resnet")
+        page.set_input_files("#upload", str(path))
+        page.wait_for_function(SETTLED)
+        expected = _api(server_url, "/api/explain", {"image": url, "model": _served(server_url, "resnet")["id"]})
+        assert _shown_probabilities(page) == pytest.approx(expected["probabilities"], abs=1e-6)
+        assert page.inner_text("#answer").strip() == expected["classes"][expected["top"]]
 
 
 def test_the_page_shows_every_layer_and_block_of_both_models(server_url):

@@ -224,6 +224,13 @@ function showTab(name) {
 
 $("tab-explore").addEventListener("click", () => showTab("explore"));
 $("tab-train").addEventListener("click", () => showTab("train"));
+// the arrow keys move between tabs, as in every tab list
+document.querySelector('[role="tablist"]').addEventListener("keydown", ev => {
+  if (ev.key !== "ArrowLeft" && ev.key !== "ArrowRight") return;
+  const next = $("tab-explore").getAttribute("aria-selected") === "true" ? "train" : "explore";
+  showTab(next);
+  $(`tab-${next}`).focus();
+});
 
 $("model").addEventListener("change", ev => chooseModel(ev.target.value));
 
