@@ -147,7 +147,7 @@ function show(answer) {
   const name = String(classes[best] ?? best);
   $("answer").textContent = name;
   $("confidence").textContent = t("sure", { percent: percent(probs[best]) })
-    + (answer.silenced.length ? ` · ${t("off.count", { count: answer.silenced.length })}` : "");
+    + (answer.silenced.length ? ` · ${t("off.count", { names: answer.silenced.join(", ") })}` : "");
   say(`${state.model.model} · ${t("ms", { ms: answer.milliseconds ?? "?" })}`);
   document.body.dataset.prediction = String(best);
   document.body.dataset.explained = String(Number(document.body.dataset.explained || 0) + 1);
