@@ -259,6 +259,9 @@ def test_drawing_digits_on_the_page_gets_them_read(server_url):
         for digit, strokes in DIGITS.items():
             _draw(page, strokes)
             assert page.inner_text("#answer").strip() == digit, f"drew {digit}, the page says {page.inner_text('#answer')}"
+            # a screen reader hears the answer once the stroke ends, from a polite live region
+            assert f"says {digit} (" in page.inner_text("#spoken")
+        assert page.get_attribute("#spoken", "aria-live") == "polite"
 
 
 def test_an_uploaded_image_gets_the_answer_the_api_gives_it(server_url, real_mnist, tmp_path):
@@ -409,6 +412,25 @@ def test_training_from_the_page_draws_its_curve_and_serves_the_new_model(server_
         _draw(page, DIGITS["1"])
         assert page.inner_text("#inside-title") == "Inside basic_cnn"
         assert page.locator("#inside .layer").count() >= 3  # conv1, conv2, fc
+
+
+def test_stop_on_the_page_keeps_what_was_trained(server_url):
+    before = {m["id"] for m in _api(server_url, "/api/model")["models"]}
+    with _browser(server_url) as browser:
+        page = browser.page()
+        _open(page, server_url)
+        page.click("#tab-train")
+        page.select_option("#train-model", "resnet")
+        page.fill("#train-budget", "300")
+        page.click("#train-start")
+        page.wait_for_function("Number(document.getElementById('train-chart').dataset.points) >= 1", timeout=120_000)
+        page.click("#train-stop")
+        page.wait_for_function("document.getElementById('train-progress').value === 1", timeout=120_000)
+        assert page.inner_text("#train-status").startswith("Stopped")
+        new = [m for m in _api(server_url, "/api/model")["models"] if m["id"] not in before]
+        assert [m["model"] for m in new] == ["resnet"]
+        assert page.input_value("#model") == new[0]["id"]
+        assert page.is_enabled("#train-start") and page.is_disabled("#train-stop")
 
 
 def test_a_model_of_named_classes_gets_named_bars_and_answers(fashion_named_run, tmp_path):
