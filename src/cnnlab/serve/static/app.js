@@ -38,11 +38,7 @@ async function postJSON(url, body) {
   const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   let answer;
   try { answer = await res.json(); } catch { answer = {}; }
-  if (!res.ok) {
-    const err = new Error(answer.error || `HTTP ${res.status}`);
-    err.status = res.status;
-    throw err;
-  }
+  if (!res.ok) throw new Error(answer.error || `HTTP ${res.status}`);  // the server's one line: shown as it is
   return answer;
 }
 
@@ -78,6 +74,7 @@ async function loadModels(select = null) {
   }
   picker.value = id;
   if (!state.model || state.model.id !== id) chooseModel(id);
+  else if (state.comparing) { drawCompareCards(); compareAll(); }  // a new model joins the comparison
 }
 
 function chooseModel(id) {
@@ -126,10 +123,7 @@ async function pump() {
     const answer = await postJSON("/api/explain", request);
     if (generation === state.generation) show(answer);
   } catch (err) {
-    if (generation === state.generation) {
-      say(t("error", { message: err.message }), true);
-      if (err.status === 422 && state.silence.size) { state.silence.clear(); $("reset").disabled = true; }
-    }
+    if (generation === state.generation) say(t("error", { message: err.message }), true);
   } finally {
     state.inFlight = false;
     if (state.dirty) setTimeout(pump, MIN_GAP_MS);
@@ -267,7 +261,11 @@ $("upload").addEventListener("change", async ev => {
   if (!file) return;
   state.generation++;
   $("pad-hint").hidden = true;
-  await pad.load(file);
+  try {
+    await pad.load(file);
+  } catch (err) {
+    say(t("error", { message: err.message }), true);
+  }
 });
 
 $("reset").addEventListener("click", () => {
