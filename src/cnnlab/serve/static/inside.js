@@ -213,7 +213,8 @@ export function showBars(list, classes, answer) {
     }
     bar.dataset.p = String(p);
     const change = moved ? 100 * (p - full[i]) : 0;
-    delta.textContent = moved ? `${change >= 0 ? "+" : "−"}${Math.abs(change).toFixed(1)}` : "";
+    const shown = Math.abs(change).toFixed(1);
+    delta.textContent = !moved ? "" : shown === "0.0" ? "0.0" : `${change > 0 ? "+" : "−"}${shown}`;
     delta.className = `delta ${change > 0.05 ? "up" : change < -0.05 ? "down" : ""}`;
     bar.setAttribute("aria-label", moved
       ? t("prob.item.moved", { name: classes[i], percent: percent(p), before: percent(full[i]) })
