@@ -209,7 +209,8 @@ def _switch_off_and_compare(page, url: str, part: str) -> dict:
     moved = max(range(len(shown)), key=lambda i: abs(shown[i] - answer["probabilities_full"][i]))
     change = 100 * (shown[moved] - answer["probabilities_full"][moved])
     delta = page.inner_text(f'#bars .bar[data-class="{moved}"] .delta')
-    assert delta == f"{'+' if change > 0 else '−'}{abs(change):.1f}"  # the class that moved most: not 0.0
+    size = f"{abs(change):.1f}"
+    assert delta == (size if size == "0.0" else f"{'+' if change > 0 else '−'}{size}")
     return answer
 
 
