@@ -91,3 +91,49 @@ def test_the_umask_is_read_the_same_with_and_without_proc(tmp_path, umask):
     assert current_umask() == umask
     assert current_umask(tmp_path / "no-proc-status") == umask
     assert os.umask(umask) == umask  # and it was left as it was
+
+
+def test_a_symbolic_link_at_the_destination_is_replaced_not_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's thesis")
+    (tmp_path / "confusion.png").symlink_to(victim)
+    with atomic_writer(tmp_path / "confusion.png") as f:
+        f.write(b"PNG bytes")
+    assert victim.read_text() == "someone's thesis"
+    assert not (tmp_path / "confusion.png").is_symlink() and (tmp_path / "confusion.png").read_bytes() == b"PNG bytes"
+
+
+def test_a_link_planted_at_every_temporary_name_is_never_followed(tmp_path, monkeypatch):
+    # Someone who guesses the temporary file's name and puts a link there first: mkstemp's O_EXCL | O_NOFOLLOW
+    # makes it pick another name, so the link's target is not written either.
+    import tempfile
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's thesis")
+    names = iter(["guess", "guess", "other"])
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: names)  # the standard library's name source
+    (tmp_path / ".f.bin.guess.tmp").symlink_to(victim)
+    with atomic_writer(tmp_path / "f.bin") as f:
+        f.write(b"new")
+    assert victim.read_text() == "someone's thesis" and (tmp_path / "f.bin").read_bytes() == b"new"
+
+
+def test_a_failed_write_is_one_write_error_naming_the_file(tmp_path):
+    from cnnlab.atomic import WriteError
+
+    with pytest.raises(WriteError) as e:
+        with atomic_writer(tmp_path / "missing-dir" / "f.bin") as f:
+            f.write(b"x")
+    assert str(e.value) == f"cannot write {tmp_path / 'missing-dir' / 'f.bin'} (No such file or directory)"
+    assert isinstance(e.value, OSError) and e.value.strerror == "No such file or directory"
+
+
+def test_metrics_rows_are_never_appended_through_a_link(tmp_path):
+    from cnnlab.runs.rundir import append_metrics
+
+    victim = tmp_path / "victim.csv"
+    victim.write_text("someone's data\n")
+    (tmp_path / "metrics.csv").symlink_to(victim)
+    with pytest.raises(OSError):
+        append_metrics(tmp_path / "metrics.csv", {"epoch": 1})
+    assert victim.read_text() == "someone's data\n"

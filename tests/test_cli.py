@@ -41,7 +41,7 @@ def test_models_lists_every_model_with_parameters_and_flops(capsys):
         ["compare"],
         ["predict", "ckpt"],
         ["predict", "ckpt", "a.png", "--top", "0"],
-        ["serve"],
+        ["serve", "--runs-root"],
         ["serve", "ckpt", "--port", "70000"],
         ["serve", "ckpt", "--port", "http"],
         ["export", "ckpt"],
@@ -336,7 +336,7 @@ def test_predict_refuses_a_save_input_that_is_a_file_before_predicting(fashion_n
         assert err.startswith(f"cnnlab predict: error: --save-input {target}") and "Errno" not in err
     assert taken.read_text() == "mine"
     code, out, _ = _run(capsys, "predict", str(fashion_named_run), good, "--save-input", str(tmp_path / "seen"))
-    assert code == 0 and [p.name for p in (tmp_path / "seen").iterdir()] == ["dress-28x28.png"]
+    assert code == 0 and [p.name for p in (tmp_path / "seen").iterdir()] == ["dress.png-28x28.png"]
 
 
 def test_a_reader_that_leaves_early_ends_the_command_quietly():

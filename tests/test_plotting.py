@@ -43,3 +43,14 @@ def test_without_a_cjk_font_the_figure_is_drawn_and_the_user_told_once_what_to_i
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert INSTALL_HINT in lines[0]
+
+
+def test_cnnlab_bundles_no_font():
+    # Fonts come from the machine (Debian's fonts-wqy-zenhei or fonts-noto-cjk), found at run time.
+    from pathlib import Path
+
+    import cnnlab
+
+    package = Path(cnnlab.__file__).resolve().parent
+    fonts = [p for p in package.rglob("*") if p.suffix.lower() in {".ttf", ".ttc", ".otf", ".woff", ".woff2"}]
+    assert fonts == []

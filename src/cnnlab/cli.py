@@ -16,7 +16,7 @@ EXAMPLES = """examples:
   cnnlab evaluate runs/<time>-resnet            # per-class accuracy and confusion.png
   cnnlab compare runs/*-resnet runs/*-inception_net
   cnnlab predict runs/<time>-resnet my_digit.png  # top 3 classes with probabilities
-  cnnlab serve runs/<time>-resnet               # draw digits at http://127.0.0.1:8000
+  cnnlab serve                                  # draw, look inside, train: http://127.0.0.1:8000
   cnnlab export runs/<time>-resnet --format onnx
   cnnlab analyze cost                           # the 1x1 claim and where each network's work is
   cnnlab analyze depth                          # plain against residual stacks, depth 2 to 32
@@ -121,16 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...; any size, dark on light or light on dark)")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout instead of text (default: off)")
     pr.add_argument("--top", type=_positive_int, default=3, help="classes to show per image (default: 3)")
-    pr.add_argument("--save-input", metavar="DIR", help="also write the image the model saw (28x28 for MNIST), per image (default: off)")
+    pr.add_argument("--save-input", metavar="DIR",
+                    help="also write the image the model saw (28x28 for MNIST), per image, as DIR/<file name>-<W>x<H>.png: "
+                    "a.png -> a.png-28x28.png, a.jpg -> a.jpg-28x28.png; a name given again gets -2, -3 (default: off)")
     _add_device(pr, "cpu")
 
     sv = sub.add_parser(
-        "serve", help="a web page to draw digits on, and a JSON API", formatter_class=_formatter,
-        epilog="example:\n  cnnlab serve runs/20260101-120000-resnet --port 8000",
+        "serve", help="a web page to draw on, look inside the networks and train them, and a JSON API",
+        formatter_class=_formatter,
+        epilog="examples:\n  cnnlab serve                                   # the newest finished run of each model under runs/\n"
+        "  cnnlab serve runs/*-resnet runs/*-inception_net --port 8000",
     )
-    _add_checkpoint(sv)
+    sv.add_argument("runs", nargs="*", metavar="RUN",
+                    help="run directories or checkpoint files to serve (default: the newest finished run of each model "
+                    "under --runs-root; none there: the page opens ready to train one)")
+    sv.add_argument("--runs-root", default="runs", help="where runs are looked for, and trainings from the page go (default: runs)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
     sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    sv.add_argument("--no-training", dest="training", action="store_false",
+                    help="refuse trainings from the page (default: allowed)")
     _add_device(sv, "cpu", threads=1)
 
     ex = sub.add_parser(
@@ -458,15 +467,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from cnnlab.inference.predictor import Predictor
+    from cnnlab.inference.predictor import Predictor, input_names
     from cnnlab.data.pictures import ImageError
 
     predictor = Predictor(args.checkpoint, _use_device(args))  # a bad checkpoint fails before any image is read
     save_dir = _save_input_dir(args.save_input)
     results, failed = [], 0
-    for path in args.images:
+    for path, name in zip(args.images, input_names(args.images)):
         try:
-            pred = predictor.predict_file(path, save_dir)
+            pred = predictor.predict_file(path, save_dir, name)
         except ImageError as e:  # one line for this file; the others are still predicted
             failed += 1
             message = f"{path}: {e}"
@@ -479,7 +488,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             top = "  ".join(f"{g.name}: {100 * g.probability:5.1f}%" for g in pred.top(args.top))
             print(f"{path}: {pred.name}    ({top})")
     if args.json:
-        print(json.dumps({"model": predictor.info, "predictions": results}, indent=2))
+        print(json.dumps({"model": {**predictor.info, "checkpoint": str(args.checkpoint)}, "predictions": results}, indent=2))
     return 1 if failed else 0
 
 
@@ -499,18 +508,24 @@ def _save_input_dir(arg: str | None) -> Path | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
         from cnnlab.serve.app import create_app
+        from cnnlab.serve.server import exposure_warning, run
     except ImportError as e:
         raise _UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): pip install 'cnnlab[serve]'") from None
-    from cnnlab.inference.predictor import Predictor
 
     # --threads defaults to 1 here: one image is tiny, so parallelism comes from concurrent requests
-    predictor = Predictor(args.checkpoint, _use_device(args))  # a bad checkpoint fails here, before anything changes
-    app = create_app(predictor)
-    print(f"cnnlab serve: {predictor.info['model']} from {args.checkpoint} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(args.runs, args.runs_root, training=args.training, device=_use_device(args))  # bad runs fail here
+    for line in app.state.skipped:
+        print(f"cnnlab serve: skipped {line}", file=sys.stderr)
+    served = [m["id"] for m in app.state.shelf.describe()]
+    what = ", ".join(served) if served else f"no model yet (none finished under {args.runs_root}/): train one on the page"
+    print(f"cnnlab serve: {what} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    warning = exposure_warning(args.host)
+    if warning:
+        print(f"cnnlab serve: {warning}", file=sys.stderr)
+    run(app, args.host, args.port)
     return 0
 
 

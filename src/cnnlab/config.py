@@ -73,6 +73,8 @@ class TrainConfig:
     threads: int = 0  # CPU threads for PyTorch; 0 keeps PyTorch's default (one per physical core)
     data_dir: str | None = None  # a directory holding the data set's files (or an image folder's new place)
     log_every: int = 50  # steps between progress-bar loss updates (each costs one host sync)
+    tensorboard: bool = _flag(False, "also write TensorBoard event files into the run directory's tensorboard/ folder "
+                              "(needs pip install 'cnnlab[tensorboard]') (default: off)", "bool")
     record_branch_grads: bool = _flag(False, "models with Inception blocks (inception_net, inception_bn): record each "
                                       "branch's gradient norm per epoch, for analyze branches (default: off)", "bool")
 

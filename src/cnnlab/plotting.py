@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Iterable
 
 import matplotlib
@@ -113,3 +114,14 @@ def _tell_once(line: str) -> None:
     if not _told:
         print(line, file=sys.stderr)
         _told.append(line)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
+    """Write a matplotlib figure to `path` whole or not at all (atomic.atomic_writer): a full disk leaves the
+    previous figure as it was, and a symbolic link at `path` is replaced, never written through. The format
+    follows the name's ending, as savefig(path) would choose it."""
+    from cnnlab.atomic import atomic_writer
+
+    path = Path(path)
+    with atomic_writer(path) as f:
+        fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower() or None)

@@ -41,7 +41,20 @@ def test_chinese_class_names_are_drawn_with_a_cjk_font(tmp_path, caplog):
     ev = Evaluation("basic_cnn", 15 / 18, [5 / 6, 4 / 6, 1.0], cm, [(1, 0, 2), (0, 1, 1)], ("猫", "狗", "鸟"))
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="matplotlib"):
         warnings.simplefilter("always")
-        plot_confusion(ev, tmp_path / "c.png")
+        fig = plot_confusion(ev, tmp_path / "c.png")
     assert [str(w.message) for w in caught if "missing from font" in str(w.message)] == []
     assert [r.getMessage() for r in caplog.records if "font" in r.getMessage()] == []
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The names are set in the CJK family, a font of the machine's that has their glyphs (none is bundled).
+    from pathlib import Path
+
+    from matplotlib import font_manager
+
+    import cnnlab
+
+    cjk = installed_family()
+    ax = fig.axes[0]
+    assert {label.get_fontfamily()[-1] for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]} == {cjk}
+    font = font_manager.findfont(font_manager.FontProperties(family=cjk), fallback_to_default=False)
+    assert {ord(c) for c in "猫狗鸟"} <= set(font_manager.get_font(font).get_charmap())
+    assert not Path(font).resolve().is_relative_to(Path(cnnlab.__file__).resolve().parent)

@@ -88,11 +88,10 @@ def test_a_data_set_registered_here_trains_evaluates_predicts_and_is_served(bars
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from cnnlab.inference.predictor import Predictor
     from cnnlab.serve.app import create_app
 
-    with TestClient(create_app(Predictor(run))) as client:
-        info = client.get("/api/model").json()
+    with TestClient(create_app([run], training=False)) as client:
+        [info] = client.get("/api/model").json()["models"]
         assert info["classes"] == list(CLASSES) and info["data_title"] == "Bars"
         r = client.post("/api/predict", content=_png(False), headers={"content-type": "image/png"})
         assert r.status_code == 200 and r.json()["top"][0]["name"] == "down", r.text

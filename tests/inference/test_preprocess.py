@@ -213,3 +213,89 @@ def test_each_data_set_gets_its_own_preparation():
     assert rgb.shape == (3, 32, 32) and rgb[0, 16, 16] > 150 and rgb[1, 16, 16] < 80  # red stays red
     grey = to_square(photo, 24, channels=1)
     assert grey.shape == (24, 24) and grey[0, 0] > 240
+
+
+# ---- memory: the decoded size is bounded before decoding -------------------------------------------------
+
+
+def _png_header(w: int, h: int, bit_depth: int, colour_type: int) -> bytes:
+    """A PNG that claims w x h at this depth and colour type, with no pixel data: what a size check sees."""
+    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _seven(size: int, mode: str = "L") -> Image.Image:
+    """A thick dark 7 on light paper, `size` px a side."""
+    img = Image.new(mode, (size, size), "white" if mode != "L" else 230)
+    s = size / 100
+    ImageDraw.Draw(img).line([(25 * s, 20 * s), (75 * s, 20 * s), (45 * s, 85 * s)], fill="black" if mode != "L" else 20,
+                             width=max(1, round(10 * s)))
+    return img
+
+
+def test_a_picture_over_the_decoded_budget_is_refused_before_its_pixels_are_read(reliability):
+    from cnnlab.data.pictures import MAX_DECODED_BYTES
+
+    # 4096x4096 16-bit RGBA: 64 MB decoded, a few hundred bytes here, 137 KB as a real file.
+    for header, words in [(_png_header(4096, 4096, 16, 6), "4096x4096 RGBA, 64 MB once decoded"),
+                          (_png_header(4096, 4096, 8, 2), "4096x4096 RGB, 64 MB"),
+                          (_png_header(3000, 3000, 8, 3), "3000x3000 P, 34 MB")]:  # a palette becomes RGBA
+        with pytest.raises(ImageTooLarge, match=words):
+            load_image(header)
+    # Within the budget, the same kind of header gets as far as decoding (and fails there: it holds no pixels).
+    assert 2048 * 2048 * 4 <= MAX_DECODED_BYTES
+    with pytest.raises(ImageError, match="decoded") as e:
+        load_image(_png_header(2048, 2048, 16, 6))
+    assert not isinstance(e.value, ImageTooLarge)
+    reliability("images to predict", "PNG headers of 4096x4096 16-bit RGBA, RGB and 3000x3000 palette pictures "
+                "(64, 64, 34 MB once decoded) in a few bytes", 3,
+                "ImageTooLarge naming the decoded size, before any pixel is decoded")
+
+
+def test_the_largest_pictures_allowed_are_prepared(tmp_path):
+    for img in (_seven(2048, "RGBA"), _seven(4096)):  # at the budget: 16 MB each, colour and grey
+        digit = to_mnist(png_bytes(img))
+        assert digit.shape == (28, 28) and digit.max() == 255
+
+
+def test_a_phone_sized_jpeg_is_decoded_smaller_and_reads_as_the_same_digit():
+    from cnnlab.data.pictures import MAX_DECODED_BYTES, decoded_bytes
+
+    big = _seven(3024, "RGB").resize((4032, 3024))
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    assert decoded_bytes(big) > MAX_DECODED_BYTES  # 49 MB: over the budget at full size
+    loaded = load_image(buf.getvalue())
+    assert loaded.size == (2016, 1512) and decoded_bytes(loaded) <= MAX_DECODED_BYTES  # the JPEG decoded at 1/2
+    small = _seven(756, "RGB").resize((1008, 756))
+    assert correlation(to_mnist(loaded), to_mnist(png_bytes(small))) > 0.97
+
+
+def test_a_big_picture_shrunk_before_the_float_steps_reads_as_the_same_digit():
+    big, small = _seven(4000), _seven(1000)
+    assert correlation(to_mnist(png_bytes(big)), to_mnist(png_bytes(small))) > 0.97
+
+
+def test_the_exif_orientation_of_a_shrunk_picture_is_still_applied():
+    upright = _seven(2400)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a camera held sideways stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 270 to view
+    buf = io.BytesIO()
+    stored.save(buf, format="PNG", exif=exif)
+    assert np.array_equal(to_mnist(buf.getvalue()), to_mnist(png_bytes(upright)))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_float_picture_with_pixels_that_are_not_numbers_is_an_image_error(bad, reliability):
+    pixels = np.zeros((28, 28), np.float32)
+    pixels[10:18, 12:16] = 200.0
+    pixels[3, 3] = bad
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "F").save(buf, format="TIFF")
+    for prepare in (to_mnist, to_fashion, lambda b: to_square(b, 16, 1)):
+        with pytest.raises(ImageError, match="not numbers"):
+            prepare(buf.getvalue())
+    reliability("images to predict", "a 28x28 float TIFF with one NaN, +inf or -inf pixel, for each preparation", 3,
+                "one ImageError: pixels that are not numbers")

@@ -11,7 +11,6 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cnnlab.inference.predictor import Predictor  # noqa: E402
 from cnnlab.serve.app import create_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client(trained_resnet):
-    with TestClient(create_app(Predictor(trained_resnet))) as c:
+    with TestClient(create_app([trained_resnet], training=False)) as c:
         yield c
 
 
@@ -32,29 +31,36 @@ def seven_png(real_mnist):
     return buf.getvalue()
 
 
-def _check_prediction(r, expected: int):
+def _check_prediction(r, expected: int, model: str):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["top"][0]["class"] == expected
     assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-5)
     seen = Image.open(io.BytesIO(base64.b64decode(body["image"].split(",", 1)[1])))
     assert seen.size == (28, 28)
-    assert body["model"] == "resnet"
+    assert body["model"] == model
 
 
-def test_page_health_and_model(client):
+def test_page_health_and_model(client, trained_resnet):
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text and "text/html" in page.headers["content-type"]
     assert client.get("/api/health").json() == {"status": "ok"}
-    info = client.get("/api/model").json()
+    listing = client.get("/api/model").json()
+    [info] = listing["models"]
+    assert info["id"] == trained_resnet.name == listing["default"]
     assert info["model"] == "resnet" and info["parameters"] == 41514 and info["test_accuracy"] > 0.98
+    assert info["label"].startswith("resnet · ") and "%" in info["label"]
+    assert str(trained_resnet.parent) not in json.dumps(listing)  # no server path in any answer
+    assert listing["training"] == {"enabled": False, "state": "idle"}
 
 
-def test_predict_as_upload_data_url_and_raw_bytes(client, seven_png):
-    _check_prediction(client.post("/api/predict", files={"file": ("seven.png", seven_png, "image/png")}), 7)
+def test_predict_as_upload_data_url_and_raw_bytes(client, seven_png, trained_resnet):
+    run = trained_resnet.name
+    _check_prediction(client.post("/api/predict", files={"file": ("seven.png", seven_png, "image/png")}), 7, run)
     url = "data:image/png;base64," + base64.b64encode(seven_png).decode()
-    _check_prediction(client.post("/api/predict", json={"image": url}), 7)
-    _check_prediction(client.post("/api/predict", content=seven_png, headers={"Content-Type": "image/png"}), 7)
+    _check_prediction(client.post("/api/predict", json={"image": url}), 7, run)
+    _check_prediction(client.post("/api/predict", json={"image": url, "model": run}), 7, run)
+    _check_prediction(client.post(f"/api/predict?model={run}", content=seven_png, headers={"Content-Type": "image/png"}), 7, run)
 
 
 def _multipart(body_parts: bytes, boundary: str = "XyZ") -> dict:
@@ -115,8 +121,8 @@ def test_a_model_of_other_classes_answers_with_their_names(fashion_named_run):
     from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
 
     run = fashion_named_run
-    with TestClient(create_app(Predictor(run))) as c:
-        info = c.get("/api/model").json()
+    with TestClient(create_app([run])) as c:
+        [info] = c.get("/api/model").json()["models"]
         assert info["classes"] == list(FASHION_MNIST.classes) and info["data_title"] == "Fashion-MNIST"
         buf = io.BytesIO()
         Image.new("RGB", (60, 80), "white").save(buf, format="PNG")  # a blank photo: no item

@@ -24,11 +24,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from cnnlab.inference.predictor import Predictor  # noqa: E402
 from cnnlab.serve.app import BODY_LIMIT, create_app  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
 
 from ..synthetic import synthetic_mnist  # noqa: E402
+from .live import live_server  # noqa: E402
 
 # derandomize: the same examples on every run, so a failure repeats and the counts in docs/reliability.md hold.
 FUZZ = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
@@ -42,7 +42,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(checkpoint):
-    with TestClient(create_app(Predictor(checkpoint)), raise_server_exceptions=False) as c:
+    with TestClient(create_app([checkpoint]), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -206,21 +206,8 @@ def test_malformed_multipart_bodies_get_a_4xx(client, reliability):
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(Predictor(checkpoint)), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < end and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield port
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(create_app([checkpoint])) as port:
+        yield port
 
 
 def _status_line(sock: socket.socket, timeout: float) -> bytes:
@@ -318,3 +305,151 @@ def test_a_bounded_load_test_ends_with_no_errors(server, real_mnist, reliability
     r = httpx.get(f"http://127.0.0.1:{server}/api/health")
     assert r.status_code == 200
     assert json.loads(r.text) == {"status": "ok"}
+
+
+# ---- issue 19: what a careful attacker sends ----------------------------------------------------------------
+
+
+def _float_tiff(nan: bool) -> bytes:
+    import numpy as np
+
+    pixels = np.zeros((28, 28), dtype=np.float32)
+    pixels[8:20, 12:16] = 200.0
+    if nan:
+        pixels[3, 3] = float("nan")
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "F").save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+HOSTILE = {  # name: (body, content type); every one must get a 4xx, none a 5xx
+    "JSON nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    "JSON object nested 100,000 deep": (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "application/json"),
+    "an integer of 5,000 digits": (b'{"image": ' + b"7" * 5000 + b"}", "application/json"),
+    "an integer of 5,000 digits as the model": (b'{"image": "data:image/png;base64,AAAA", "model": ' + b"7" * 5000 + b"}",
+                                                "application/json"),
+    "a float of 1e400": (b'{"image": 1e400}', "application/json"),
+    "NaN and Infinity": (b'{"image": NaN, "model": Infinity}', "application/json"),
+    "a JSON string": (b'"data:image/png;base64,AAAA"', "application/json"),
+    "a JSON number": (b"12", "application/json"),
+    "JSON null": (b"null", "application/json"),
+    "a JSON array": (b'["data:image/png;base64,AAAA"]', "application/json"),
+    "the model as a list": (b'{"image": "data:image/png;base64,AAAA", "model": ["x"]}', "application/json"),
+    "the model as an object": (b'{"image": "data:image/png;base64,AAAA", "model": {"id": 1}}', "application/json"),
+    "silence as a string": (b'{"image": "data:image/png;base64,AAAA", "silence": "incep1.5x5"}', "application/json"),
+    "silence of numbers": (b'{"image": "data:image/png;base64,AAAA", "silence": [1, 2]}', "application/json"),
+    "invalid UTF-8": (b'{"image": "\xff\xfe"}', "application/json"),
+    "a lone surrogate": (b'{"image": "\\ud800"}', "application/json"),
+    "an empty data URL": (b'{"image": "data:image/png;base64,"}', "application/json"),
+    "a float TIFF with a NaN pixel": (_float_tiff(True), "image/tiff"),
+}
+
+
+@pytest.mark.parametrize("route", ["/api/predict", "/api/explain"])
+def test_hostile_bodies_get_a_4xx_never_a_5xx(client, route, reliability):
+    seen: Counter = Counter()
+    for name, (body, ctype) in HOSTILE.items():
+        r = client.post(route, content=body, headers={"content-type": ctype})
+        seen[r.status_code] += 1
+        assert 400 <= r.status_code < 500 and r.json()["error"], (name, r.status_code, r.text[:200])
+        if name.startswith("a float TIFF"):
+            assert r.status_code == 422, r.text
+    # The same float TIFF without the NaN is a fine picture.
+    assert client.post("/api/predict", content=_float_tiff(False), headers={"content-type": "image/tiff"}).status_code == 200
+    _assert_alive(client)
+    reliability(f"web API {route}", "hostile bodies: " + ", ".join(HOSTILE), sum(seen.values()), _outcome(seen))
+
+
+def test_unknown_models_and_parts_are_4xx_naming_the_valid_ones(client, checkpoint):
+    png = _float_tiff(False)
+    r = client.post("/api/predict?model=nonesuch", content=png, headers={"content-type": "image/tiff"})
+    assert r.status_code == 404 and checkpoint.name in r.json()["error"]
+    r = client.post("/api/predict?model=" + "x" * 5000, content=png, headers={"content-type": "image/tiff"})
+    assert r.status_code == 404
+    r = client.post("/api/explain?silence=conv9.skip", content=png, headers={"content-type": "image/tiff"})
+    assert r.status_code == 422 and "conv9.skip" in r.json()["error"]
+
+
+def test_no_answer_holds_a_path_of_the_server(client, checkpoint):
+    listing = client.get("/api/model").text
+    assert str(checkpoint.parent) not in listing and "best.pt" not in listing
+    r = client.post("/api/predict", content=_float_tiff(False), headers={"content-type": "image/tiff"})
+    assert str(checkpoint.parent) not in r.text
+
+
+def test_static_files_are_the_page_s_own_and_nothing_else(client):
+    assert "text/html" in client.get("/").headers["content-type"]
+    index = client.get("/static/index.html")
+    assert index.status_code == 200 and index.headers["x-content-type-options"] == "nosniff"
+    for path in ("/static/../app.py", "/static/..%2Fapp.py", "/static/%2e%2e/app.py", "/static/nothing.js",
+                 "/static/", "/static/.hidden", "/static//etc/passwd"):
+        r = client.get(path)
+        assert r.status_code == 404, (path, r.status_code)
+        assert "def create_app" not in r.text
+
+
+def test_a_warning_when_bound_beyond_loopback():
+    from cnnlab.serve.server import exposure_warning
+
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("::1") is None
+    assert exposure_warning("localhost") is None
+    for host in ("0.0.0.0", "::", "192.168.1.20"):
+        line = exposure_warning(host)
+        assert line and host in line and "\n" not in line
+
+
+@pytest.mark.slow  # HEAD_SECONDS and BODY_SECONDS of waiting, on purpose
+def test_slow_and_idle_connections_are_closed_within_the_stated_time(server, reliability):
+    from cnnlab.serve.inputs import BODY_SECONDS
+    from cnnlab.serve.server import HEAD_SECONDS
+
+    head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+    kinds = {"idle": 6, "slow head": 10, "slow body": 4}  # 20 connections, as the attack that found the gap
+    socks = []
+    for kind, n in kinds.items():
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", server))
+            s.setblocking(False)
+            if kind == "slow head":
+                s.sendall(head)
+            elif kind == "slow body":
+                s.sendall(head + b"Content-Length: 100000\r\n\r\n")
+            socks.append([kind, s, None, b""])
+    t0 = time.monotonic()
+    limit = {"idle": HEAD_SECONDS, "slow head": HEAD_SECONDS, "slow body": BODY_SECONDS}
+    while any(entry[2] is None for entry in socks) and time.monotonic() - t0 < BODY_SECONDS + 30:
+        for entry in socks:
+            kind, s, closed, _ = entry
+            if closed is not None:
+                continue
+            try:
+                s.send(b"X-Slow: 1\r\n"[:1] if kind == "slow head" else b"\0" if kind == "slow body" else b"")
+                data = s.recv(4096)
+                if data:
+                    entry[3] += data
+                else:
+                    entry[2] = time.monotonic() - t0
+            except BlockingIOError:
+                pass
+            except OSError:  # reset: closed
+                entry[2] = time.monotonic() - t0
+        time.sleep(1.0)  # a byte a second: well below any useful rate
+    for s in socks:
+        s[1].close()
+    margin = 5.0  # the event loop's timers, and a loaded machine
+    for kind, _, closed, answer in socks:
+        assert closed is not None, f"a {kind} connection was still open after {BODY_SECONDS + 30} s"
+        assert closed <= limit[kind] + margin, (kind, closed)
+        if kind == "slow body":
+            assert b" 408 " in answer.split(b"\r\n", 1)[0], answer[:200]
+    worst = {k: max(c for kk, _, c, _ in socks if kk == k) for k in kinds}
+    reliability("web server", "20 slow connections: 6 idle, 10 sending the head a byte a second, 4 the body",
+                len(socks), "all closed: " + ", ".join(f"{k} within {w:.0f} s (limit {limit[k]:.0f} s)"
+                                                       for k, w in worst.items()) + "; a slow body gets 408")
+    _assert_alive_at(server)
+
+
+def _assert_alive_at(port: int) -> None:
+    import httpx
+
+    assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10).json() == {"status": "ok"}

@@ -80,7 +80,9 @@ def gradient_shares(run_dir: Path) -> dict[str, float] | None:
     path = run_dir / "branch_grads.json"
     if not path.exists():
         return None
-    epochs = json.loads(path.read_text())["epochs"]
+    from cnnlab.runs.rundir import read_run_file
+
+    epochs = json.loads(read_run_file(path))["epochs"]
     totals: dict[str, float] = {}
     for e in epochs:
         for k, v in e["mean_squared_norm"].items():
@@ -220,5 +222,7 @@ def plot_branches(summary: list[dict], path: str | Path | None, title: str = "")
     fig.suptitle(title or "Inception branches")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
+
+        save_figure(fig, path)
     return fig

@@ -77,5 +77,7 @@ def plot_compare(runs: list[Run], path: str | Path | None) -> Figure:
         ax.tick_params(axis="y", which="minor", labelsize=7)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
+
+        save_figure(fig, path)
     return fig

@@ -156,7 +156,9 @@ def plot_depth(results: list[DepthResult], path_grads: str | Path | None, path_t
     fig.suptitle("Gradient norm per layer" + (f" ({note})" if note else ""))
     fig.tight_layout()
     if path_grads is not None:
-        fig.savefig(path_grads, dpi=110)
+        from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
+
+        save_figure(fig, path_grads)
 
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
@@ -180,5 +182,7 @@ def plot_depth(results: list[DepthResult], path_grads: str | Path | None, path_t
     fig.suptitle("Plain against residual stacks of the same width" + (f" ({note})" if note else ""))
     fig.tight_layout()
     if path_train is not None:
-        fig.savefig(path_train, dpi=110)
+        from cnnlab.plotting import save_figure
+
+        save_figure(fig, path_train)
     return grads, fig

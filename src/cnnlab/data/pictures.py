@@ -18,14 +18,21 @@ names the one that suits models trained on it.
 from __future__ import annotations
 
 import io
-import stat
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnlab.readfile import FileRefused, FileTooLarge, NotAFile, read_bounded
+
 MAX_BYTES = 4 * 2**20  # larger uploads are refused before decoding
 MAX_SIDE = 4096  # larger images are refused before decoding (decompression bombs)
+# The memory a picture may take once decoded, counted before decoding: width x height x the bytes a pixel takes
+# in memory (decoded_bytes). A 137 KB PNG can hold 4096x4096 16-bit RGBA, 64 MB once decoded; without this, a
+# server's memory would follow the pixels sent, not the bytes. 16 MB keeps a screenshot (2560x1440 RGB) and a
+# 4096x4096 grey scan; a phone's JPEG photo is decoded at a half or a quarter of its size to fit (see _fit_budget).
+MAX_DECODED_BYTES = 16 * 2**20
+WORK_SIDE = 1024  # a larger picture is box-averaged down to this many px a side before the float steps of to_grey
 BOX = 20  # MNIST's size-normalisation box
 SIZE = 28  # MNIST's image size
 INK_FRACTION = 0.15  # a pixel is ink when brighter than this fraction of the brightest one, above the background
@@ -60,7 +67,9 @@ def load_image(source: str | Path | bytes) -> Image.Image:
             raise ImageError(f"the image has no pixels ({w}x{h})")
         if w > MAX_SIDE or h > MAX_SIDE:
             raise ImageTooLarge(f"the image is {w}x{h}; at most {MAX_SIDE} px a side")
+        check_decoded_size(_fit_budget(img))
         img.load()
+        _check_finite(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -71,32 +80,90 @@ def load_image(source: str | Path | bytes) -> Image.Image:
 
 
 def _read_file(path: Path) -> bytes:
-    """The bytes of a regular file, or an ImageError saying why not. Anything else is refused before it is
-    opened: a directory cannot be read, and a FIFO or a device would block or never end."""
+    """The bytes of a regular file of at most MAX_BYTES, or an ImageError saying why not: a directory cannot
+    be read, and a named pipe or a device (/dev/zero, or a .png linked to it) would block or never end."""
     try:
-        st = path.stat()
-    except OSError as e:
-        raise ImageError(f"cannot read ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError(f"is {_kind_of_file(st.st_mode)}, not an image file")
-    if st.st_size > MAX_BYTES:
-        raise ImageTooLarge(f"{st.st_size:,} bytes is over the {MAX_BYTES // 2**20} MB limit")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"cannot read ({e.strerror or e})") from None
+        return read_bounded(path, MAX_BYTES)
+    except FileTooLarge as e:
+        over = f"{e.size:,} bytes is" if e.known else "the file is"
+        raise ImageTooLarge(f"{over} over the {MAX_BYTES // 2**20} MB limit") from None
+    except NotAFile as e:
+        raise ImageError(f"{e}, not an image file") from None
+    except FileRefused as e:
+        raise ImageError(str(e)) from None
 
 
-def _kind_of_file(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
+def decoded_bytes(img: Image.Image) -> int:
+    """The memory `img` takes decoded, known from its header alone: Pillow holds 1-bit and 8-bit grey in a byte
+    a pixel and every other mode in four (RGB too); a palette, 16-bit or transparent grey picture counts four
+    because preparing it converts it to a four-byte mode (RGBA, 32-bit grey) at full size."""
+    w, h = img.size
+    return w * h * (1 if img.mode in ("1", "L") and "transparency" not in img.info else 4)
+
+
+def check_decoded_size(img: Image.Image) -> None:
+    """Raise ImageTooLarge, before any pixel is decoded, if `img` would take more than MAX_DECODED_BYTES."""
+    need = decoded_bytes(img)
+    if need > MAX_DECODED_BYTES:
+        w, h = img.size
+        raise ImageTooLarge(f"the image is {w}x{h} {img.mode}, {need / 2**20:.0f} MB once decoded; the limit is "
+                            f"{MAX_DECODED_BYTES // 2**20} MB (about {MAX_DECODED_BYTES // 4 // 10**6} million "
+                            f"colour pixels)")
+
+
+def _fit_budget(img: Image.Image) -> Image.Image:
+    """A JPEG over the budget decoded at 1/2, 1/4 or 1/8 of its size (its DCT allows that at no cost), the
+    largest that fits: a digit photographed by a phone needs nowhere near its 12 million pixels."""
+    if img.format != "JPEG" or decoded_bytes(img) <= MAX_DECODED_BYTES:
+        return img
+    w, h = img.size
+    for d in (2, 4, 8):
+        if decoded_bytes(img) // (d * d) <= MAX_DECODED_BYTES:
+            img.draft(img.mode, (-(-w // d), -(-h // d)))
+            break
+    return img
+
+
+def _check_finite(img: Image.Image, rows: int = 256) -> None:
+    # Only 32-bit float pictures (TIFF) can hold NaN or infinity; every step after this assumes numbers. Read in
+    # strips of rows, so the check costs a strip's copy, not the picture's.
+    if img.mode != "F":
+        return
+    w, h = img.size
+    for top in range(0, h, rows):
+        if not np.isfinite(np.asarray(img.crop((0, top, w, min(h, top + rows))))).all():
+            raise ImageError("the image has pixels that are not numbers (NaN or infinite)")
+
+
+# EXIF orientation -> the transpose that makes the picture upright (what ImageOps.exif_transpose applies)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _upright_and_small(img: Image.Image) -> Image.Image:
+    """`img` upright (its EXIF orientation applied) and at most WORK_SIDE px a side, box-averaged by a whole
+    factor: the float steps after this cost memory per pixel, and a digit ends up 20 px tall anyway.
+    Shrunk before it is turned, so the full-size picture is never copied."""
+    try:
+        turn = _UPRIGHT.get(img.getexif().get(0x0112))  # 0x0112: Orientation
+    except Exception:  # a damaged EXIF block: use the picture as stored, as exif_transpose would fail to
+        turn = None
+    factor = -(-max(img.size) // WORK_SIDE)
+    if factor > 1:
+        if img.mode in ("P", "PA", "LA") or "transparency" in img.info:
+            img = img.convert("RGBA")  # as to_grey would, so the transparency survives the averaging
+        elif img.mode == "1" or img.mode.startswith("I;16"):
+            img = img.convert("L" if img.mode == "1" else "I")  # modes Image.reduce does not take
+        img = img.reduce(factor)
+    return img.transpose(turn) if turn is not None else img
 
 
 def to_grey(img: Image.Image) -> np.ndarray:
     """Grey levels as float32 in 0..255. Transparency is flattened onto the colour that contrasts with the
-    ink, so dark strokes on a transparent canvas and light strokes on one both survive."""
-    img = ImageOps.exif_transpose(img)
+    ink, so dark strokes on a transparent canvas and light strokes on one both survive. A picture over WORK_SIDE
+    px a side is box-averaged down first."""
+    img = _upright_and_small(img)
     if img.mode in ("P", "PA", "LA") or "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode == "RGBA":
@@ -207,5 +274,8 @@ def to_square(source: str | Path | bytes | Image.Image, size: int, channels: int
 
     if isinstance(source, np.ndarray):
         raise ImageError("give an image file or a Pillow image, not an array")
-    img = source if isinstance(source, Image.Image) else load_image(source)
-    return square_pixels(ImageOps.exif_transpose(img), size, grey=channels == 1)
+    if isinstance(source, Image.Image):
+        return square_pixels(ImageOps.exif_transpose(source), size, grey=channels == 1)
+    img = load_image(source)
+    ImageOps.exif_transpose(img, in_place=True)  # ours alone: turned without a full-size copy
+    return square_pixels(img, size, grey=channels == 1)

@@ -14,6 +14,7 @@ or, in a TorchScript archive, as the extra file cnnlab.json (torch.jit.load(path
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab.atomic import atomic_writer
+from cnnlab.atomic import atomic_write_bytes
 from cnnlab.data.batching import MNIST_MEAN, MNIST_STD
 from cnnlab.data.registry import lookup
 from cnnlab.config import TrainConfig
@@ -109,7 +110,7 @@ class Exported:
 def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None, device: str = "cpu") -> Exported:
     """Write the checkpoint's model as `fmt` ('onnx' or 'torchscript') to `out` (default: beside the
     checkpoint, named <model>.onnx or <model>.torchscript.pt), its contract in the file's metadata. The file
-    appears whole or not at all. It is traced on `device`: the CPU by default, since a TorchScript file traced on
+    appears whole or not at all (a failed write is an atomic.WriteError, the previous file kept). It is traced on `device`: the CPU by default, since a TorchScript file traced on
     a GPU runs only there."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
@@ -132,8 +133,10 @@ def _torchscript(model: nn.Module, example: torch.Tensor, out: Path, metadata: d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript is in maintenance; its deprecation notes are not for the user
         traced = torch.jit.trace(model, example)
-        with atomic_writer(out) as f:
-            torch.jit.save(traced, f, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata, indent=1)})
+        # Into memory first: torch.jit.save writing a file that fails (a full disk) aborts the process in C++.
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata, indent=1)})
+    atomic_write_bytes(out, buf.getbuffer())
 
 
 def _onnx(model: nn.Module, example: torch.Tensor, out: Path, metadata: dict[str, str]) -> None:
@@ -162,5 +165,4 @@ def _onnx(model: nn.Module, example: torch.Tensor, out: Path, metadata: dict[str
         onnx_log.setLevel(level)
     proto = program.model_proto
     onnx.helper.set_model_props(proto, metadata)
-    with atomic_writer(out) as f:
-        f.write(proto.SerializeToString())  # cnnlab's models are far below protobuf's 2 GB limit
+    atomic_write_bytes(out, proto.SerializeToString())  # cnnlab's models are far below protobuf's 2 GB limit

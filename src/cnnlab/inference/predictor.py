@@ -15,7 +15,7 @@ from cnnlab.models import count_parameters
 from cnnlab.runs import load
 from cnnlab.runs.model import Guess, Picture, Prediction
 
-__all__ = ["Guess", "Prediction", "Predictor"]
+__all__ = ["Guess", "Prediction", "Predictor", "input_names"]
 
 
 class Predictor:
@@ -38,8 +38,7 @@ class Predictor:
             "parameters": count_parameters(self.model),
             "epoch": self.trained.state.get("epoch"),
             "test_accuracy": self.trained.test_acc,
-            "checkpoint": str(checkpoint),
-        }
+        }  # no path: a server passes this on to its clients
 
     def __repr__(self) -> str:
         return f"Predictor({self.trained!r})"
@@ -48,8 +47,9 @@ class Predictor:
         """Predict a uint8 image already in the training data's format ((H, W) grey or (C, H, W))."""
         return self.trained.predict_prepared(image)
 
-    def predict_file(self, path: str | Path, save_to: Path | None = None) -> Prediction:
-        """Predict an image file and, given a directory `save_to`, save there the image the model saw.
+    def predict_file(self, path: str | Path, save_to: Path | None = None, name: str | None = None) -> Prediction:
+        """Predict an image file and, given a directory `save_to`, save there the image the model saw, as
+        `name`-WxH.png (`name`: the file's name by default; see `input_names` for many files).
 
         Raises ImageError for any problem of this file alone (unreadable, not an image, cannot be saved), so
         that a caller going through many files can report it and go on.
@@ -57,7 +57,7 @@ class Predictor:
         pred = self.predict(path)
         if save_to is not None:
             try:
-                pred.save_image(save_to, Path(path).stem)
+                pred.save_image(save_to, name or Path(path).name)
             except OSError as e:
                 raise ImageError(f"cannot save the image the model saw ({e.strerror or e})") from None
         return pred
@@ -65,3 +65,18 @@ class Predictor:
     def predict(self, source: Picture) -> Prediction:
         """Preprocess one picture (path, bytes, PIL image; a grey array for MNIST and Fashion-MNIST models), then predict it."""
         return self.predict_image(self.trained.prepare(source))
+
+
+def input_names(paths: list[str | Path]) -> list[str]:
+    """The name under which each image's input is saved: the file's name with its extension, so that a.png and
+    a.jpg stay apart, and -2, -3, ... after a name an earlier path of the list already has (x/a.png, y/a.png).
+    No saved input then replaces another of the same command."""
+    names: list[str] = []
+    for p in paths:
+        base = name = Path(p).name or "image"
+        n = 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names

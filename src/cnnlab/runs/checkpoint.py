@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 
 import torch
 
-from cnnlab.atomic import atomic_writer
+from cnnlab.atomic import atomic_write_bytes
+from cnnlab.readfile import FileRefused, NotAFile, open_regular
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 
@@ -25,8 +27,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     damaged later (a bad disk, a broken transfer) is refused rather than trained or evaluated on."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(path) as f:
-        torch.save({"format_version": FORMAT_VERSION, **state, "sha256": fingerprint(state)}, f)
+    buf = io.BytesIO()  # into memory first: torch.save fails a full disk in C++ (a RuntimeError), not an OSError
+    torch.save({"format_version": FORMAT_VERSION, **state, "sha256": fingerprint(state)}, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def fingerprint(obj: Any) -> str:
@@ -75,6 +78,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"no checkpoint at {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory without best.pt, not a checkpoint")
+    try:  # a named pipe would block torch.load for ever, and a link to /dev/zero never end
+        open_regular(path).close()
+    except FileRefused as e:
+        raise CheckpointError(f"{path} {e}, not a checkpoint" if isinstance(e, NotAFile) else f"{path}: {e}") from None
     if archive_kind(path) == "torchscript":  # before torch.load, which warns about such files on stderr
         raise CheckpointError(f"{path} is a TorchScript export, not a checkpoint: run it with torch.jit.load, "
                               "or pass the run directory or its best.pt")

@@ -4,7 +4,9 @@ training process that holds its lock (rank 0 alone under torchrun); read by ever
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.atomic import atomic_writer
 from cnnlab.locks import FileLock
+from cnnlab.readfile import FileRefused, NotAFile, read_bounded
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -74,7 +77,9 @@ def append_metrics(path: str | Path, row: dict[str, Any]) -> None:
     """Append one epoch's row to metrics.csv, writing the header first if the file is new."""
     path = Path(path)
     new = not path.exists()
-    with open(path, "a", newline="") as f:
+    # Not through a symbolic link: a metrics.csv made a link to another file would have rows appended to it.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with open(fd, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
         if new:
             w.writeheader()
@@ -92,8 +97,26 @@ def write_metrics(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """metrics.csv as a list of rows of floats (empty cells become NaN)."""
-    with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in csv.DictReader(f)]
+    rows = csv.DictReader(io.StringIO(read_run_file(path), newline=""))
+    return [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()} for r in rows]
+
+
+RUN_FILE_LIMIT = 64 * 2**20  # config.json, summary.json, metrics.csv and branch_grads.json are kilobytes
+
+
+def read_run_file(path: str | Path) -> str:
+    """The text of a run's record file, read as a regular file of bounded size: a run directory may come from
+    someone else, and a config.json linked to /dev/zero or made a named pipe must not hang a command or fill
+    its memory.
+
+    Raises:
+        RunDirError: not a regular file, unreadable, or over RUN_FILE_LIMIT.
+        ValueError: not UTF-8.
+    """
+    try:
+        return read_bounded(path, RUN_FILE_LIMIT).decode("utf-8")
+    except FileRefused as e:
+        raise RunDirError(f"{path} {e}, not a run file" if isinstance(e, NotAFile) else f"{path}: {e}") from None
 
 
 def _fmt(v: Any) -> Any:
@@ -142,7 +165,9 @@ def plot_curves(rows: list[dict[str, float | None]], path: str | Path | None, ti
         fig.suptitle(title, fontfamily=font_family(title))
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
+
+        save_figure(fig, path)
     return fig
 
 
@@ -174,8 +199,8 @@ def load_run(path: str | Path) -> Run:
     if missing:
         raise RunDirError(f"{path} is not a finished cnnlab run (missing {', '.join(missing)})")
     try:
-        config = json.loads((path / "config.json").read_text())
-        summary = json.loads((path / "summary.json").read_text())
+        config = json.loads(read_run_file(path / "config.json"))
+        summary = json.loads(read_run_file(path / "summary.json"))
         metrics = read_metrics(path / "metrics.csv")
     except (ValueError, KeyError) as e:
         raise RunDirError(f"{path} has an unreadable run file ({e})") from None
@@ -199,3 +224,27 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     if not runs:
         raise RunDirError(skipped[0] if len(skipped) == 1 else f"none of the {len(skipped)} directories is a finished cnnlab run: {'; '.join(skipped)}")
     return runs, skipped
+
+
+def newest_finished(root: str | Path) -> list[Path]:
+    """The newest finished run of each model under `root` (what `cnnlab serve` serves when given no run), by
+    model name. Finished means summary.json and best.pt are there; newest is by the time summary.json was
+    written, so a resumed run counts from its finish, not from its start. Unreadable directories are passed by:
+    this is a search, not a command about one run. An absent `root` holds none."""
+    root = Path(root)
+    newest: dict[str, tuple[float, Path]] = {}
+    try:
+        candidates = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    for path in candidates:
+        try:
+            if not (path / "best.pt").is_file():
+                continue
+            finished = (path / "summary.json").stat().st_mtime
+            model = json.loads((path / "config.json").read_text())["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(model, str) and (model not in newest or finished >= newest[model][0]):
+            newest[model] = (finished, path)
+    return [newest[m][1] for m in sorted(newest)]

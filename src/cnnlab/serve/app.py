@@ -1,155 +1,278 @@
-"""The web demo: one FastAPI app serving one static page and a small JSON API.
+"""The web demo: one FastAPI app serving the page, its assets and a small JSON API over several trained models.
 
-    GET  /              the drawing page (static/index.html)
-    POST /api/predict   an image: a multipart upload (field "file"), a JSON {"image": "data:image/...;base64,..."},
-                        or the raw bytes with an image/* content type -> top classes and all probabilities
-    GET  /api/health    {"status": "ok"}
-    GET  /api/model     name, parameters, epoch and test accuracy recorded in the checkpoint
+    GET  /                    the page (static/index.html); GET /static/<file>: its scripts, styles, images
+    GET  /api/health          {"status": "ok"}
+    GET  /api/model           the served models (id, label, classes, accuracy, parts), the default one, what can
+                              be trained and whether a training runs
+    POST /api/predict         an image -> top classes and all probabilities. The image: a multipart upload (field
+                              "file"), JSON {"image": "data:image/...;base64,..."}, or raw bytes with an image/*
+                              content type; the model: ?model=<id> or the JSON field "model" (default: the first)
+    POST /api/explain         the same, plus parts to switch off (?silence=incep1.5x5, repeated, or the JSON list
+                              "silence") -> every layer's maps, branch shares, residual path norms, probabilities
+    POST /api/train           {"model", "budget" (s), "dataset"} -> 202: a training starts in its own process
+    POST /api/train/stop      -> 202: it stops at its next step, keeping what it trained
+    GET  /api/train           the training's state and its events so far
+    GET  /api/train/events    the same events as a stream (Server-Sent Events), live until `done` or `error`
 
-The model loads once, when the app is made. Predictions run in worker threads (at most one per CPU core;
-`cnnlab serve` gives PyTorch one thread each, since one image is too small to split), so the event loop
-keeps answering while the model works. A request body is
-read in chunks and refused with 413 as soon as it passes the limit, before it is held whole. Every bad input
-gets a 4xx answer with {"error": "..."}; nothing a client sends makes the server fail.
+Models load once, when the app is made (and when a training finishes). The work on an image (decoding, preparing,
+the model) runs on a fixed pool of `workers` threads (default: the CPU cores): the event loop keeps answering,
+and at most `workers` images are held decoded at once, which bounds the memory a burst of requests can take
+(each is bounded by the pixel budget of cnnlab.data.pictures). Every bad input gets a 4xx answer with
+{"error": "..."}, and no answer holds a path of the server's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import binascii
-import email.parser
-import email.policy
+import contextlib
 import io
 import json
+import mimetypes
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
-import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cnnlab.inference.predictor import Predictor
-from cnnlab.data.pictures import MAX_BYTES, ImageError, ImageTooLarge
+from cnnlab.data.pictures import ImageError, ImageTooLarge
+from cnnlab.data.registry import entries as dataset_entries
+from cnnlab.models import list_models
+from cnnlab.runs.rundir import newest_finished
+from cnnlab.serve.inputs import BODY_LIMIT, SMALL_BODY_LIMIT, RequestError, json_object, number_field, read_body, read_order, text_field
+from cnnlab.serve.models import NoSuchModel, ServedModel, Shelf
+from cnnlab.serve.training import BUDGET, Trainer, TrainingRefused
 
-# A data URL or multipart body is larger than the image it carries (base64: 4/3); allow for that.
-BODY_LIMIT = MAX_BYTES * 4 // 3 + 64 * 1024
+try:
+    from cnnlab.analysis.inside import UnknownPart, explain
+except ImportError:  # TEMPORARY until issue-inside lands on main
+    UnknownPart, explain = LookupError, None
+
+__all__ = ["BODY_LIMIT", "create_app"]
+
+STATIC = resources.files("cnnlab.serve").joinpath("static")
+TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
+         ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8", ".json": "application/json",
+         ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".woff2": "font/woff2",
+         ".woff": "font/woff", ".ttf": "font/ttf", ".txt": "text/plain; charset=utf-8", ".webp": "image/webp"}
+SSE_PING = 15.0  # seconds between keep-alive comments on an event stream that has nothing to say
 
 
-class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
+def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", workers: int | None = None,
+               training: bool = True, device: str = "cpu") -> FastAPI:
+    """The app serving `runs` (run directories or checkpoint files; none: the newest finished run of each model
+    under `runs_root`, and none there serves nothing until a training from the page finishes).
 
+    Args:
+        runs: what to serve; a run that cannot be loaded raises CheckpointError here, before anything is served.
+        runs_root: where trainings from the page write their runs, and where runs are looked for without `runs`.
+        workers: threads working on images at once (default: the CPU cores).
+        training: False refuses the training endpoints (403).
+        device: where the served models run (one picture at a time: the CPU answers faster than a round trip to a GPU).
 
-def create_app(predictor: Predictor, workers: int | None = None) -> FastAPI:
-    """The app around an already loaded model. `workers` caps concurrent predictions (default: CPU cores)."""
-    limiter = anyio.CapacityLimiter(workers or os.cpu_count() or 1)
-    page = resources.files("cnnlab.serve").joinpath("static/index.html").read_text(encoding="utf-8")
-    app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None)
+    `app.state.skipped` lists, one line each, the runs found under `runs_root` that could not be loaded.
+    """
+    shelf = Shelf(device)
+    skipped: list[str] = []
+    runs = list(runs)
+    if runs:
+        shelf.load_all(runs)
+    else:
+        for found in newest_finished(runs_root):
+            try:
+                shelf.load(found)
+            except Exception as e:  # a broken run among many is passed by, and said
+                skipped.append(f"{found.name}: {_first_line(e)}")
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="cnnlab-image")
+    trainer = Trainer(runs_root, lambda run_dir: shelf.load(run_dir).id)
+    assets = _assets()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, trainer.close)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.shelf, app.state.trainer, app.state.skipped = shelf, trainer, skipped
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    @app.get("/", response_class=HTMLResponse)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    # ---- the page and its assets ------------------------------------------------------------------------------
+
+    @app.get("/")
+    async def index() -> Response:
+        return _asset(assets, "index.html")
+
+    @app.get("/static/{name}")
+    async def static(name: str) -> Response:
+        return _asset(assets, name)
+
+    # ---- models ------------------------------------------------------------------------------------------------
 
     @app.get("/api/health")
     async def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/api/model")
-    async def model_info() -> dict:
-        return predictor.info
+    async def models() -> dict:
+        return {
+            "models": shelf.describe(),
+            "default": shelf.default,
+            "trainable": list_models(),
+            "datasets": [{"name": e.name, "title": e.title} for e in dataset_entries() if not e.takes_path],
+            "budget": {"min": BUDGET[0], "max": BUDGET[1]},
+            "training": {"enabled": training, "state": trainer.status()["state"]},
+        }
+
+    async def run(fn: Callable[[], Any]) -> Any:
+        """`fn` on the image pool, its picture errors made 4xx answers."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn)
+        except ImageTooLarge as e:
+            raise RequestError(413, str(e)) from None
+        except UnknownPart as e:
+            raise RequestError(422, str(e)) from None
+        except ImageError as e:
+            raise RequestError(422, str(e)) from None
+        except (ValueError, ArithmeticError) as e:  # a picture the preparation did not foresee: still the client's
+            raise RequestError(422, f"the image could not be prepared ({_first_line(e)})") from None
+
+    def chosen(model_id: str | None) -> ServedModel:
+        try:
+            return shelf.get(model_id)
+        except NoSuchModel as e:
+            raise RequestError(404 if e.served else 409, str(e)) from None
 
     @app.post("/api/predict")
     async def predict(request: Request) -> dict:
-        image_bytes = await _image_from_request(request)
+        order = await read_order(request)
+        served = chosen(order.model)
         t0 = time.perf_counter()
-        try:
-            pred = await anyio.to_thread.run_sync(predictor.predict, image_bytes, limiter=limiter)
-        except ImageTooLarge as e:
-            raise RequestError(413, str(e)) from None
-        except ImageError as e:
-            raise RequestError(422, str(e)) from None
+        pred = await run(lambda: served.predictor.predict(order.image))
         out = pred.as_dict()
         out["image"] = _png_data_url(pred.image)
-        out["model"] = predictor.info["model"]
+        out["model"] = served.id
         out["milliseconds"] = round(1000 * (time.perf_counter() - t0), 2)
         return out
+
+    @app.post("/api/explain")
+    async def explain_route(request: Request) -> dict:
+        order = await read_order(request)
+        served = chosen(order.model)
+        if explain is None:
+            raise RequestError(501, "this cnnlab has no inside view yet")
+        t0 = time.perf_counter()
+        seen = await run(lambda: explain(served.trained, order.image, order.silence))
+        out = seen.as_dict()
+        out["model"] = served.id
+        out["milliseconds"] = round(1000 * (time.perf_counter() - t0), 2)
+        return out
+
+    # ---- training -----------------------------------------------------------------------------------------------
+
+    def trainable() -> None:
+        if not training:
+            raise RequestError(403, "training from the page is switched off on this server (cnnlab serve --no-training)")
+
+    @app.post("/api/train", status_code=202)
+    async def train(request: Request) -> dict:
+        trainable()
+        doc = json_object(await read_body(request, SMALL_BODY_LIMIT))
+        models, datasets = list_models(), [e.name for e in dataset_entries() if not e.takes_path]
+        model = text_field(doc, "model", required=True)
+        if model not in models:
+            raise RequestError(422, f"unknown model {model!r}; valid: {', '.join(models)}")
+        budget = number_field(doc, "budget", *BUDGET)
+        dataset = text_field(doc, "dataset") or "mnist"
+        if dataset not in datasets:
+            raise RequestError(422, f"unknown dataset {dataset!r}; valid: {', '.join(datasets)}")
+        job = _refusals(lambda: trainer.start(model, budget, dataset))
+        return {"job": job.id, "model": job.model, "budget": job.budget}
+
+    @app.post("/api/train/stop", status_code=202)
+    async def train_stop() -> dict:
+        trainable()
+        _refusals(trainer.stop)
+        return {"stopping": True}
+
+    @app.get("/api/train")
+    async def train_state() -> dict:
+        trainable()
+        return trainer.snapshot()
+
+    @app.get("/api/train/events")
+    async def train_events() -> StreamingResponse:
+        trainable()
+        return StreamingResponse(_sse(trainer), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
 
 
-async def _read_capped(request: Request, limit: int = BODY_LIMIT) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise RequestError(400, "malformed Content-Length header")
-        if int(declared) > limit:
-            raise RequestError(413, f"the request body is over the {limit // 2**20} MB limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"the request body is over the {limit // 2**20} MB limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _image_from_request(request: Request) -> bytes:
-    content_type = request.headers.get("content-type", "")
-    kind = content_type.split(";", 1)[0].strip().lower()
-    if kind not in ("multipart/form-data", "application/json") and not kind.startswith("image/"):
-        raise RequestError(
-            415, "send the image as multipart/form-data (field 'file'), as JSON {\"image\": data URL}, or as image/* bytes"
-        )
-    body = await _read_capped(request)
-    if not body:
-        raise RequestError(400, "the request body is empty")
-    if kind.startswith("image/"):
-        return body
-    if kind == "application/json":
-        return _from_json(body)
-    return _from_multipart(content_type, body)
-
-
-def _from_json(body: bytes) -> bytes:
+def _refusals(fn: Callable[[], Any]) -> Any:
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise RequestError(400, "the body is not valid JSON") from None
-    url = doc.get("image") if isinstance(doc, dict) else None
-    if not isinstance(url, str):
-        raise RequestError(400, "the JSON body needs an 'image' field holding a data URL")
-    header, sep, payload = url.partition(",")
-    if not sep or not header.startswith("data:image/") or not header.endswith(";base64"):
-        raise RequestError(400, "the 'image' field must be a data URL: data:image/<type>;base64,<data>")
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(400, "the data URL's base64 payload is malformed") from None
+        return fn()
+    except TrainingRefused as e:
+        raise RequestError(e.status, e.message) from None
 
 
-def _from_multipart(content_type: str, body: bytes) -> bytes:
-    if "boundary=" not in content_type:
-        raise RequestError(400, "multipart/form-data without a boundary")
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+async def _sse(trainer: Trainer):
+    """The training's events as Server-Sent Events, with a comment line now and then so that the connection is
+    seen to be alive while an epoch is evaluated."""
+    events = trainer.follow().__aiter__()
+    pending: asyncio.Task | None = None
     try:
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-        parts = list(msg.iter_parts()) if msg.is_multipart() else []
-    except Exception:  # the stdlib parser is lenient, but a body can still be beyond it
-        raise RequestError(400, "malformed multipart body") from None
-    for part in parts:
-        if part.get_param("name", header="content-disposition") == "file":
-            data = part.get_payload(decode=True)
-            if not data:
-                raise RequestError(400, "the 'file' field is empty")
-            return data
-    raise RequestError(400, "the multipart body has no 'file' field")
+        while True:
+            pending = pending or asyncio.ensure_future(events.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=SSE_PING)
+            if not done:
+                yield ": ping\n\n"
+                continue
+            try:
+                name, data = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def _assets() -> dict[str, Any]:
+    """The page's files by name: only what is in the static folder itself is ever served (no path from a request
+    reaches the file system)."""
+    try:
+        return {f.name: f for f in STATIC.iterdir() if f.is_file() and not f.name.startswith(".")}
+    except OSError:
+        return {}
+
+
+def _asset(assets: dict[str, Any], name: str) -> Response:
+    f = assets.get(name)
+    if f is None:
+        raise RequestError(404, f"no such file: {name}")
+    suffix = Path(name).suffix.lower()
+    kind = TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response(f.read_bytes(), media_type=kind,
+                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
 
 def _png_data_url(image) -> str:

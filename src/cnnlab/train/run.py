@@ -145,6 +145,7 @@ def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start:
            checkpoint: Checkpoint | None = None, observers: Sequence[Observer] = ()) -> Training:
     """Everything a run trains with, as a fresh run builds it: device, data, model, loader, plan, optimiser.
     A checkpoint only says what the data cannot: the run's recorded length and its image folder's place."""
+    observers = [*observers, *_asked_for(cfg)]  # first: a missing package is said before any work
     world, device = distributed.init(resolve_device(cfg.device))
     mode = progress_mode(progress) if world.is_main else "off"
     configure(device, cfg.threads)
@@ -170,6 +171,15 @@ def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start:
         loader, generator, plan, optimizer, build_schedule(optimizer, cfg, plan), _recorder(cfg, model),
         autocast_dtype(device, cfg.amp), t_start, observers=Observers(observers, main=world.is_main),
     )
+
+
+def _asked_for(cfg: TrainConfig) -> list[Observer]:
+    """The observers the run's config asks for, whoever started it (the CLI, cnnlab.fit, a resume)."""
+    if not cfg.tensorboard:
+        return []
+    from cnnlab.train.tensorboard import TensorBoardWriter  # its package is an optional extra
+
+    return [TensorBoardWriter()]
 
 
 def config_for_data(cfg: TrainConfig, data: ImageSet) -> TrainConfig:

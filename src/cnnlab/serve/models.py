@@ -1,0 +1,108 @@
+"""The models a server serves: each loaded once, named by its run directory, and listed for the page.
+
+A shelf starts with the runs it was given (or the newest finished run of each model under the runs folder) and
+grows when a training from the page finishes. Adding happens in the event loop's thread while requests read it;
+a lock keeps the listing and the lookup consistent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+try:
+    from cnnlab.analysis.inside import parts
+except ImportError:  # TEMPORARY until issue-inside lands on main: no parts to list
+    def parts(network):  # type: ignore[misc]
+        return []
+from cnnlab.inference.predictor import Predictor
+from cnnlab.runs.checkpoint import checkpoint_dir
+
+
+class NoSuchModel(LookupError):
+    """A model id the shelf does not hold (the message names those it holds), or none served at all."""
+
+    def __init__(self, message: str, served: bool) -> None:
+        super().__init__(message)
+        self.served = served
+
+
+@dataclass
+class ServedModel:
+    id: str  # its run directory's name: what the page and the API call it
+    predictor: Predictor
+    finished: float  # when its run finished (Unix seconds), for its label
+
+    @property
+    def trained(self):
+        return self.predictor.trained
+
+    def describe(self) -> dict[str, Any]:
+        """What /api/model says of it: no file-system path (the server's layout is nobody's business)."""
+        info = self.predictor.info
+        acc = info["test_accuracy"]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.finished))
+        label = " · ".join([info["model"]] + ([f"{100 * acc:.2f}%"] if acc is not None else []) + [when])
+        return {
+            "id": self.id, "label": label, **info,
+            "parts": [{"name": p.name, "block": p.block, "kind": p.kind} for p in parts(self.trained.network)],
+        }
+
+
+class Shelf:
+    """The served models, in the order they were added; the first is the default."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self._models: dict[str, ServedModel] = {}
+        self._lock = threading.Lock()
+
+    def load(self, source: str | Path) -> ServedModel:
+        """Load a run directory or checkpoint file and serve it (CheckpointError for a bad one)."""
+        source = Path(source)
+        predictor = Predictor(source, self.device)
+        folder = checkpoint_dir(source)
+        stamp = folder / "summary.json" if (folder / "summary.json").exists() else (
+            source if source.is_file() else folder / "best.pt")
+        try:
+            finished = stamp.stat().st_mtime
+        except OSError:
+            finished = time.time()
+        with self._lock:
+            name = folder.resolve().name or "model"
+            served_id, n = name, 1
+            while served_id in self._models:  # two checkpoints of one folder, or folders of one name
+                n += 1
+                served_id = f"{name}-{n}"
+            served = self._models[served_id] = ServedModel(served_id, predictor, finished)
+        return served
+
+    def load_all(self, sources: Iterable[str | Path]) -> list[ServedModel]:
+        return [self.load(s) for s in sources]
+
+    def get(self, model_id: str | None) -> ServedModel:
+        """The model of that id; None means the default. NoSuchModel names the valid ids."""
+        with self._lock:
+            if not self._models:
+                raise NoSuchModel("no model is served yet: train one", served=False)
+            if model_id is None:
+                return next(iter(self._models.values()))
+            if model_id not in self._models:
+                raise NoSuchModel(f"unknown model {model_id!r}; valid: {', '.join(self._models)}", served=True)
+            return self._models[model_id]
+
+    @property
+    def default(self) -> str | None:
+        with self._lock:
+            return next(iter(self._models), None)
+
+    def describe(self) -> list[dict[str, Any]]:
+        with self._lock:
+            models = list(self._models.values())
+        return [m.describe() for m in models]
+
+    def __len__(self) -> int:
+        return len(self._models)

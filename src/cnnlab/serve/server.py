@@ -1,0 +1,97 @@
+"""Running the app on uvicorn with limits that a stranger on the network cannot wear down.
+
+uvicorn closes a connection idle between requests (`timeout_keep_alive`) and refuses an oversized request head
+(h11's limit), but it waits forever for a request head that never ends: twenty clients sending one header byte now
+and then (slowloris) hold twenty connections open for as long as they like. `GuardedH11Protocol` gives every
+request head HEAD_SECONDS to arrive, from the connection's start or the end of the previous answer; the body has
+its own limit in the app (inputs.BODY_SECONDS).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+HEAD_SECONDS = 10.0  # a request's head (request line and headers) must arrive within this
+KEEP_ALIVE_SECONDS = 5  # an idle connection between requests is closed after this
+MAX_HEAD_BYTES = 16 * 1024  # a larger request head is refused (h11's incomplete-event limit)
+MAX_CONNECTIONS = 256  # beyond this, uvicorn answers 503 at once rather than queueing
+
+
+def _protocol_class(head_seconds: float):
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        """uvicorn's h11 protocol, with a deadline on each request head."""
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def on_response_complete(self) -> None:
+            answered = self.cycle
+            super().on_response_complete()  # may go straight on to a pipelined request
+            if not self.transport.is_closing() and self.cycle is answered:
+                self._arm_head_deadline()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not self._head_cycle_before:  # a request head arrived whole
+                self._disarm_head_deadline()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm_head_deadline()
+            super().connection_lost(exc)
+
+        def _arm_head_deadline(self) -> None:
+            self._disarm_head_deadline()
+            self._head_cycle_before = self.cycle
+            self._head_timer = self.loop.call_later(head_seconds, self._head_too_slow)
+
+        def _disarm_head_deadline(self) -> None:
+            timer = getattr(self, "_head_timer", None)
+            if timer is not None:
+                timer.cancel()
+            self._head_timer = None
+            self._head_cycle_before = self.cycle if hasattr(self, "cycle") else None
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def uvicorn_config(app: Any, host: str, port: int, head_seconds: float = HEAD_SECONDS, **overrides: Any):
+    """uvicorn's Config for `app` with cnnlab's limits (overrides: other uvicorn settings, e.g. in tests)."""
+    import uvicorn
+
+    settings = dict(host=host, port=port, log_level="warning", http=_protocol_class(head_seconds),
+                    timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                    limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=30)
+    return uvicorn.Config(app, **{**settings, **overrides})
+
+
+def run(app: Any, host: str, port: int) -> None:
+    """Serve `app` until Ctrl-C."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn_config(app, host, port)).run()
+
+
+def exposure_warning(host: str) -> str | None:
+    """One line of warning when `host` is not loopback: others on the network can then reach the page, use the
+    CPU and start trainings. None for 127.0.0.1, ::1 or a name that resolves only to loopback."""
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
+        except (OSError, ValueError):
+            addresses = set()
+    if addresses and all(a.is_loopback for a in addresses):
+        return None
+    return (f"warning: bound to {host}, so anyone who can reach this machine can use the page and its API, "
+            "and start trainings (use --no-training to refuse them; the default 127.0.0.1 keeps it to this machine)")
