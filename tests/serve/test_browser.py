@@ -401,14 +401,15 @@ def test_training_from_the_page_draws_its_curve_and_serves_the_new_model(server_
         other.wait_for_function("document.getElementById('train-note').textContent.includes('already running')")
         other.wait_for_function("Number(document.getElementById('train-chart').dataset.points) >= 1", timeout=60_000)
 
-        page.wait_for_function("document.getElementById('train-progress').value === 1", timeout=180_000)
+        page.wait_for_function("document.getElementById('train').dataset.state === 'done'", timeout=180_000)
+        assert page.evaluate("document.getElementById('train-progress').value") == 1
         assert int(page.get_attribute("#train-chart", "data-epochs")) >= 1
         after = {m["id"]: m for m in _api(server_url, "/api/model")["models"]}
         new = [i for i in after if i not in before]
         assert len(new) == 1 and after[new[0]]["model"] == "basic_cnn"
         # the new model is in the picker, and chosen
         page.wait_for_function(f"document.getElementById('model').value === {json.dumps(new[0])}")
-        assert page.inner_text("#train-status").startswith("Done")
+        assert page.inner_text("#train-status").startswith("Done"), page.inner_text("#train-status")
         page.click("#tab-explore")
         _draw(page, DIGITS["1"])
         assert page.inner_text("#inside-title") == "Inside basic_cnn"
@@ -426,8 +427,8 @@ def test_stop_on_the_page_keeps_what_was_trained(server_url):
         page.click("#train-start")
         page.wait_for_function("Number(document.getElementById('train-chart').dataset.points) >= 1", timeout=120_000)
         page.click("#train-stop")
-        page.wait_for_function("document.getElementById('train-progress').value === 1", timeout=120_000)
-        assert page.inner_text("#train-status").startswith("Stopped")
+        page.wait_for_function("document.getElementById('train').dataset.state === 'stopped'", timeout=120_000)
+        assert page.inner_text("#train-status").startswith("Stopped"), page.inner_text("#train-status")
         new = [m for m in _api(server_url, "/api/model")["models"] if m["id"] not in before]
         assert [m["model"] for m in new] == ["resnet"]
         assert page.input_value("#model") == new[0]["id"]

@@ -210,6 +210,7 @@ export class TrainingPanel {
     this.chart.reset();
     this.$("train-progress").value = 0;
     this.job = {};
+    this.$("train").dataset.state = "running";
     this.buttons(true);
     const source = new EventSource("/api/train/events");
     this.source = source;
@@ -257,7 +258,8 @@ export class TrainingPanel {
     this.chart.losses.push([d.step, d.loss]);
     this.chart.draw();
     this.count();
-    if (d.total_steps) this.$("train-progress").value = Math.min(1, d.step / d.total_steps);
+    // the plan's last step is not the end: the run is still evaluated, written and served
+    if (d.total_steps) this.$("train-progress").value = Math.min(0.99, d.step / d.total_steps);
     if (this.said[0] !== "train.state.stopping") this.running(d.elapsed);
   }
 
@@ -272,13 +274,15 @@ export class TrainingPanel {
 
   async on_done(d) {
     this.close();
-    this.$("train-progress").value = 1;
     const label = await this.on.modelTrained(d.model);
     this.say(d.stopped ? "train.done.stopped" : "train.done", { model: label || d.model, acc: percent(d.test_accuracy ?? 0, 2) });
+    this.$("train-progress").value = 1;  // last: a full bar means the new model is served, chosen and announced
+    this.$("train").dataset.state = d.stopped ? "stopped" : "done";
   }
 
   on_error(d) {
     this.close();
+    this.$("train").dataset.state = "failed";
     this.say("train.failed", { message: d.message }, true);
   }
 }
