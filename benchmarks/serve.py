@@ -1,7 +1,7 @@
 """Serving benchmark: the latency of one prediction, and the web server under concurrent clients.
 
-    python benchmarks/serve.py                                  # trains a resnet for 30 s first
-    python benchmarks/serve.py --checkpoint runs/<time>-resnet --clients 8 --seconds 20
+    python benchmarks/serve.py                                  # trains the lecture's three for an epoch each first
+    python benchmarks/serve.py --runs runs/*-basic_cnn runs/*-inception_net runs/*-resnet --clients 8 --seconds 20
 
 1. One prediction, in this process: PNG bytes of a real MNIST test digit drawn dark on a light 280x280
    canvas (what the web page sends) -> decode and preprocess -> model -> probabilities; p50 and p99 over
@@ -9,6 +9,13 @@
 2. The server: `cnnlab serve` in its own process on 127.0.0.1; --clients concurrent clients (one asyncio
    task each, httpx) post such images as JSON data URLs for --seconds; requests/s, p50/p99 latency,
    errors (any answer that is not 200 with the right digit counts as one).
+
+3. The inside view: `cnnlab serve` with every run; one client posts the canvas PNGs (raw image/png) to
+   /api/explain of each model in turn, --explain-repeats times; p50/p90 as the client sees them (HTTP, explain,
+   the JSON of every layer's maps).
+4. Memory: `cnnlab serve` again, 16 clients posting the largest pictures within the limits (4096x4096 grey, and
+   2048x2048 RGBA: each 16 MB once decoded, the pixel budget of cnnlab.data.pictures) for --seconds; the server
+   process's peak resident memory (the kernel's VmHWM) against its memory at rest before, and after.
 
 Writes serve.json and serve.md to --out (default benchmarks/results). Run it alone: the clients and the
 server share the same cores.
@@ -21,6 +28,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import shlex
 import signal
 import socket
@@ -38,7 +46,9 @@ sys.path.insert(0, str(HERE))
 from machine import describe_machine, write_results  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
+from cnnlab.sysinfo import cpu_kind  # noqa: E402
 from cnnlab.inference.predictor import Predictor  # noqa: E402
+from cnnlab.serve.inputs import BODY_LIMIT  # noqa: E402
 from cnnlab.data.pictures import load_image, to_mnist  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 
@@ -119,34 +129,137 @@ async def _load(url: str, bodies: list[tuple[str, int]], clients: int, seconds: 
             "errors": sum(errors.values()), "error_kinds": errors, **percentiles(latencies)}
 
 
-def server_load(checkpoint: str, images: list[tuple[bytes, int]], clients: int, seconds: float) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", checkpoint, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+class Server:
+    """`cnnlab serve RUN ...` in its own process on a free port of 127.0.0.1, until the block ends."""
+
+    def __init__(self, runs: list[str]) -> None:
+        self.runs = runs
+
+    def __enter__(self) -> "Server":
         import httpx
 
-        deadline = time.monotonic() + 60
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", *self.runs, "--port", str(self.port),
+                                      "--no-training"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                    break
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return self
             except httpx.HTTPError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {proc.stderr.read().decode()[-2000:]}")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the server did not start: {self.proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.2)
-        bodies = [(json.dumps({"image": "data:image/png;base64," + base64.b64encode(d).decode()}), y) for d, y in images]
-        asyncio.run(_load(f"http://127.0.0.1:{port}/api/predict", bodies[:10], 2, 2.0))  # warm-up
-        return asyncio.run(_load(f"http://127.0.0.1:{port}/api/predict", bodies, clients, seconds))
-    finally:
-        proc.send_signal(signal.SIGINT)
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.proc.kill()
+
+    def reset_peak(self) -> None:
+        """Start the kernel's peak count (VmHWM) afresh, so that it measures what follows, not the start-up."""
+        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    def memory(self) -> dict[str, int]:
+        """The server process's resident memory now (VmRSS) and at its peak so far (VmHWM), in bytes."""
+        out = {}
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(value.split()[0]) * 1024
+        return out
+
+
+def server_load(checkpoint: str, images: list[tuple[bytes, int]], clients: int, seconds: float) -> dict:
+    with Server([checkpoint]) as server:
+        bodies = [(json.dumps({"image": "data:image/png;base64," + base64.b64encode(d).decode()}), y) for d, y in images]
+        asyncio.run(_load(f"{server.url}/api/predict", bodies[:10], 2, 2.0))  # warm-up
+        return asyncio.run(_load(f"{server.url}/api/predict", bodies, clients, seconds))
+
+
+def explain_latency(runs: list[str], images: list[tuple[bytes, int]], repeats: int) -> list[dict]:
+    """p50/p90 of /api/explain per served model, one client, as the page asks while the user draws."""
+    import httpx
+
+    out = []
+    with Server(runs) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        for m in http.get("/api/model").json()["models"]:
+            times, sizes = [], []
+            for k in range(repeats + 10):
+                data, _ = images[k % len(images)]
+                t0 = time.perf_counter()
+                r = http.post(f"/api/explain?model={m['id']}", content=data, headers={"Content-Type": "image/png"})
+                elapsed = time.perf_counter() - t0
+                if r.status_code != 200:
+                    raise RuntimeError(f"/api/explain of {m['model']}: HTTP {r.status_code} {r.text[:200]}")
+                if k >= 10:  # the first ones warm up
+                    times.append(elapsed)
+                    sizes.append(len(r.content))
+            q = statistics.quantiles(times, n=10)
+            out.append({"model": m["model"], "n": len(times), "p50_ms": 1000 * statistics.median(times),
+                        "p90_ms": 1000 * q[8], "answer_kb": statistics.median(sizes) / 1024,
+                        "layers": len(r.json()["layers"]), "parts": len(m["parts"])})
+            print("explain", json.dumps(out[-1]), flush=True)
+    return out
+
+
+def largest_pictures() -> list[tuple[str, bytes]]:
+    """The largest pictures within the limits, each 16 MB once decoded (a digit on a plain ground, so that the
+    file is small: the memory follows the pixels, not the bytes)."""
+    from PIL import ImageDraw
+
+    out = []
+    for mode, side in (("L", 4096), ("RGBA", 2048)):
+        img = Image.new(mode, (side, side), "white")
+        ImageDraw.Draw(img).line([(side // 2, side // 5), (side // 2, 4 * side // 5)], fill="black", width=side // 12)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        out.append((f"{side}x{side} {mode}", buf.getvalue()))
+    return out
+
+
+async def _flood(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict:
+    import httpx
+
+    codes: dict[int, int] = {}
+    stop = time.perf_counter() + seconds
+
+    async def client(k: int) -> None:
+        async with httpx.AsyncClient(timeout=60.0) as http:
+            i = k
+            while time.perf_counter() < stop:
+                r = await http.post(url, content=bodies[i % len(bodies)], headers={"Content-Type": "image/png"})
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                i += 1
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    return codes
+
+
+def memory_under_load(runs: list[str], clients: int, seconds: float) -> dict:
+    pictures = largest_pictures()
+    with Server(runs) as server:
+        import httpx
+
+        small, _ = canvas_pngs(load_mnist(progress=False), 1)[0]
+        httpx.post(f"{server.url}/api/predict", content=small, headers={"Content-Type": "image/png"}, timeout=30)
+        before = server.memory()["VmRSS"]
+        server.reset_peak()
+        codes = asyncio.run(_flood(f"{server.url}/api/predict", [b for _, b in pictures], clients, seconds))
+        time.sleep(2.0)
+        after = server.memory()
+    return {"clients": clients, "seconds": seconds, "pictures": [f"{name} ({len(b) / 1024:.0f} KB PNG)" for name, b in pictures],
+            "answers": {str(k): v for k, v in sorted(codes.items())}, "rss_before_mb": before / 2**20,
+            "peak_rss_mb": after["VmHWM"] / 2**20, "rss_after_mb": after["VmRSS"] / 2**20}
 
 
 def render(results: dict) -> str:
@@ -154,13 +267,17 @@ def render(results: dict) -> str:
     rows = [[part, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}", f"{v['mean_ms']:.2f}", str(v["n"])] for part, v in
             (("decode + preprocess + model", lat["whole"]), ("decode + preprocess", lat["preprocess"]), ("model", lat["model"]))]
     srv = results["server"]
+    erows = [[e["model"], f"{e['p50_ms']:.1f}", f"{e['p90_ms']:.1f}", str(e["n"]), str(e["layers"]), str(e["parts"]),
+              f"{e['answer_kb']:.0f}"] for e in results["explain"]]
+    mem = results["memory"]
     srows = [[str(s["clients"]), f"{s['seconds']:.0f} s", f"{s['requests']:,}", f"{s['requests_per_s']:.0f}", f"{s['p50_ms']:.1f}",
               f"{s['p99_ms']:.1f}", str(s["errors"])] for s in srv]
     return f"""# Serving: one prediction, and the server under load
 
 Machine: {results['machine']}.  
-Command: `{results['command']}` (run from the repository root, nothing else running).  
-Model: `{results['model']}` from {results['checkpoint_note']}.
+Command: `{results['command']}` (run from the repository root). Load average (1 min) of the machine at the start
+and the end: {results['load_average'][0]:.1f} and {results['load_average'][1]:.1f} (the 2 cores may be shared with other work: figures under load are slower than on a quiet machine).  
+Models: the lecture's three ({results['checkpoint_note']}); the sections on one prediction and the load use `{results['model']}`.
 
 ## One prediction
 
@@ -179,38 +296,73 @@ a JSON data URL and waiting for the answer before the next. An error is any answ
 right digit. Latency in milliseconds, as the clients see it:
 
 {format_table(["clients", "for", "requests", "requests/s", "p50", "p99", "errors"], srows, markdown=True)}
+
+## The inside view: /api/explain per model
+
+`cnnlab serve` with the runs below; one client (httpx, same machine) posts the canvas PNGs raw to
+`/api/explain?model=<id>` of each model in turn, {results['explain'][0]['n']} requests each after 10 to warm up.
+The time is the whole round trip as the page sees it: HTTP, decoding and preparing the picture, the network with
+its hooks, and the JSON of every layer's maps (PNG atlases). CPU: {results['cpu']}. Milliseconds:
+
+{format_table(["model", "p50", "p90", "n", "layers", "parts", "answer (kB)"], erows, markdown=True)}
+
+## Memory under a burst of the largest pictures
+
+`cnnlab serve` with the same runs; {mem['clients']} clients (asyncio, httpx) post, for {mem['seconds']:.0f} s, the
+largest pictures within the limits: {', '.join(mem['pictures'])}, each 16 MB once decoded. Answers:
+{', '.join(f"{n:,} x {code}" for code, n in mem['answers'].items())}. The server process's resident memory:
+
+{format_table(["at rest before", "peak during (VmHWM)", "2 s after"], [[f"{mem['rss_before_mb']:.0f} MB", f"{mem['peak_rss_mb']:.0f} MB", f"{mem['rss_after_mb']:.0f} MB"]], markdown=True)}
+
+At most `workers` pictures (one per core) are decoded at once, each within the 16 MB budget, so the peak does not
+grow with the number of clients; at most 32 image requests hold their bodies meanwhile (the app's IMAGE_REQUESTS;
+this run was made before that cap, with bodies of about 25 kB), each at most {mem.get('body_limit_mb', 5.4):.1f} MB.
 """
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="a resnet checkpoint or run directory (default: train one for 30 s)")
+    p.add_argument("--runs", nargs="+", help="run directories to serve, the first used for one prediction and the load "
+                   "(default: train resnet, basic_cnn and inception_net for --train-epochs each)")
+    p.add_argument("--train-epochs", type=int, default=1, help="epochs of each training; epochs, not a time budget, so "
+                   "that the models are the same on a busy machine (default: 1)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="concurrent clients, one load test each (default: 1 8)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each load test (default: 20)")
     p.add_argument("--repeats", type=int, default=1000, help="predictions timed for the latency (default: 1000)")
+    p.add_argument("--explain-repeats", type=int, default=300, help="/api/explain requests per model (default: 300)")
+    p.add_argument("--memory-clients", type=int, default=16, help="clients of the memory test (default: 16)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args()
 
     mnist = load_mnist(progress=False)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint
-        note = f"`{checkpoint}`"
-        if checkpoint is None:
+        runs = args.runs
+        note = "`" + "`, `".join(runs) + "`" if runs else ""
+        if not runs:
             from cnnlab.train import fit, make_config
 
-            result = fit(make_config("resnet", time_budget=30.0, device="cpu"), mnist, out_root=tmp, progress=False)
-            checkpoint = str(result.run_dir)
-            note = f"a 30 s `--time-budget` training run made by the benchmark ({100 * result.test_acc:.2f}% test accuracy)"
+            results_ = [fit(make_config(m, epochs=args.train_epochs, device="cpu", seed=0), mnist, out_root=tmp, progress=False)
+                        for m in ("resnet", "basic_cnn", "inception_net")]
+            runs = [str(r.run_dir) for r in results_]
+            note = (f"{args.train_epochs}-epoch training runs made by the benchmark: "
+                    + ", ".join(f"{r.model} {100 * r.test_acc:.2f}%" for r in results_) + " test accuracy")
+        checkpoint = runs[0]
         predictor = Predictor(checkpoint)
         images = canvas_pngs(mnist)
-        results = {"machine": describe_machine(), "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-                   "model": predictor.info["model"], "checkpoint_note": note}
+        results = {"machine": describe_machine(), "cpu": cpu_kind(),
+                   "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+                   "model": predictor.info["model"], "checkpoint_note": note, "load_average": [os.getloadavg()[0]]}
         results["latency"] = latency(predictor, images, args.repeats)
         print("latency", json.dumps(results["latency"]), flush=True)
         results["server"] = []
         for n in args.clients:
             results["server"].append(server_load(checkpoint, images, n, args.seconds))
             print("server", json.dumps(results["server"][-1]), flush=True)
+        results["explain"] = explain_latency(runs, images, args.explain_repeats)
+        results["memory"] = memory_under_load(runs, args.memory_clients, args.seconds)
+        results["memory"]["body_limit_mb"] = BODY_LIMIT / 2**20
+        print("memory", json.dumps(results["memory"]), flush=True)
+        results["load_average"].append(os.getloadavg()[0])
     write_results(args.out, "serve", results, render(results))
     return 0
 

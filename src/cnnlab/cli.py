@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  cnnlab serve                                   # the newest finished run of each model under runs/\n"
         "  cnnlab serve runs/*-resnet runs/*-inception_net --port 8000",
     )
-    sv.add_argument("runs", nargs="*", metavar="RUN",
+    sv.add_argument("runs", nargs="*", default=[], metavar="RUN",
                     help="run directories or checkpoint files to serve (default: the newest finished run of each model "
                     "under --runs-root; none there: the page opens ready to train one)")
     sv.add_argument("--runs-root", default="runs", help="where runs are looked for, and trainings from the page go (default: runs)")

@@ -16,8 +16,8 @@
 
 Models load once, when the app is made (and when a training finishes). The work on an image (decoding, preparing,
 the model) runs on a fixed pool of `workers` threads (default: the CPU cores): the event loop keeps answering,
-and at most `workers` images are held decoded at once, which bounds the memory a burst of requests can take
-(each is bounded by the pixel budget of cnnlab.data.pictures). Every bad input gets a 4xx answer with
+and at most `workers` images are held decoded at once (each bounded by the pixel budget of cnnlab.data.pictures),
+with at most IMAGE_REQUESTS request bodies held meanwhile: the memory a burst of requests can take is bounded. Every bad input gets a 4xx answer with
 {"error": "..."}, and no answer holds a path of the server's.
 """
 
@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cnnlab.analysis.inside import UnknownPart, explain
 from cnnlab.data.pictures import ImageError, ImageTooLarge
 from cnnlab.data.registry import entries as dataset_entries
 from cnnlab.models import list_models
@@ -49,10 +50,6 @@ from cnnlab.serve.inputs import BODY_LIMIT, SMALL_BODY_LIMIT, RequestError, json
 from cnnlab.serve.models import NoSuchModel, ServedModel, Shelf
 from cnnlab.serve.training import BUDGET, Trainer, TrainingRefused
 
-try:
-    from cnnlab.analysis.inside import UnknownPart, explain
-except ImportError:  # TEMPORARY until issue-inside lands on main
-    UnknownPart, explain = LookupError, None
 
 __all__ = ["BODY_LIMIT", "create_app"]
 
@@ -61,6 +58,9 @@ TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; char
          ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8", ".json": "application/json",
          ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon", ".woff2": "font/woff2",
          ".woff": "font/woff", ".ttf": "font/ttf", ".txt": "text/plain; charset=utf-8", ".webp": "image/webp"}
+# Image requests in progress at once (their bodies read, or waiting for the pool); more wait before their body is
+# read. Each holds at most about two copies of a BODY_LIMIT body, so together they hold at most ~350 MB.
+IMAGE_REQUESTS = 32
 SSE_PING = 15.0  # seconds between keep-alive comments on an event stream that has nothing to say
 
 
@@ -89,6 +89,7 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
                 shelf.load(found)
             except Exception as e:  # a broken run among many is passed by, and said
                 skipped.append(f"{found.name}: {_first_line(e)}")
+    image_slots = asyncio.Semaphore(IMAGE_REQUESTS)
     pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="cnnlab-image")
     trainer = Trainer(runs_root, lambda run_dir: shelf.load(run_dir).id)
     assets = _assets()
@@ -156,30 +157,32 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
         except NoSuchModel as e:
             raise RequestError(404 if e.served else 409, str(e)) from None
 
-    @app.post("/api/predict")
-    async def predict(request: Request) -> dict:
-        order = await read_order(request)
-        served = chosen(order.model)
-        t0 = time.perf_counter()
-        pred = await run(lambda: served.predictor.predict(order.image))
-        out = pred.as_dict()
-        out["image"] = _png_data_url(pred.image)
+    async def answer(request: Request, work: Callable[[ServedModel, Any], dict]) -> dict:
+        """Read an image request and answer it with `work(model, order)` on the pool; a slot is held from the first
+        byte of the body to the answer, so that the bodies held at once are bounded too."""
+        async with image_slots:
+            order = await read_order(request)
+            served = chosen(order.model)
+            t0 = time.perf_counter()
+            out = await run(lambda: work(served, order))
         out["model"] = served.id
         out["milliseconds"] = round(1000 * (time.perf_counter() - t0), 2)
         return out
 
+    def predicted(served: ServedModel, order) -> dict:
+        pred = served.predictor.predict(order.image)
+        return {**pred.as_dict(), "image": _png_data_url(pred.image)}
+
+    def explained(served: ServedModel, order) -> dict:
+        return explain(served.trained, order.image, order.silence).as_dict()
+
+    @app.post("/api/predict")
+    async def predict(request: Request) -> dict:
+        return await answer(request, predicted)
+
     @app.post("/api/explain")
     async def explain_route(request: Request) -> dict:
-        order = await read_order(request)
-        served = chosen(order.model)
-        if explain is None:
-            raise RequestError(501, "this cnnlab has no inside view yet")
-        t0 = time.perf_counter()
-        seen = await run(lambda: explain(served.trained, order.image, order.silence))
-        out = seen.as_dict()
-        out["model"] = served.id
-        out["milliseconds"] = round(1000 * (time.perf_counter() - t0), 2)
-        return out
+        return await answer(request, explained)
 
     # ---- training -----------------------------------------------------------------------------------------------
 

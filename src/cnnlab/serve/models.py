@@ -13,11 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-try:
-    from cnnlab.analysis.inside import parts
-except ImportError:  # TEMPORARY until issue-inside lands on main: no parts to list
-    def parts(network):  # type: ignore[misc]
-        return []
+from cnnlab.analysis.inside import parts
 from cnnlab.inference.predictor import Predictor
 from cnnlab.runs.checkpoint import checkpoint_dir
 

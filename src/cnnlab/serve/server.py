@@ -4,7 +4,7 @@ uvicorn closes a connection idle between requests (`timeout_keep_alive`) and ref
 (h11's limit), but it waits forever for a request head that never ends: twenty clients sending one header byte now
 and then (slowloris) hold twenty connections open for as long as they like. `GuardedH11Protocol` gives every
 request head HEAD_SECONDS to arrive, from the connection's start or the end of the previous answer; the body has
-its own limit in the app (inputs.BODY_SECONDS).
+its own limit in the app (inputs.BODY_SECONDS), and a connection answered before its body was all sent is closed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ MAX_CONNECTIONS = 256  # beyond this, uvicorn answers 503 at once rather than qu
 
 
 def _protocol_class(head_seconds: float):
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11Protocol(H11Protocol):
@@ -32,7 +33,13 @@ def _protocol_class(head_seconds: float):
         def on_response_complete(self) -> None:
             answered = self.cycle
             super().on_response_complete()  # may go straight on to a pipelined request
-            if not self.transport.is_closing() and self.cycle is answered:
+            if self.transport.is_closing():
+                return
+            if self.conn.their_state is h11.SEND_BODY:
+                # Answered before the body was all read (413, 408): the rest is unwanted, and a client trickling
+                # it would otherwise keep the connection, since every byte it sends resets the keep-alive timer.
+                self.transport.close()
+            elif self.cycle is answered:
                 self._arm_head_deadline()
 
         def handle_events(self) -> None:
