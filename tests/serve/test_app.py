@@ -134,3 +134,13 @@ def test_a_model_of_other_classes_answers_with_their_names(fashion_named_run):
         img.save(buf, format="PNG")
         body = c.post("/api/predict", content=buf.getvalue(), headers={"Content-Type": "image/png"}).json()
         assert body["top"][0]["name"] == FASHION_MNIST.classes[body["top"][0]["class"]]
+
+
+def test_the_default_model_is_the_first_with_parts_to_switch_off(trained_resnet, fashion_named_run):
+    """The page opens on what the inside view is for: served after a basic_cnn, the resnet is the default."""
+    with TestClient(create_app([fashion_named_run, trained_resnet], training=False)) as c:
+        listing = c.get("/api/model").json()
+        assert [m["model"] for m in listing["models"]] == ["basic_cnn", "resnet"]
+        assert listing["default"] == trained_resnet.name
+    with TestClient(create_app([fashion_named_run], training=False)) as c:
+        assert c.get("/api/model").json()["default"] == fashion_named_run.name  # no parts anywhere: the first

@@ -49,7 +49,8 @@ class ServedModel:
 
 
 class Shelf:
-    """The served models, in the order they were added; the first is the default."""
+    """The served models, in the order they were added. The default is the first with parts to switch off (an
+    Inception or residual network: what the inside view is for), else the first."""
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
@@ -85,7 +86,7 @@ class Shelf:
             if not self._models:
                 raise NoSuchModel("no model is served yet: train one", served=False)
             if model_id is None:
-                return next(iter(self._models.values()))
+                return self._models[self._default()]
             if model_id not in self._models:
                 raise NoSuchModel(f"unknown model {model_id!r}; valid: {', '.join(self._models)}", served=True)
             return self._models[model_id]
@@ -93,7 +94,11 @@ class Shelf:
     @property
     def default(self) -> str | None:
         with self._lock:
-            return next(iter(self._models), None)
+            return self._default() if self._models else None
+
+    def _default(self) -> str:
+        with_parts = (i for i, m in self._models.items() if parts(m.trained.network))
+        return next(with_parts, next(iter(self._models)))
 
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:
