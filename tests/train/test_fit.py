@@ -159,3 +159,16 @@ def test_recording_branch_gradients_without_inception_blocks_names_the_models_th
 
     with pytest.raises(ValueError, match=rf"Inception blocks \({', '.join(models_with_branches())}\); resnet has none"):
         fit(_quick("resnet", record_branch_grads=True), tiny_mnist, out_root=tmp_path, progress=False)
+
+
+def test_resuming_a_run_killed_during_its_finish_completes_the_finish(tiny_mnist, tmp_path):
+    """kill -9 while curves.png was being written leaves summary.json, a temporary file and no curves: the resume
+    finds the run finished, removes the half-written file and draws the curves (CI once caught the file left)."""
+    from cnnlab.train import resume
+
+    run = fit(_quick(), tiny_mnist, out_root=tmp_path, progress=False).run_dir
+    (run / "curves.png").unlink()
+    (run / ".curves.png.x1y2z3.tmp").write_bytes(b"\x89PNG half")
+    result = resume(run, tiny_mnist, progress=False)
+    assert result.epochs == 1 and not list(run.glob(".*.tmp"))
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -140,7 +140,8 @@ def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress
         if distributed.world_from_env().is_main:  # before touching anything: the run may still be going
             cleanup.callback(RunDirLock(run_dir).release)
         if ckpt.finished and (run_dir / "summary.json").exists():  # nothing to train: say so, once its files are checked
-            return finished_run(run_dir, ckpt, progress_mode(progress) if distributed.world_from_env().is_main else "off")
+            main = distributed.world_from_env().is_main
+            return finished_run(run_dir, ckpt, progress_mode(progress) if main else "off", cfg if main else None)
         t = set_up(cfg, data, progress, t_start, checkpoint=ckpt, observers=observers)
         restore(t, ckpt)
         reopen_run(t, run_dir, fallback)
@@ -179,10 +180,12 @@ def resume_source(path: str | Path) -> tuple[Path, Path]:
     return path.parent, path
 
 
-def finished_run(run_dir: Path, ckpt: Checkpoint, mode: str) -> RunResult:
+def finished_run(run_dir: Path, ckpt: Checkpoint, mode: str, cfg: TrainConfig | None = None) -> RunResult:
     """A run that had already finished, as it recorded its result, once its files are checked: config.json,
     summary.json and metrics.csv read (load_run), and best.pt and last.pt loaded as evaluate loads them. A file
-    missing or broken is an error naming it, never a success."""
+    missing or broken is an error naming it, never a success. Given `cfg` (the process that writes the run
+    directory), what a run killed during its finish left undone is completed: the half-written file removed, the
+    curves drawn."""
     run = load_run(run_dir)
     best, _, best_state = load_model(run_dir / "best.pt", "cpu")
     network, _, _ = load_model(run_dir / "last.pt", "cpu")
@@ -200,6 +203,10 @@ def finished_run(run_dir: Path, ckpt: Checkpoint, mode: str) -> RunResult:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise RunDirError(f"{run_dir / 'summary.json'} is not a summary cnnlab wrote ({type(e).__name__}: {e})") from None
+    if cfg is not None:
+        _remove_partial_writes(run_dir)
+        if not (run_dir / "curves.png").exists():
+            _plot_run_curves(run_dir, cfg, ckpt.history)
     say(mode, f"{result.model}: {run_dir} had already finished ({ckpt.epoch} epochs); best.pt, last.pt, config.json, "
               "summary.json and metrics.csv checked: nothing to resume")
     return result
@@ -381,8 +388,7 @@ def _remove_if_stopped_early(run_dir: Path) -> Callable[..., bool]:
 def reopen_run(t: Training, run_dir: Path, note: str = "") -> None:
     """A stopped run's directory made what its checkpoint says: no half-written files, no rows after it."""
     if t.main:
-        for tmp in run_dir.glob(".*.tmp"):  # what a killed run was writing when it stopped
-            tmp.unlink(missing_ok=True)
+        _remove_partial_writes(run_dir)
         write_metrics(run_dir / "metrics.csv", t.history)  # drops rows written after the checkpoint
         write_json(run_dir / "config.json", t.cfg.to_dict())  # an image folder's new place, the device it runs on
     within = f", step {t.position.step} of epoch {t.epoch + 1}" if t.position is not None else ""
@@ -548,10 +554,19 @@ def finish(t: Training) -> RunResult:
     )
     if t.main:
         write_json(t.run_dir / "summary.json", _json_safe(result.summary()))
-        plot_curves(history_as_floats(t.history), t.run_dir / "curves.png", f"{t.cfg.model} ({t.cfg.recipe} recipe)",
-                    training_note(t.cfg))
+        _plot_run_curves(t.run_dir, t.cfg, t.history)
         t.observers.finished(_json_safe(result.summary()))
     return result
+
+
+def _plot_run_curves(run_dir: Path, cfg: TrainConfig, history: list[dict[str, Any]]) -> None:
+    plot_curves(history_as_floats(history), run_dir / "curves.png", f"{cfg.model} ({cfg.recipe} recipe)", training_note(cfg))
+
+
+def _remove_partial_writes(run_dir: Path) -> None:
+    """Remove what a killed run was writing when it stopped (the atomic writer's temporary files)."""
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def history_as_floats(history: list[dict[str, Any]]) -> list[dict[str, float]]:
