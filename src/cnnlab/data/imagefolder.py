@@ -31,7 +31,7 @@ import torch
 
 from cnnlab.data.errors import DataError
 from cnnlab.data.imageset import ImageSet
-from cnnlab.data.pictures import to_square
+from cnnlab.data.pictures import square_pixels, to_square
 from cnnlab.data.registry import DatasetEntry, register_dataset
 from cnnlab.readfile import FileRefused, read_bounded
 
@@ -115,20 +115,6 @@ def load_imagefolder(path: str | Path, image_size: int = 0, split_seed: int = 0,
         mean=float(x01.mean()),
         std=float(x01.std().clamp(min=1e-3)),
     )
-
-
-def square_pixels(im, size: int, grey: bool) -> np.ndarray:
-    """A Pillow image as the folder's training images are stored: uint8, (size, size) grey or
-    (3, size, size) RGB, stretched to a square; transparent parts read as white paper."""
-    from PIL import Image
-
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(canvas, rgba)
-    im = im.convert("L" if grey else "RGB").resize((size, size), Image.Resampling.BILINEAR)
-    a = np.array(im, dtype=np.uint8)  # a copy: writable, so torch can take it without a warning
-    return a if grey else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
 def _load(path: str, data_dir: str | None = None, image_size: int = 0, split_seed: int = 0, recorded: bool = True,

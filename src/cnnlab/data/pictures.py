@@ -270,8 +270,6 @@ def to_fashion(source: str | Path | bytes | Image.Image | np.ndarray) -> np.ndar
 def to_square(source: str | Path | bytes | Image.Image, size: int, channels: int) -> np.ndarray:
     """Any picture as an image-folder model's training images were made: stretched to (size, size),
     grey (channels 1) or (3, size, size) RGB, uint8."""
-    from cnnlab.data.imagefolder import square_pixels
-
     if isinstance(source, np.ndarray):
         raise ImageError("give an image file or a Pillow image, not an array")
     if isinstance(source, Image.Image):
@@ -279,3 +277,15 @@ def to_square(source: str | Path | bytes | Image.Image, size: int, channels: int
     img = load_image(source)
     ImageOps.exif_transpose(img, in_place=True)  # ours alone: turned without a full-size copy
     return square_pixels(img, size, grey=channels == 1)
+
+
+def square_pixels(im, size: int, grey: bool) -> np.ndarray:
+    """A Pillow image as the folder's training images are stored: uint8, (size, size) grey or
+    (3, size, size) RGB, stretched to a square; transparent parts read as white paper."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(canvas, rgba)
+    im = im.convert("L" if grey else "RGB").resize((size, size), Image.Resampling.BILINEAR)
+    a = np.array(im, dtype=np.uint8)  # a copy: writable, so torch can take it without a warning
+    return a if grey else np.ascontiguousarray(a.transpose(2, 0, 1))
