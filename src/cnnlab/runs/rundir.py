@@ -137,8 +137,7 @@ def remove_unstarted(run_dir: str | Path) -> bool:
         return False
     for name in (*RUN_FILES, ".lock"):
         (run_dir / name).unlink(missing_ok=True)
-    for tmp in run_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    remove_partial_writes(run_dir)
     events = run_dir / "tensorboard"  # --tensorboard's event files (train/tensorboard.py)
     if events.is_dir() and not events.is_symlink():
         for f in events.glob("events.out.tfevents.*"):
@@ -273,7 +272,12 @@ def clear_unstarted(path: Path) -> None:
     starting there anew writes each epoch once (a metrics row or best.pt may precede the first last.pt)."""
     for name in _STARTED_FILES:
         (path / name).unlink(missing_ok=True)
-    for tmp in path.glob(".*.tmp"):
+    remove_partial_writes(path)
+
+
+def remove_partial_writes(run_dir: Path) -> None:
+    """Remove what a killed run was writing when it stopped (the atomic writer's temporary files)."""
+    for tmp in run_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 
 

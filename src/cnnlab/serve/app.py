@@ -48,7 +48,7 @@ from cnnlab.models import list_models
 from cnnlab.runs.rundir import newest_finished
 from cnnlab.serve.inputs import BODY_LIMIT, SMALL_BODY_LIMIT, RequestError, json_object, number_field, read_body, read_order, text_field
 from cnnlab.serve.models import NoSuchModel, ServedModel, Shelf
-from cnnlab.serve.training import BUDGET, Trainer, TrainingRefused
+from cnnlab.serve.training import BUDGET, Trainer
 
 
 __all__ = ["BODY_LIMIT", "create_app"]
@@ -202,13 +202,13 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
         dataset = text_field(doc, "dataset") or "mnist"
         if dataset not in datasets:
             raise RequestError(422, f"unknown dataset {dataset!r}; valid: {', '.join(datasets)}")
-        job = _refusals(lambda: trainer.start(model, budget, dataset))
+        job = trainer.start(model, budget, dataset)  # TrainingRefused is a RequestError: answered as one
         return {"job": job.id, "model": job.model, "budget": job.budget}
 
     @app.post("/api/train/stop", status_code=202)
     async def train_stop() -> dict:
         trainable()
-        _refusals(trainer.stop)
+        trainer.stop()
         return {"stopping": True}
 
     @app.get("/api/train")
@@ -223,13 +223,6 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
-
-
-def _refusals(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except TrainingRefused as e:
-        raise RequestError(e.status, e.message) from None
 
 
 async def _sse(trainer: Trainer):

@@ -21,17 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+from cnnlab.serve.inputs import RequestError
+
 BUDGET = (15, 300)  # seconds a training from the page may take: long enough to learn, short enough to watch
 TERMINAL = ("done", "error")
 STOP_GRACE = 20.0  # seconds a stopped child may take to evaluate and write what it trained, before it is killed
 
 
-class TrainingRefused(Exception):
+class TrainingRefused(RequestError):
     """A training order that cannot be followed now; `status` is the HTTP status (409: busy or nothing to stop)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 @dataclass

@@ -28,7 +28,7 @@ from cnnlab.models import count_parameters, create_model, models_with_branches
 from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, load_weights
 from cnnlab.runs.model import load_model, training_data
 from cnnlab.runs.rundir import (RunDirError, RunDirLock, append_metrics, clear_unstarted, keep_previous, load_run, make_run_dir,
-                                plot_curves, remove_unstarted, write_json, write_metrics)
+                                plot_curves, remove_partial_writes, remove_unstarted, write_json, write_metrics)
 from cnnlab.train import distributed
 from cnnlab.train.collapse import collapse_epoch, collapse_warning
 from cnnlab.train.distributed import World
@@ -204,7 +204,7 @@ def finished_run(run_dir: Path, ckpt: Checkpoint, mode: str, cfg: TrainConfig | 
     except (KeyError, TypeError, ValueError) as e:
         raise RunDirError(f"{run_dir / 'summary.json'} is not a summary cnnlab wrote ({type(e).__name__}: {e})") from None
     if cfg is not None:
-        _remove_partial_writes(run_dir)
+        remove_partial_writes(run_dir)
         if not (run_dir / "curves.png").exists():
             _plot_run_curves(run_dir, cfg, ckpt.history)
     say(mode, f"{result.model}: {run_dir} had already finished ({ckpt.epoch} epochs); best.pt, last.pt, config.json, "
@@ -388,7 +388,7 @@ def _remove_if_stopped_early(run_dir: Path) -> Callable[..., bool]:
 def reopen_run(t: Training, run_dir: Path, note: str = "") -> None:
     """A stopped run's directory made what its checkpoint says: no half-written files, no rows after it."""
     if t.main:
-        _remove_partial_writes(run_dir)
+        remove_partial_writes(run_dir)
         write_metrics(run_dir / "metrics.csv", t.history)  # drops rows written after the checkpoint
         write_json(run_dir / "config.json", t.cfg.to_dict())  # an image folder's new place, the device it runs on
     within = f", step {t.position.step} of epoch {t.epoch + 1}" if t.position is not None else ""
@@ -561,12 +561,6 @@ def finish(t: Training) -> RunResult:
 
 def _plot_run_curves(run_dir: Path, cfg: TrainConfig, history: list[dict[str, Any]]) -> None:
     plot_curves(history_as_floats(history), run_dir / "curves.png", f"{cfg.model} ({cfg.recipe} recipe)", training_note(cfg))
-
-
-def _remove_partial_writes(run_dir: Path) -> None:
-    """Remove what a killed run was writing when it stopped (the atomic writer's temporary files)."""
-    for tmp in run_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def history_as_floats(history: list[dict[str, Any]]) -> list[dict[str, float]]:
