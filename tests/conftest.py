@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cnnlab.data import ImageSet
 
@@ -108,3 +109,13 @@ def pytest_sessionfinish(session, exitstatus):
 
         with open(path, "w") as f:
             json.dump({"exitstatus": int(exitstatus), "records": _RECORDS}, f, indent=1)
+
+
+@pytest.fixture(autouse=True)
+def _threads_as_they_were():
+    """A run given --threads sets PyTorch's process-wide count; the next test starts from the count before it."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+

@@ -282,7 +282,8 @@ def _add_device(p: argparse.ArgumentParser, default: str = "auto", threads: int 
     p.add_argument("--device", default=default, choices=DEVICES,
                    help=f"where the model runs; auto = CUDA, then MPS, then the CPU (default: {default}{why})")
     p.add_argument("--threads", type=_threads, default=threads,
-                   help=f"PyTorch's CPU threads; 0 = its own choice, one per core (default: {threads})")
+                   help=f"PyTorch's CPU threads; 0 = one per core (train: per core that other programs leave free, checked as it "
+                        f"goes) (default: {threads})")
 
 
 def _run_name(s: str) -> str:

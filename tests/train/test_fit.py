@@ -4,6 +4,8 @@ import math
 import pytest
 import torch
 
+from cnnlab.config import TrainConfig
+from cnnlab.models import create_model
 from cnnlab.train import fit, make_config
 from cnnlab.runs import CheckpointError, load_checkpoint, save_checkpoint
 from cnnlab.train.loop import make_splits
@@ -35,7 +37,8 @@ def test_fit_writes_a_complete_run_directory(tiny_mnist, tmp_path):
 
 
 def test_same_seed_repeats_a_cpu_run_exactly_and_another_seed_does_not(tiny_mnist, tmp_path):
-    runs = [fit(_quick(seed=s), tiny_mnist, out_root=tmp_path, progress=False) for s in (3, 3, 4)]
+    # One thread given: a run repeats bit for bit at the same thread count, and the default follows the machine's load.
+    runs = [fit(_quick(seed=s, threads=1), tiny_mnist, out_root=tmp_path, progress=False) for s in (3, 3, 4)]
     weights = [load_checkpoint(r.run_dir / "last.pt")["model_state"] for r in runs]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
@@ -172,3 +175,39 @@ def test_resuming_a_run_killed_during_its_finish_completes_the_finish(tiny_mnist
     result = resume(run, tiny_mnist, progress=False)
     assert result.epochs == 1 and not list(run.glob(".*.tmp"))
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_gradient_is_clipped_to_the_recipes_norm_before_each_step(tiny_mnist):
+    """Plain SGD at lr 1: a step moves the weights by exactly the gradient it took, so the move's norm is the
+    clipped norm (the raw gradient of a fresh network on these batches is far larger at this loss scale)."""
+    from cnnlab.data.batching import InMemoryLoader
+    from cnnlab.train.loop import build_optimizer, build_schedule, train_one_epoch
+    from cnnlab.train.plan import Plan
+
+    cfg = _quick(lr=1.0, momentum=0.0, weight_decay=0.0, schedule="constant", grad_clip=0.01, label_smoothing=0.0,
+                 channels_last=False)
+    model = create_model("basic_cnn")
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    gen = torch.Generator().manual_seed(0)
+    loader = InMemoryLoader(tiny_mnist.train_images, tiny_mnist.train_labels, 50, shuffle=True, drop_last=True, generator=gen)
+    plan = Plan(len(loader), total_steps=1)
+    opt = build_optimizer(model, cfg)
+    train_one_epoch(model, loader, opt, build_schedule(opt, cfg, plan), cfg, gen, plan=plan)
+    moved = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+    assert moved.norm().item() == pytest.approx(0.01, rel=1e-3)
+
+
+def test_grad_clip_is_the_recipes_off_in_the_course_and_off_for_runs_recorded_before_it():
+    assert make_config("resnet").grad_clip == 2.0
+    assert make_config("resnet", "course").grad_clip == 0.0
+    old = make_config("resnet").to_dict()
+    del old["grad_clip"]
+    assert TrainConfig.from_dict(old).grad_clip == 0.0  # a resumed old run continues as it trained
+
+
+def test_a_time_budget_run_warms_up_briefly_at_twice_the_rate_unless_told_otherwise():
+    plain, budget = make_config("resnet"), make_config("resnet", time_budget=8.0)
+    assert (budget.lr, budget.warmup_epochs) == (2 * plain.lr, 0.1)
+    assert make_config("resnet", time_budget=8.0, lr=0.03).lr == 0.03
+    assert make_config("resnet", "course", time_budget=8.0).lr == make_config("resnet", "course").lr
+    assert make_config("resnet", dataset="imagefolder:/photos", time_budget=8.0).lr is None  # fitted to the folder

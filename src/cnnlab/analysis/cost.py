@@ -6,14 +6,19 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.eager import skip_compiler_import
 from cnnlab.models.blocks import BranchedBlock, Inception, ResidualBlock
 
 
 
 def _count(model: nn.Module, in_channels: int, image_size: int) -> FlopCounterMode:
     """Run one zero image through `model` in eval mode under a FLOP counter; the model's mode is restored."""
+    mode = getattr(flop_counter, "_FlopCounterMode", None)  # the dispatch mode FlopCounterMode enters
+    if mode is not None:
+        skip_compiler_import(mode.__torch_dispatch__)  # nothing of torch.compile runs here (cnnlab.eager)
     was_training = model.training
     model.eval()
     x = torch.zeros(1, in_channels, image_size, image_size, device=next(model.parameters()).device)

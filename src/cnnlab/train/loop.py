@@ -16,6 +16,8 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet
 from cnnlab.data.batching import InMemoryLoader
 from cnnlab.device import autocast
+from cnnlab.eager import eager_optimizer
+from cnnlab.train.cores import ThreadChooser
 from cnnlab.runs.model import evaluation_sums, model_input
 from cnnlab.train.augment import augmented, pipeline
 from cnnlab.train.distributed import SINGLE, World, all_reduce_min, all_reduce_sum
@@ -88,7 +90,7 @@ def training_note(cfg: TrainConfig) -> str:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
+        return eager_optimizer(torch.optim.SGD)(
             model.parameters(),
             lr=cfg.lr,
             momentum=cfg.momentum,
@@ -96,7 +98,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             weight_decay=cfg.weight_decay,
         )
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(
+        return eager_optimizer(torch.optim.AdamW)(
             model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay
         )
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from sgd, adamw")
@@ -143,6 +145,7 @@ def train_one_epoch(
     watch: Callable[[int, float], bool] | None = None,
     position: EpochPosition | None = None,
     save: Callable[[int, torch.Tensor], None] | None = None,
+    cores: ThreadChooser | None = None,
 ) -> tuple[float, float, int]:
     """One pass over the training split, or the part of it the plan gives epoch `epoch`.
 
@@ -153,7 +156,7 @@ def train_one_epoch(
     call, may end the run at that step by returning True (train/events.py; the plan then stops there).
     `position`: where the epoch starts (a checkpoint's place within it; None: its first step). `save(steps,
     sums)`, called at the same moments with the epoch's steps so far and this process's running sums, may
-    write a checkpoint within the epoch.
+    write a checkpoint within the epoch. `cores`, told of every step, fits the CPU threads to the free cores.
     """
     plan = plan or Plan(len(loader), epoch)  # without a plan: the whole pass
     model.train()
@@ -179,6 +182,8 @@ def train_one_epoch(
             raise NonFiniteLoss(epoch, bad, cfg.lr)
 
     generator.set_state(position.rng_at_start)
+    if cores is not None:
+        cores.begin_epoch()
     for images, labels in loader.batches(position.step, position.rng_now):
         if steps >= plan.steps_in_epoch(epoch):
             break
@@ -191,6 +196,8 @@ def train_one_epoch(
         (loss if weight == 1 else loss * weight).backward()
         if grad_recorder is not None:
             grad_recorder.step()
+        if cfg.grad_clip > 0:  # no host sync: the norm stays a tensor
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
         optimizer.step()
         schedule.step()
         steps += 1
@@ -200,6 +207,8 @@ def train_one_epoch(
         correct += (logits.detach().argmax(1) == labels).sum()
         seen += len(labels)
         plan.after_step(first_step + steps, sync)
+        if cores is not None:
+            cores.step()
         if steps % cfg.log_every == 0:
             check_finite()
             if bar is not None or watch is not None:

@@ -31,6 +31,7 @@ from cnnlab.runs.rundir import (RunDirError, RunDirLock, append_metrics, clear_u
                                 plot_curves, remove_partial_writes, remove_unstarted, write_json, write_metrics)
 from cnnlab.train import distributed
 from cnnlab.train.collapse import collapse_epoch, collapse_warning
+from cnnlab.train.cores import ThreadChooser
 from cnnlab.train.distributed import World
 from cnnlab.train.events import Observer, Observers
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
@@ -99,6 +100,7 @@ class Training:
     position: EpochPosition | None = None  # where the next epoch starts, when a checkpoint within it was resumed
     last_saved: float = 0.0  # time.monotonic() of the last checkpoint (rank 0's clock decides --checkpoint-every)
     observers: Observers = field(default_factory=Observers)  # who watches besides the terminal (train/events.py)
+    cores: ThreadChooser | None = None  # CPU runs: threads fitted to the cores other programs leave (train/cores.py)
 
     @property
     def main(self) -> bool:
@@ -224,6 +226,9 @@ def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start:
     world, device = distributed.init(resolve_device(cfg.device))
     mode = progress_mode(progress) if world.is_main else "off"
     configure(device, cfg.threads)
+    cores = ThreadChooser(cfg.threads, lambda line: say(mode, f"{cfg.model}: {line}")) if device.type == "cpu" else None
+    if cores is not None:
+        cores.start()  # the first window: from here to the first step
     if data is None:
         with distributed.local_main_first(world):  # one fetch into each machine's cache
             data = training_data(cfg, cfg.data_dir, progress=mode == "bar", recorded=checkpoint is not None,
@@ -245,7 +250,7 @@ def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start:
     return Training(
         cfg, world, device, mode, note, tuple(data.classes), splits, model, distributed.wrap(model, world, device), model_kwargs,
         loader, generator, plan, optimizer, build_schedule(optimizer, cfg, plan), _recorder(cfg, model),
-        autocast_dtype(device, cfg.amp), t_start, observers=Observers(observers, main=world.is_main),
+        autocast_dtype(device, cfg.amp), t_start, observers=Observers(observers, main=world.is_main), cores=cores,
     )
 
 
@@ -423,7 +428,7 @@ def run_epoch(t: Training) -> None:
     with bar:  # closed (its line cleared) however the epoch ends, so no message lands on a half-drawn bar
         train_loss, train_acc, steps = train_one_epoch(
             t.trained, t.loader, t.optimizer, t.schedule, cfg, t.generator, bar, t.plan, t.epoch, t.amp_dtype,
-            t.recorder, t.world, _watch(t), position, _saver(t, position),
+            t.recorder, t.world, _watch(t), position, _saver(t, position), t.cores,
         )
     t.steps += steps
     train_seconds = time.perf_counter() - t0

@@ -1,0 +1,192 @@
+"""How many CPU threads a training run uses when --threads is not given: one per core that other programs leave
+free, measured as the run goes.
+
+PyTorch splits each operator of a step over its threads and waits for the last one. When another program holds a
+core, the thread that shares it gets that core only in turns of a few milliseconds, so every operator waits for
+it: on the 2-core AMD EPYC of benchmarks/results, one busy core made resnet's step 3-4x slower with 2 threads,
+while 1 thread ran at its idle speed (the other core was still free). So a run watches, through /proc/stat, how
+many of its cores other programs keep busy (the machine's busy time less its own), and uses the cores they leave:
+checked before the first step and then about every second, and changed back when they go quiet. It also says,
+once, when steps run far slower than they did, and what to do about it.
+
+On systems without /proc (macOS, Windows) nothing is measured and PyTorch's own choice stays. The thread count
+changes the last bits of a float result, so a run that must repeat exactly passes --threads (see TrainConfig.seed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+_CHECK_SECONDS = 1.0  # how often the load is measured: long enough for /proc's 10 ms ticks to average out
+_FIRST_CHECK_SECONDS = 0.25  # until the first decision: sooner (a window from the set-up to the first step counts)
+_BUSY_DOWN, _BUSY_UP = 0.6, 0.4  # a core counts as taken above 0.6 busy, as free again below 0.4 (hysteresis)
+_SLOW = 2.5  # steps this many times slower than the run's fastest are said to be slow
+_RECOVERED = 1.5  # ... and fast again within this factor
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Busy ticks of the cores this process may run on, all their ticks, this process's own ticks (all threads)."""
+
+    busy: int
+    total: int
+    own: int
+
+
+def read_cpu_times(cores: frozenset[int] | None = None) -> CpuTimes | None:
+    """Counters from /proc/stat (the cores in `cores`, or all) and /proc/self/stat; None where there is no /proc."""
+    try:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        with open("/proc/self/stat") as f:
+            own_fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    busy = total = 0
+    niced = _niced()
+    for line in lines:
+        name, *values = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit()) or (cores is not None and int(name[3:]) not in cores):
+            continue
+        ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+        total += sum(ticks)
+        # Steal counts as busy (another machine took the core); niced time does not, unless this process is niced
+        # itself: a nice 19 program gets a sliver of a core beside ours, so no step waits for it.
+        busy += sum(ticks) - ticks[3] - ticks[4] - (0 if niced else ticks[1])
+    return CpuTimes(busy, total, int(own_fields[11]) + int(own_fields[12]))  # utime + stime
+
+
+def others_busy(before: CpuTimes, after: CpuTimes, cores: int) -> float:
+    """Cores' worth of time that other programs kept busy between two readings."""
+    total = after.total - before.total
+    if total <= 0:
+        return 0.0
+    others = (after.busy - before.busy) - (after.own - before.own)
+    return max(0.0, min(float(cores), cores * others / total))
+
+
+class ThreadChooser:
+    """Sets PyTorch's threads to the cores other programs leave free (`adapt`), and tells (`say`) when steps slow.
+
+    Call `start()` when the run begins, `begin_epoch()` before each epoch's steps and `step()` after each step.
+    `threads_given`: the user's --threads, kept as it is (0: adapt, up to `max_threads`, PyTorch's own count).
+    """
+
+    def __init__(self, threads_given: int, say: Callable[[str], None], max_threads: int | None = None,
+                 read: Callable[[], CpuTimes | None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.adapt = threads_given == 0
+        self.max_threads = max_threads or _threads_before_us()
+        if self.adapt and torch.get_num_threads() != self.max_threads:  # an earlier run in this process lowered it
+            _set_threads(self.max_threads)
+        self.cores = _usable_cores()
+        self._read = read or (lambda: read_cpu_times(self.cores))
+        self.n_cores = len(self.cores) if self.cores else (os.cpu_count() or 1)
+        self.say, self.clock = say, clock
+        self.threads = torch.get_num_threads()
+        self.busy: float | None = None  # cores other programs kept busy in the last window
+        self.fastest: float | None = None  # the best steps per second of any window
+        self.slow_said = False
+        self._window: tuple[float, CpuTimes | None, int] | None = None
+        self._steps = 0
+        self._decided = False
+
+    def start(self) -> None:
+        self._window = (self.clock(), self._read(), 0)
+
+    def begin_epoch(self) -> None:
+        """A new window: the evaluation between epochs is not a step."""
+        if self._decided:
+            self._window = (self.clock(), self._read(), self._steps)
+        else:  # the first decision waits for the first step, so the set-up's window counts
+            self.step(first=True)
+
+    def step(self, first: bool = False) -> None:
+        if self._window is None:
+            self.start()
+            return
+        if not first:
+            self._steps += 1
+        t0, before, steps0 = self._window
+        now = self.clock()
+        if now - t0 < (_FIRST_CHECK_SECONDS if not self._decided else _CHECK_SECONDS):
+            return
+        after = self._read()
+        self._window = (now, after, self._steps)
+        if before is not None and after is not None:
+            self.busy = others_busy(before, after, self.n_cores)
+            if self.adapt:
+                self._choose(self.busy)
+        if self._decided and self._steps > steps0:
+            self._pace((self._steps - steps0) / (now - t0))
+        self._decided = True
+
+    def _choose(self, busy: float) -> None:
+        # Hysteresis: fewer threads once others clearly hold a core (0.6 of it), more once it is clearly free (0.4).
+        fewest = self.n_cores - _whole(busy, _BUSY_DOWN)
+        most = self.n_cores - _whole(busy, _BUSY_UP)
+        want = min(max(self.threads, most), fewest)
+        want = max(1, min(self.max_threads, want))
+        if want == self.threads:
+            return
+        _set_threads(want)
+        self.threads = want
+        if want < self.max_threads:
+            self.say(f"other programs are keeping {busy:.1f} of the {self.n_cores} cores busy: training on "
+                     f"{want} thread{'s' if want > 1 else ''}, so that no step waits for a busy core")
+        else:
+            self.say(f"the cores are free again: training on {want} threads")
+
+    def _pace(self, rate: float) -> None:
+        if self.fastest is None or rate > self.fastest:
+            self.fastest = rate
+        slower = self.fastest / rate
+        if slower >= _SLOW and not self.slow_said:
+            self.slow_said = True
+            busy = f"other programs are keeping {self.busy:.1f} of the {self.n_cores} cores busy" if self.busy is not None else "the machine is busier"
+            advice = ("close them to train at full speed" if self.adapt else
+                      f"--threads {self.threads} keeps every thread waiting for a busy core: leave --threads out and "
+                      "cnnlab uses the cores that are free")
+            self.say(f"steps are running {slower:.1f}x slower than at the fastest in this run ({busy}); {advice}")
+        elif slower <= _RECOVERED:
+            self.slow_said = False
+
+
+# The thread count a chooser last set, and the count it found before: a later run in the same process (train --model
+# lecture trains three) starts again from PyTorch's count, not from what the load left, unless someone else changed it.
+_ours: tuple[int, int] | None = None
+
+
+def _threads_before_us() -> int:
+    now = torch.get_num_threads()
+    return _ours[1] if _ours is not None and _ours[0] == now else now
+
+
+def _set_threads(n: int) -> None:
+    global _ours
+    before = _threads_before_us()
+    torch.set_num_threads(n)
+    _ours = (n, before)
+
+
+def _whole(busy: float, threshold: float) -> int:
+    """Cores counted as taken by others: a core's fraction counts from `threshold` on."""
+    return int(busy) + (1 if busy - int(busy) >= threshold else 0)
+
+
+def _niced() -> bool:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0) > 0
+    except (AttributeError, OSError):
+        return False
+
+
+def _usable_cores() -> frozenset[int] | None:
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
