@@ -6,6 +6,10 @@
 
 Writes benchmarks/results/accuracy.json (every run, appended as it finishes, so an interrupted
 benchmark keeps what it measured and --resume skips it) and accuracy.md (the table the README quotes).
+A run that fails (its loss stops being finite, or any other error) is recorded with its reason and the
+benchmark goes on; the table's means are over the runs that finished, and --resume skips failed runs too
+unless --retry-failed is given. Each run records the CPU it ran on (runs added by --resume may come from
+another machine).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, write_file, write_json  # noqa: E402
+from machine import attempt, count_with_failures, cpu_kind, describe_machine, failure_of, write_file, write_json  # noqa: E402
 
 from cnnlab.data import load_data  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
@@ -46,6 +50,8 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: 0 1 2)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"), help="(default: benchmarks/results)")
     p.add_argument("--resume", action="store_true", help="keep runs already in accuracy.json, skip them (default: off)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume, run again the runs recorded as failed, in place of their records (default: off)")
     p.add_argument("--report-only", action="store_true", help="rewrite accuracy.md from accuracy.json, train nothing")
     args = p.parse_args()
 
@@ -54,45 +60,80 @@ def main() -> int:
     json_path = out / "accuracy.json"
     if args.report_only:
         saved = json.loads(json_path.read_text())
-        write_file(out / "accuracy.md", render_markdown(summarise(saved["runs"]), saved["machine"], _commands(saved["runs"]), _notes(saved["runs"])))
+        write_file(out / "accuracy.md", render_markdown(saved["runs"], saved["machine"]))
         print(f"wrote {out / 'accuracy.md'} from {json_path}")
         return 0
     runs = json.loads(json_path.read_text())["runs"] if args.resume and json_path.exists() else []
-    done = {(r.get("dataset", "mnist"), r["model"], r["recipe"], r["seed"]) for r in runs}
+    planned = [(d, m, r, s) for d, r, m, s in itertools.product(args.datasets, args.recipes, args.models, args.seeds)]
+    todo, runs = plan_runs(planned, runs, args.retry_failed)
     machine = describe_machine()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
     loaded = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for dataset, recipe, model, seed in itertools.product(args.datasets, args.recipes, args.models, args.seeds):
-            if (dataset, model, recipe, seed) in done:
-                continue
+        for dataset, model, recipe, seed in todo:
             if dataset not in loaded:
                 loaded[dataset] = load_data(dataset, progress=False)
-            cfg = make_config(model, recipe, dataset, seed=seed, device="cpu")
-            t0 = time.perf_counter()
-            r = fit(cfg, loaded[dataset], out_root=tmp, progress=False)
-            wall = time.perf_counter() - t0
-            run = dict(
-                dataset=dataset, model=model, recipe=recipe, seed=seed, epochs=cfg.epochs,
-                test_acc=100 * r.test_acc, best_epoch=r.best_epoch,
-                best_val_acc=None if r.best_val_acc != r.best_val_acc else 100 * r.best_val_acc,
-                final_test_acc=100 * r.final_test_acc, wall_seconds=wall, command=command,
-            )
-            if cfg.hflip and not cfg.tta_hflip:
-                run["test_acc_mirror_avg"] = 100 * mirror_averaged_test_acc(r.run_dir / "best.pt", loaded[dataset])
+            run = run_one(dataset, model, recipe, seed, loaded[dataset], tmp, command)
             runs.append(run)
-            also = f"  (mirror-averaged {run['test_acc_mirror_avg']:.2f}%)" if "test_acc_mirror_avg" in run else ""
-            print(f"{dataset} {model:14s} {recipe:8s} seed {seed}: test {100 * r.test_acc:.2f}%{also}  {wall:.0f}s", flush=True)
+            if failure_of(run):
+                result = f"failed: {failure_of(run)}"
+            else:
+                also = f"  (mirror-averaged {run['test_acc_mirror_avg']:.2f}%)" if "test_acc_mirror_avg" in run else ""
+                result = f"test {run['test_acc']:.2f}%{also}"
+            print(f"{dataset} {model:14s} {recipe:8s} seed {seed}: {result}  {run['wall_seconds']:.0f}s", flush=True)
             _write_json(json_path, machine, command, runs)
     _write_json(json_path, machine, command, runs)
-    table = summarise(runs)
-    md = render_markdown(table, machine, _commands(runs), _notes(runs))
-    write_file(out / "accuracy.md", md)
+    write_file(out / "accuracy.md", render_markdown(runs, machine))
     print()
-    print(format_table(HEADERS, table))
+    print(format_table(HEADERS, summarise(runs)))
     print(f"\nwrote {out / 'accuracy.md'} and {json_path}")
     return 0
+
+
+def _key(run: dict) -> tuple:
+    """(dataset, model, recipe, seed): what names a run (runs from before Fashion-MNIST have no dataset field)."""
+    return run.get("dataset", "mnist"), run["model"], run["recipe"], run["seed"]
+
+
+def plan_runs(planned: list[tuple], runs: list[dict], retry_failed: bool = False) -> tuple[list[tuple], list[dict]]:
+    """The (dataset, model, recipe, seed) of `planned` still to run, and the recorded `runs` to keep: a recorded run
+    is kept and not run again, a failed one too unless `retry_failed` (then its record gives way to the new run)."""
+    if retry_failed:
+        runs = [r for r in runs if not (failure_of(r) and _key(r) in planned)]
+    done = {_key(r) for r in runs}
+    return [k for k in planned if k not in done], runs
+
+
+def run_one(dataset: str, model: str, recipe: str, seed: int, data, tmp: str | Path, command: str = "", **overrides) -> dict:
+    """Train one model under one recipe and seed on `data` (run directory under tmp) and return its record for
+    accuracy.json: the test accuracies, or "failed" with the reason when the run raised (its loss stopped being
+    finite, or anything else); in both cases its wall time and the CPU it ran on. `overrides` go to make_config
+    (the tests use them for tiny runs)."""
+    cfg = make_config(model, recipe, dataset, seed=seed, device="cpu", **overrides)
+    run = dict(dataset=dataset, model=model, recipe=recipe, seed=seed, epochs=cfg.epochs)
+    if overrides:
+        run["overrides"] = overrides
+    t0 = time.perf_counter()
+    measured, failed = attempt(_train_and_test, cfg, data, tmp)
+    # the wall time of the training alone: the mirror-averaged accuracy is measured after it
+    run.update(measured or {"failed": failed, "wall_seconds": time.perf_counter() - t0})
+    run.update(cpu=cpu_kind(), command=command)
+    return run
+
+
+def _train_and_test(cfg, data, tmp: str | Path) -> dict:
+    t0 = time.perf_counter()
+    r = fit(cfg, data, out_root=tmp, progress=False)
+    measured = dict(
+        test_acc=100 * r.test_acc, best_epoch=r.best_epoch,
+        best_val_acc=None if r.best_val_acc != r.best_val_acc else 100 * r.best_val_acc,
+        final_test_acc=100 * r.final_test_acc, wall_seconds=time.perf_counter() - t0,
+    )
+    if cfg.hflip and not cfg.tta_hflip:  # a failure here keeps the run's own figures
+        mirrored, failed = attempt(mirror_averaged_test_acc, r.run_dir / "best.pt", data)
+        measured.update({"test_acc_mirror_avg": 100 * mirrored} if failed is None else {"mirror_avg_failed": failed})
+    return measured
 
 
 def mirror_averaged_test_acc(checkpoint: Path, data) -> float:
@@ -105,24 +146,54 @@ def mirror_averaged_test_acc(checkpoint: Path, data) -> float:
 HEADERS = ["dataset", "model", "recipe", "seeds", "epochs", "test acc (mean ± std)", "min..max", "mirror-avg", "target", "met", "wall s/run"]
 
 
+def _cpu_labels(runs: list[dict]) -> dict:
+    """"CPU 1", "CPU 2", ... for each CPU the runs recorded, in the order first met; runs from before the CPU was
+    recorded share the key None."""
+    labels, n = {}, 0
+    for cpu in dict.fromkeys(r.get("cpu") for r in runs):
+        n += cpu is not None
+        labels[cpu] = "CPU not recorded" if cpu is None else f"CPU {n}"
+    return labels
+
+
+def _wall(finished: list[dict], labels: dict) -> str:
+    """The median wall time per run; per CPU, each named, when the row's runs ran on different CPUs."""
+    if not finished:
+        return "-"
+    by_cpu: dict = {}
+    for r in finished:
+        by_cpu.setdefault(r.get("cpu"), []).append(r["wall_seconds"])
+    if len(by_cpu) == 1:
+        return f"{statistics.median(next(iter(by_cpu.values()))):.0f}"
+    return "; ".join(f"{statistics.median(ws):.0f} ({labels[cpu]})" for cpu, ws in by_cpu.items())
+
+
 def summarise(runs: list[dict]) -> list[list[str]]:
+    """The table's rows, one per (dataset, recipe, model): means, spread and wall time over the runs that finished;
+    the seeds column counts the failed ones too ("3 (1 failed)")."""
     rows = []
+    labels = _cpu_labels(runs)
     ds = lambda r: r.get("dataset", "mnist")  # noqa: E731  (runs from before Fashion-MNIST have no field)
     keys = sorted({(ds(r), r["recipe"], r["model"]) for r in runs}, key=lambda k: (k[0] != "mnist", k[0], k[1] != "default", k[2]))
     for dataset, recipe, model in keys:
         rs = [r for r in runs if r["model"] == model and r["recipe"] == recipe and ds(r) == dataset]
-        accs = [r["test_acc"] for r in rs]
-        mean = statistics.mean(accs)
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        finished = [r for r in rs if not failure_of(r)]
+        accs = [r["test_acc"] for r in finished]
         target = TARGETS.get((dataset, model)) if recipe == "default" else None
-        met = "-" if target is None else ("yes" if mean >= target else f"no ({mean - target:+.2f})")
-        mirrored = [r["test_acc_mirror_avg"] for r in rs if "test_acc_mirror_avg" in r]
-        mirror = f"{statistics.mean(mirrored):.2f}" if len(mirrored) == len(rs) else "-"
+        if accs:
+            mean = statistics.mean(accs)
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            acc, spread = f"{mean:.2f} ± {std:.2f}", f"{min(accs):.2f}..{max(accs):.2f}"
+            met = "-" if target is None else ("yes" if mean >= target else f"no ({mean - target:+.2f})")
+        else:
+            acc, spread = "- (all failed)", "-"
+            met = "-" if target is None else "no (no run finished)"
+        mirrored = [r["test_acc_mirror_avg"] for r in finished if "test_acc_mirror_avg" in r]
+        mirror = f"{statistics.mean(mirrored):.2f}" if mirrored and len(mirrored) == len(finished) else "-"
         rows.append(
             [
-                dataset, model, recipe, str(len(rs)), str(rs[0]["epochs"]), f"{mean:.2f} ± {std:.2f}",
-                f"{min(accs):.2f}..{max(accs):.2f}", mirror, "-" if target is None else f"{target:.2f}", met,
-                f"{statistics.median(r['wall_seconds'] for r in rs):.0f}",
+                dataset, model, recipe, count_with_failures(len(rs), len(rs) - len(finished)), str(rs[0]["epochs"]), acc,
+                spread, mirror, "-" if target is None else f"{target:.2f}", met, _wall(finished, labels),
             ]
         )
     return rows
@@ -133,13 +204,30 @@ def _notes(runs: list[dict]) -> list[str]:
     return [f"- {r.get('dataset', 'mnist')} {r['model']} {r['recipe']} seed {r['seed']}: {r['note']}" for r in runs if r.get("note")]
 
 
-def render_markdown(table: list[list[str]], machine: str, command: str, notes: list[str] = ()) -> str:
+def _failures(runs: list[dict]) -> list[str]:
+    """One line per failed run: which, and why."""
+    return [f"- {r.get('dataset', 'mnist')} {r['model']} {r['recipe']} seed {r['seed']}: failed: {failure_of(r)}"
+            for r in runs if failure_of(r)]
+
+
+def _cpus(runs: list[dict]) -> list[str]:
+    """The CPUs the runs ran on, when more than one (with the runs recorded before the CPU was)."""
+    labels = _cpu_labels(runs)
+    if len(labels) < 2:
+        return []
+    count = lambda cpu: sum(r.get("cpu") == cpu for r in runs)  # noqa: E731
+    return [f"- {label}: {'(runs from before the CPU was recorded)' if cpu is None else cpu}, {count(cpu)} runs"
+            for cpu, label in labels.items()]
+
+
+def render_markdown(runs: list[dict], machine: str) -> str:
+    notes, failures, cpus = _notes(runs), _failures(runs), _cpus(runs)
     return "\n".join(
         [
             "# Accuracy on the official MNIST and Fashion-MNIST test sets",
             "",
             f"Machine: {machine}.  ",
-            f"Commands: `{command}` (run from the repository root, in that order, --resume adding runs).",
+            f"Commands: `{_commands(runs)}` (run from the repository root, in that order, --resume adding runs).",
             "",
             "Test accuracy in % of the 10,000 official test images; mean and sample standard deviation over seeds.",
             "Fashion-MNIST's default recipe mirrors images left-right instead of rotating or scaling them.",
@@ -156,9 +244,15 @@ def render_markdown(table: list[list[str]], machine: str, command: str, notes: l
             "cross-entropy, 10 epochs) but feeds batches from cnnlab's in-memory loader, so its wall time is below",
             "the course's own DataLoader loop (386 s for resnet's 10 epochs on this kind of machine, as the foundation",
             "issue reports it; benchmarks/speed.py of the speed issue is to measure that loop itself).",
+            *(["A run that failed counts in the seeds column (\"3 (1 failed)\") and nowhere else: accuracies and wall",
+               "times are over the runs that finished; the failures and their reasons are listed below the table."] if failures else []),
+            *(["The runs came from more than one CPU (listed below the table); where a row's did, its wall time is",
+               "given per CPU."] if cpus else []),
             "",
-            format_table(HEADERS, table, markdown=True),
+            format_table(HEADERS, summarise(runs), markdown=True),
             "",
+            *(["Runs that failed:", "", *failures, ""] if failures else []),
+            *(["CPUs of the runs:", "", *cpus, ""] if cpus else []),
             *(["Notes on single runs:", "", *notes, ""] if notes else []),
         ]
     )

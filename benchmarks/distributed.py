@@ -13,6 +13,10 @@ Then, in 2 processes, the time of one all-reduce of each model's gradient (its p
 float32) and of a sweep of sizes, from which a latency + size/bandwidth line is fitted. From these it
 works out what limits scaling for models this small and from which size more machines pay off.
 
+Every timed step runs at lr 1e-4 (machine.TIMING_LR): at the recipe's rate a model can diverge part-way, and a
+step costs the same at any lr. A measurement that fails (a process exits non-zero, any error) is recorded with its
+reason and the benchmark goes on (machine.attempt).
+
 Writes benchmarks/results/distributed.json and distributed.md. Run it alone: on 2 cores any other load
 changes every figure.
 
@@ -42,7 +46,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from machine import describe_machine, write_results  # noqa: E402
+from machine import TIMING_LR, ProcessFailed, attempt, describe_machine, failure_of, timing_lr_note, write_json, write_results  # noqa: E402
 from speed import _training_steps, step_flops  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
@@ -63,7 +67,7 @@ def child_throughput(model: str, batch: int, steps: int, repeats: int, threads: 
     torch.set_num_threads(threads)
     with distributed.local_main_first(world):
         data = load_mnist(progress=False)
-    run = _training_steps(model, data, "cpu", world, batch_size=batch)
+    run = _training_steps(model, data, "cpu", world, batch_size=batch, lr=TIMING_LR)
     run(max(5, steps // 4))
     rates = []
     for _ in range(repeats):
@@ -113,7 +117,8 @@ def child_steps(model: str, batch: int, epochs: int, steps: int, every: float, o
             self.f.flush()
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    cfg = make_config(model, epochs=epochs, steps=steps, batch_size=batch, device="cpu", log_every=10, checkpoint_every=every)
+    cfg = make_config(model, epochs=epochs, steps=steps, batch_size=batch, device="cpu", log_every=10, checkpoint_every=every,
+                      lr=TIMING_LR)  # timed steps and a restart's cost, at a rate that cannot diverge
     train([cfg], out_root=out, progress=False, observers=[StepLog()])
     if distributed.joined():
         distributed.leave(0)
@@ -173,34 +178,51 @@ def _children(pid: int) -> list[int]:
 
 def namespace_speed(model: str, batch: int, steps: int) -> dict:
     """Images/s of the README's two-machine command on two network namespaces (1 process each), against one
-    process with one thread and with two, on the same steps."""
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from train.test_two_machines import Machines, _agent, readme_two_machine_command
-
+    process with one thread and with two, on the same steps; an arrangement that fails: {"failed": reason}."""
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         child = ["--child", "steps", "--model", model, "--batch", str(batch), "--steps", str(steps), "--epochs", "1"]
         for label, threads in (("1 proc x 1 thread", 1), ("1 proc x 2 threads", 2)):
-            log = Path(tmp) / f"{threads}.log"
-            subprocess.run([sys.executable, str(Path(__file__).resolve()), *child, "--runs", f"{tmp}/r{threads}",
-                            "--result", str(log)], env={**os.environ, "OMP_NUM_THREADS": str(threads)}, check=True,
-                           capture_output=True, timeout=900)
-            rates[label] = _rate(_step_log(log), batch)
-        machines = Machines()
-        machines.make()
-        try:
-            words = readme_two_machine_command()
-            cmd = _agent(words, [])[: -3]  # the torchrun options, without `-m cnnlab train`
-            log = Path(tmp) / "ns.log"
-            target = [*cmd, str(Path(__file__).resolve()), *child, "--runs", f"{tmp}/ns", "--result", str(log)]
-            agents = [subprocess.Popen(machines.command(n, target), env={**os.environ, "OMP_NUM_THREADS": "1"},
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n in ("node1", "node2")]
-            for a in agents:
-                a.wait(timeout=900)
-            rates["2 namespaces x 1 proc x 1 thread"] = _rate(_step_log(log), batch)
-        finally:
-            machines.remove()
+            rate, failed = attempt(_speed_alone, child, threads, batch, Path(tmp))
+            rates[label] = {"failed": failed} if failed else rate
+        rate, failed = attempt(_speed_namespaces, child, batch, Path(tmp))
+        rates["2 namespaces x 1 proc x 1 thread"] = {"failed": failed} if failed else rate
     return rates
+
+
+def _speed_alone(child: list[str], threads: int, batch: int, tmp: Path) -> float:
+    log = tmp / f"{threads}.log"
+    cmd = [sys.executable, str(Path(__file__).resolve()), *child, "--runs", f"{tmp}/r{threads}", "--result", str(log)]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise ProcessFailed(f"distributed.py --child steps ({threads} threads)", proc.returncode, proc.stderr)
+    return _rate(_step_log(log), batch)
+
+
+def _speed_namespaces(child: list[str], batch: int, tmp: Path) -> float:
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from train.test_two_machines import Machines, _agent, readme_two_machine_command
+
+    machines = Machines()
+    machines.make()
+    try:
+        words = readme_two_machine_command()
+        cmd = _agent(words, [])[: -3]  # the torchrun options, without `-m cnnlab train`
+        log = tmp / "ns.log"
+        target = [*cmd, str(Path(__file__).resolve()), *child, "--runs", f"{tmp}/ns", "--result", str(log)]
+        agents = []
+        for n in ("node1", "node2"):
+            with open(tmp / f"{n}.err", "w") as err:  # a file, not a pipe: nobody reads while they run
+                agents.append(subprocess.Popen(machines.command(n, target), env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                               stdout=subprocess.DEVNULL, stderr=err))
+        for a in agents:
+            a.wait(timeout=900)
+        for n, a in zip(("node1", "node2"), agents):
+            if a.returncode != 0:
+                raise ProcessFailed(f"torchrun on {n}", a.returncode, (tmp / f"{n}.err").read_text(errors="replace"))
+        return _rate(_step_log(log), batch)
+    finally:
+        machines.remove()
 
 
 def _rate(steps: list[tuple[float, int]], batch: int) -> float:
@@ -225,15 +247,26 @@ def render_failure(r: dict) -> str:
         "| checkpoints | killed after step | resumed from step | steps lost | training lost (s) | to training again (s) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    failures = []
     for c in r["failure"]:
         name = f"--checkpoint-every {c['checkpoint_every']:g}" if c["checkpoint_every"] else "once an epoch"
+        if failure_of(c):
+            lines.append(f"| {name} | failed | - | - | - | - |")
+            failures.append(f"- the run with checkpoints {name}: failed: {failure_of(c)}")
+            continue
         lines.append(f"| {name} | {c['killed_after_step']} | {c['resumed_from_step']} | {c['steps_lost']} | "
                      f"{c['seconds_lost_of_training']:.1f} | {c['seconds_to_training_again']:.1f} |")
-    lines += ["", f"Images/s over {r['speed_steps']} steps (timed from step 30 on):", "",
+    lr = f"; {timing_lr_note(r['throughput_lr'])}" if "throughput_lr" in r else ""
+    lines += ["", f"Images/s over {r['speed_steps']} steps (timed from step 30 on{lr}):", "",
               "| arrangement | images/s |", "|---|---:|"]
-    lines += [f"| {k} | {v:,.0f} |" for k, v in r["speed"].items()]
+    for k, v in r["speed"].items():
+        lines.append(f"| {k} | {'failed' if failure_of(v) else f'{v:,.0f}'} |")
+        if failure_of(v):
+            failures.append(f"- {k}: failed: {failure_of(v)}")
     lines += ["", "The two namespaces share this host's cores, so they show what the network path and the",
               "rendezvous cost, not what a second machine adds.", ""]
+    if failures:
+        lines += ["Measurements that failed:", "", *failures, ""]
     return "\n".join(lines)
 
 
@@ -251,7 +284,8 @@ def _launch(nproc: int, child_args: list[str], threads: int) -> dict:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+            launcher = f"torchrun --nproc-per-node {nproc}" if nproc > 1 else "python"
+            raise ProcessFailed(f"{launcher} distributed.py --child {child_args[0]}", proc.returncode, proc.stderr)
         return json.loads(result.read_text())
 
 
@@ -265,23 +299,35 @@ def fit_line(points: dict[str, float]) -> tuple[float, float]:
 
 
 def render(r: dict) -> str:
-    rows, analysis = [], []
-    lat, bw = r["allreduce_fit"]["latency_s"], r["allreduce_fit"]["bandwidth_bytes_per_s"]
+    rows, analysis, failures = [], [], []
+    allreduce_failed = failure_of(r["allreduce"])
+    if allreduce_failed:
+        failures.append(f"- the all-reduce sweep: failed: {allreduce_failed}")
     for m, res in r["models"].items():
-        one2, one1, two1 = (res["throughput"][a[0]]["images_per_s"] for a in ARRANGEMENTS)
+        tps = [res["throughput"][a[0]] for a in ARRANGEMENTS]
+        failed = [(a[0], failure_of(t)) for a, t in zip(ARRANGEMENTS, tps) if failure_of(t)]
+        failures += [f"- {m}, {label}: failed: {why}" for label, why in failed]
+        comm = None if allreduce_failed else r["allreduce"][str(res["parameters"])]
+        comm_ms = "-" if comm is None else f"{1e3 * comm:.2f}"
+        if failed:
+            ips = ["failed" if failure_of(t) else f"{t['images_per_s']:,.0f}" for t in tps]
+            rows.append([m, f"{res['parameters']:,}", *ips, "-", "-", comm_ms, "-"])
+            continue
+        one2, one1, two1 = (t["images_per_s"] for t in tps)
         step_1t = r["batch"] / one1  # seconds of compute for a whole global batch on one core
-        comm = r["allreduce"][str(res["parameters"])]
         rows.append([
             m, f"{res['parameters']:,}", f"{one2:,.0f}", f"{one1:,.0f}", f"{two1:,.0f}", f"{two1 / one2:.2f}x",
-            f"{1e3 * step_1t / 2:.1f}", f"{1e3 * comm:.2f}", f"{100 * comm / (step_1t / 2):.1f}%",
+            f"{1e3 * step_1t / 2:.1f}", comm_ms, "-" if comm is None else f"{100 * comm / (step_1t / 2):.1f}%",
         ])
-        analysis.append((m, res, step_1t, comm))
+        if comm is not None:
+            analysis.append((m, res, step_1t, comm))
+    lr = f" {timing_lr_note(r['throughput_lr'])[0].upper()}{timing_lr_note(r['throughput_lr'])[1:]}." if "throughput_lr" in r else ""
     lines = [
         "# Data-parallel training: 1 process against 2",
         "",
         f"Machine: {r['machine']}. Command: `{r['command']}`. gloo on 127.0.0.1; global batch {r['batch']}, "
         f"{r['steps']} steps per timed run, median of {r['repeats']} runs after a warm-up; each arrangement a fresh "
-        "set of processes.",
+        f"set of processes.{lr}",
         "",
         format_table(
             ["model", "params", "img/s 1p x 2t", "img/s 1p x 1t", "img/s 2p x 1t", "2p / 1p",
@@ -295,16 +341,25 @@ def render(r: dict) -> str:
         "  of the 2 processes does per step. *all-reduce ms*: one all-reduce of the model's whole gradient",
         "  (parameters x 4 bytes) between the 2 processes, measured alone.",
         "",
-        "All-reduce between 2 processes on this machine (median of "
-        f"{r['allreduce_repeats']} each):",
-        "",
-        format_table(["floats", "bytes", "ms"], [[f"{int(n):,}", f"{4 * int(n):,}", f"{1e3 * t:.3f}"] for n, t in sorted(r["allreduce"].items(), key=lambda kv: int(kv[0]))], markdown=True),
-        "",
-        f"Fitted: time = {1e6 * lat:.0f} us + bytes / {bw / 1e9:.2f} GB/s (least squares over the sizes above).",
-        "",
-        "## What limits scaling here",
-        "",
+        *(["Measurements that failed (their cells say so, and what depends on them is '-'):", "", *failures, ""] if failures else []),
     ]
+    if allreduce_failed:
+        lines += ["All-reduce between 2 processes on this machine: failed (above).", ""]
+    else:
+        lat, bw = r["allreduce_fit"]["latency_s"], r["allreduce_fit"]["bandwidth_bytes_per_s"]
+        lines += [
+            "All-reduce between 2 processes on this machine (median of "
+            f"{r['allreduce_repeats']} each):",
+            "",
+            format_table(["floats", "bytes", "ms"], [[f"{int(n):,}", f"{4 * int(n):,}", f"{1e3 * t:.3f}"] for n, t in sorted(r["allreduce"].items(), key=lambda kv: int(kv[0]))], markdown=True),
+            "",
+            f"Fitted: time = {1e6 * lat:.0f} us + bytes / {bw / 1e9:.2f} GB/s (least squares over the sizes above).",
+            "",
+        ]
+    lines += ["## What limits scaling here", ""]
+    if not analysis:
+        return "\n".join([*lines, "Not worked out: it needs a model's three arrangements and the all-reduce, and no model "
+                           "has all of them (the failures are above).", ""])
     lines += [
         "- **Cores, not communication.** This machine has 2 cores: one process already uses both (intra-op",
         "  threads), so a second process can only win what one process loses to threading on small",
@@ -388,9 +443,13 @@ def main() -> int:
         model = a.models[0] if len(a.models) == 1 else "resnet"
         results = {"machine": describe_machine(), "cpu": cpu_kind(), "torch": torch.__version__, "model": model,
                    "batch": a.batch, "command": "python benchmarks/distributed.py " + " ".join(sys.argv[1:]),
-                   "failure": [failure_cost(model, a.batch, every) for every in (10.0, 0.0)], "speed_steps": 300}
+                   "throughput_lr": TIMING_LR, "speed_steps": 300, "failure": []}
+        for every in (10.0, 0.0):
+            cost, failed = attempt(failure_cost, model, a.batch, every)
+            results["failure"].append(cost or {"checkpoint_every": every, "failed": failed})
         results["speed"] = namespace_speed(model, a.batch, 300)
-        Path(a.out, "distributed_failure.json").write_text(json.dumps(results, indent=2))  # kept if the report fails
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        write_json(Path(a.out, "distributed_failure.json"), results)  # kept if the report fails
         write_results(a.out, "distributed_failure", results, render_failure(results))
         return 0
 
@@ -400,21 +459,27 @@ def main() -> int:
         return 0
     results: dict = {
         "machine": describe_machine(), "command": "python benchmarks/distributed.py " + " ".join(sys.argv[1:]),
-        "batch": a.batch, "steps": a.steps, "repeats": a.repeats, "torch": torch.__version__, "models": {},
+        "batch": a.batch, "steps": a.steps, "repeats": a.repeats, "torch": torch.__version__, "throughput_lr": TIMING_LR,
+        "models": {},
     }
     for m in a.models:
         res = {"parameters": count_parameters(create_model(m)), "train_flops_per_image": step_flops(m), "throughput": {}}
         for label, nproc, threads in ARRANGEMENTS:
             args = ["throughput", "--model", m, "--batch", str(a.batch), "--steps", str(a.steps),
                     "--repeats", str(a.repeats), "--threads", str(threads)]
-            res["throughput"][label] = _launch(nproc, args, threads)
-            print(f"{m}: {label}: {res['throughput'][label]['images_per_s']:,.0f} images/s", flush=True)
+            rate, failed = attempt(_launch, nproc, args, threads)
+            res["throughput"][label] = rate or {"failed": failed}
+            print(f"{m}: {label}: " + (f"failed: {failed}" if failed else f"{rate['images_per_s']:,.0f} images/s"), flush=True)
         results["models"][m] = res
     sizes = sorted({*SWEEP, *(r["parameters"] for r in results["models"].values())})
     results["allreduce_repeats"] = 50
-    results["allreduce"] = _launch(2, ["allreduce", "--sizes", *map(str, sizes), "--repeats", "50"], 1)
-    lat, bw = fit_line({n: t for n, t in results["allreduce"].items() if int(n) in SWEEP})
-    results["allreduce_fit"] = {"latency_s": lat, "bandwidth_bytes_per_s": bw}
+    times, failed = attempt(_launch, 2, ["allreduce", "--sizes", *map(str, sizes), "--repeats", "50"], 1)
+    results["allreduce"] = times or {"failed": failed}
+    if times:
+        lat, bw = fit_line({n: t for n, t in times.items() if int(n) in SWEEP})
+        results["allreduce_fit"] = {"latency_s": lat, "bandwidth_bytes_per_s": bw}
+    else:
+        print(f"all-reduce: failed: {failed}", flush=True)
     write_results(a.out, "distributed", results, render(results))
     return 0
 

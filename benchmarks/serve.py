@@ -17,6 +17,9 @@
    2048x2048 RGBA: each 16 MB once decoded, the pixel budget of cnnlab.data.pictures) for --seconds; the server
    process's peak resident memory (the kernel's VmHWM) against its memory at rest before, and after.
 
+A training run or a measurement that fails (a model whose loss stops being finite, a server that does not start,
+any error) is recorded with its reason, shown in place of its figures, and the benchmark goes on (machine.attempt).
+
 Writes serve.json and serve.md to --out (default benchmarks/results). Run it alone: the clients and the
 server share the same cores.
 """
@@ -43,7 +46,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from machine import describe_machine, write_results  # noqa: E402
+from machine import ProcessFailed, attempt, describe_machine, failure_of, write_results  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.sysinfo import cpu_kind  # noqa: E402
@@ -152,8 +155,11 @@ class Server:
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                exited = self.proc.poll()
                 self.__exit__()
-                raise RuntimeError(f"the server did not start: {self.proc.stderr.read().decode()[-2000:]}")
+                if exited is None:
+                    raise RuntimeError("cnnlab serve did not answer /api/health within 120 s")
+                raise ProcessFailed("cnnlab serve", exited, self.proc.stderr.read())
             time.sleep(0.2)
 
     def __exit__(self, *exc) -> None:
@@ -193,23 +199,28 @@ def explain_latency(runs: list[str], images: list[tuple[bytes, int]], repeats: i
     out = []
     with Server(runs) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         for m in http.get("/api/model").json()["models"]:
-            times, sizes = [], []
-            for k in range(repeats + 10):
-                data, _ = images[k % len(images)]
-                t0 = time.perf_counter()
-                r = http.post(f"/api/explain?model={m['id']}", content=data, headers={"Content-Type": "image/png"})
-                elapsed = time.perf_counter() - t0
-                if r.status_code != 200:
-                    raise RuntimeError(f"/api/explain of {m['model']}: HTTP {r.status_code} {r.text[:200]}")
-                if k >= 10:  # the first ones warm up
-                    times.append(elapsed)
-                    sizes.append(len(r.content))
-            q = statistics.quantiles(times, n=10)
-            out.append({"model": m["model"], "n": len(times), "p50_ms": 1000 * statistics.median(times),
-                        "p90_ms": 1000 * q[8], "answer_kb": statistics.median(sizes) / 1024,
-                        "layers": len(r.json()["layers"]), "parts": len(m["parts"])})
+            measured, failed = attempt(_explain_one, http, m, images, repeats)
+            out.append(measured or {"model": m["model"], "failed": failed})
             print("explain", json.dumps(out[-1]), flush=True)
     return out
+
+
+def _explain_one(http, m: dict, images: list[tuple[bytes, int]], repeats: int) -> dict:
+    times, sizes = [], []
+    for k in range(repeats + 10):
+        data, _ = images[k % len(images)]
+        t0 = time.perf_counter()
+        r = http.post(f"/api/explain?model={m['id']}", content=data, headers={"Content-Type": "image/png"})
+        elapsed = time.perf_counter() - t0
+        if r.status_code != 200:
+            raise RuntimeError(f"/api/explain of {m['model']}: HTTP {r.status_code} {r.text[:200]}")
+        if k >= 10:  # the first ones warm up
+            times.append(elapsed)
+            sizes.append(len(r.content))
+    q = statistics.quantiles(times, n=10)
+    return {"model": m["model"], "n": len(times), "p50_ms": 1000 * statistics.median(times),
+            "p90_ms": 1000 * q[8], "answer_kb": statistics.median(sizes) / 1024,
+            "layers": len(r.json()["layers"]), "parts": len(m["parts"])}
 
 
 def largest_pictures() -> list[tuple[str, bytes]]:
@@ -262,24 +273,28 @@ def memory_under_load(runs: list[str], clients: int, seconds: float) -> dict:
             "peak_rss_mb": after["VmHWM"] / 2**20, "rss_after_mb": after["VmRSS"] / 2**20}
 
 
+def _failed(what: str, reason: str) -> str:
+    return f"{what} failed: {reason}"
+
+
 def render(results: dict) -> str:
-    lat = results["latency"]
-    rows = [[part, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}", f"{v['mean_ms']:.2f}", str(v["n"])] for part, v in
-            (("decode + preprocess + model", lat["whole"]), ("decode + preprocess", lat["preprocess"]), ("model", lat["model"]))]
-    srv = results["server"]
-    erows = [[e["model"], f"{e['p50_ms']:.1f}", f"{e['p90_ms']:.1f}", str(e["n"]), str(e["layers"]), str(e["parts"]),
-              f"{e['answer_kb']:.0f}"] for e in results["explain"]]
-    mem = results["memory"]
-    srows = [[str(s["clients"]), f"{s['seconds']:.0f} s", f"{s['requests']:,}", f"{s['requests_per_s']:.0f}", f"{s['p50_ms']:.1f}",
-              f"{s['p99_ms']:.1f}", str(s["errors"])] for s in srv]
-    return f"""# Serving: one prediction, and the server under load
+    machine = f"""# Serving: one prediction, and the server under load
 
 Machine: {results['machine']}.  
 Command: `{results['command']}` (run from the repository root). Load average (1 min) of the machine at the start
 and the end: {results['load_average'][0]:.1f} and {results['load_average'][1]:.1f} (the 2 cores may be shared with other work: figures under load are slower than on a quiet machine).  
-Models: the lecture's three ({results['checkpoint_note']}); the sections on one prediction and the load use `{results['model']}`.
+Models: the lecture's three ({results['checkpoint_note']}); the sections on one prediction and the load use `{results.get('model', '-')}`.
+"""
+    return "\n".join([machine, _render_latency(results), _render_server(results), _render_explain(results), _render_memory(results)])
 
-## One prediction
+
+def _render_latency(results: dict) -> str:
+    lat = results["latency"]
+    if failure_of(lat):
+        return f"## One prediction\n\n{_failed('The measurement', failure_of(lat))}\n"
+    rows = [[part, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}", f"{v['mean_ms']:.2f}", str(v["n"])] for part, v in
+            (("decode + preprocess + model", lat["whole"]), ("decode + preprocess", lat["preprocess"]), ("model", lat["model"]))]
+    return f"""## One prediction
 
 A real MNIST test digit drawn dark on a light 280x280 canvas, as PNG bytes (what the page sends), through
 decoding, MNIST-style preprocessing and the model, in one thread (one PyTorch thread, as the server runs it);
@@ -287,26 +302,46 @@ decoding, MNIST-style preprocessing and the model, in one thread (one PyTorch th
 Milliseconds:
 
 {format_table(["part", "p50", "p99", "mean", "n"], rows, markdown=True)}
+"""
 
-## The server
+
+def _render_server(results: dict) -> str:
+    srv = results["server"]
+    done = [s for s in srv if not failure_of(s)]
+    srows = [[str(s["clients"]), f"{s['seconds']:.0f} s", f"{s['requests']:,}", f"{s['requests_per_s']:.0f}", f"{s['p50_ms']:.1f}",
+              f"{s['p99_ms']:.1f}", str(s["errors"])] for s in done]
+    failed = "".join("\n" + _failed(f"The load test with {s['clients']} client{'s' * (s['clients'] != 1)}", failure_of(s)) + "\n" for s in srv if failure_of(s))
+    table = f"\n{format_table(['clients', 'for', 'requests', 'requests/s', 'p50', 'p99', 'errors'], srows, markdown=True)}\n" if done else ""
+    return f"""## The server
 
 `cnnlab serve` in its own process on 127.0.0.1 (uvicorn, one worker process; predictions in threads, at most
 one per core); the clients are asyncio tasks with httpx in another process on the same 2 cores, each posting
 a JSON data URL and waiting for the answer before the next. An error is any answer that is not 200 with the
 right digit. Latency in milliseconds, as the clients see it:
+{table}{failed}"""
 
-{format_table(["clients", "for", "requests", "requests/s", "p50", "p99", "errors"], srows, markdown=True)}
 
-## The inside view: /api/explain per model
+def _render_explain(results: dict) -> str:
+    done = [e for e in results["explain"] if not failure_of(e)]
+    erows = [[e["model"], f"{e['p50_ms']:.1f}", f"{e['p90_ms']:.1f}", str(e["n"]), str(e["layers"]), str(e["parts"]),
+              f"{e['answer_kb']:.0f}"] for e in done]
+    failed = "".join(f"\n{_failed(e['model'], failure_of(e))}\n" for e in results["explain"] if failure_of(e))
+    table = f"\n{format_table(['model', 'p50', 'p90', 'n', 'layers', 'parts', 'answer (kB)'], erows, markdown=True)}\n" if done else ""
+    n = f"{done[0]['n']} requests each" if done else "the requests"
+    return f"""## The inside view: /api/explain per model
 
 `cnnlab serve` with the runs below; one client (httpx, same machine) posts the canvas PNGs raw to
-`/api/explain?model=<id>` of each model in turn, {results['explain'][0]['n']} requests each after 10 to warm up.
+`/api/explain?model=<id>` of each model in turn, {n} after 10 to warm up.
 The time is the whole round trip as the page sees it: HTTP, decoding and preparing the picture, the network with
 its hooks, and the JSON of every layer's maps (PNG atlases). CPU: {results['cpu']}. Milliseconds:
+{table}{failed}"""
 
-{format_table(["model", "p50", "p90", "n", "layers", "parts", "answer (kB)"], erows, markdown=True)}
 
-## Memory under a burst of the largest pictures
+def _render_memory(results: dict) -> str:
+    mem = results["memory"]
+    if failure_of(mem):
+        return f"## Memory under a burst of the largest pictures\n\n{_failed('The measurement', failure_of(mem))}\n"
+    return f"""## Memory under a burst of the largest pictures
 
 `cnnlab serve` with the same runs; {mem['clients']} clients (asyncio, httpx) post, for {mem['seconds']:.0f} s, the
 largest pictures within the limits: {', '.join(mem['pictures'])}, each 16 MB once decoded. Answers:
@@ -318,6 +353,37 @@ At most `workers` pictures (one per core) are decoded at once, each within the 1
 grow with the number of clients; at most 32 image requests hold their bodies meanwhile (the app's IMAGE_REQUESTS;
 this run was made before that cap, with bodies of about 25 kB), each at most {mem.get('body_limit_mb', 5.4):.1f} MB.
 """
+
+
+def measure(results: dict, runs: list[str], images: list[tuple[bytes, int]], args: argparse.Namespace) -> None:
+    """Each measurement into `results`, one after another; one that fails is recorded as {"failed": reason}
+    (for the load tests and /api/explain, per clients count and per model) and the next goes on."""
+    if not runs:
+        nothing = "no model to serve: every training run failed"
+        results["latency"], results["memory"] = {"failed": nothing}, {"failed": nothing}
+        results["server"] = [{"clients": n, "failed": nothing} for n in args.clients]
+        results["explain"] = [{"model": "every model", "failed": nothing}]
+        return
+    checkpoint = runs[0]
+    measured, failed = attempt(_one_prediction, checkpoint, images, args.repeats)
+    results["model"], results["latency"] = measured if measured else (checkpoint, {"failed": failed})
+    print("latency", json.dumps(results["latency"]), flush=True)
+    results["server"] = []
+    for n in args.clients:
+        load, failed = attempt(server_load, checkpoint, images, n, args.seconds)
+        results["server"].append(load or {"clients": n, "failed": failed})
+        print("server", json.dumps(results["server"][-1]), flush=True)
+    explained, failed = attempt(explain_latency, runs, images, args.explain_repeats)
+    results["explain"] = explained or [{"model": "every model (the server)", "failed": failed}]
+    memory, failed = attempt(memory_under_load, runs, args.memory_clients, args.seconds)
+    results["memory"] = {**memory, "body_limit_mb": BODY_LIMIT / 2**20} if memory else {"failed": failed}
+    print("memory", json.dumps(results["memory"]), flush=True)
+
+
+def _one_prediction(checkpoint: str, images: list[tuple[bytes, int]], repeats: int) -> tuple[str, dict]:
+    """(the model's name, the latency of one prediction in this process)."""
+    predictor = Predictor(checkpoint)
+    return predictor.info["model"], latency(predictor, images, repeats)
 
 
 def main() -> int:
@@ -341,27 +407,22 @@ def main() -> int:
         if not runs:
             from cnnlab.train import fit, make_config
 
-            results_ = [fit(make_config(m, epochs=args.train_epochs, device="cpu", seed=0), mnist, out_root=tmp, progress=False)
-                        for m in ("resnet", "basic_cnn", "inception_net")]
-            runs = [str(r.run_dir) for r in results_]
+            trained = []
+            for m in ("resnet", "basic_cnn", "inception_net"):
+                r, failed = attempt(fit, make_config(m, epochs=args.train_epochs, device="cpu", seed=0), mnist, out_root=tmp,
+                                    progress=False)
+                trained.append((m, r, failed))
+                if failed:
+                    print(f"training {m}: failed: {failed}", flush=True)
+            runs = [str(r.run_dir) for _, r, _ in trained if r]
             note = (f"{args.train_epochs}-epoch training runs made by the benchmark: "
-                    + ", ".join(f"{r.model} {100 * r.test_acc:.2f}%" for r in results_) + " test accuracy")
-        checkpoint = runs[0]
-        predictor = Predictor(checkpoint)
+                    + "; ".join(f"{m} failed: {failed}" if failed else f"{m} {100 * r.test_acc:.2f}% test accuracy"
+                                for m, r, failed in trained))
         images = canvas_pngs(mnist)
         results = {"machine": describe_machine(), "cpu": cpu_kind(),
                    "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-                   "model": predictor.info["model"], "checkpoint_note": note, "load_average": [os.getloadavg()[0]]}
-        results["latency"] = latency(predictor, images, args.repeats)
-        print("latency", json.dumps(results["latency"]), flush=True)
-        results["server"] = []
-        for n in args.clients:
-            results["server"].append(server_load(checkpoint, images, n, args.seconds))
-            print("server", json.dumps(results["server"][-1]), flush=True)
-        results["explain"] = explain_latency(runs, images, args.explain_repeats)
-        results["memory"] = memory_under_load(runs, args.memory_clients, args.seconds)
-        results["memory"]["body_limit_mb"] = BODY_LIMIT / 2**20
-        print("memory", json.dumps(results["memory"]), flush=True)
+                   "checkpoint_note": note, "load_average": [os.getloadavg()[0]]}
+        measure(results, runs, images, args)
         results["load_average"].append(os.getloadavg()[0])
     write_results(args.out, "serve", results, render(results))
     return 0

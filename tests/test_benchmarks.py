@@ -1,0 +1,279 @@
+"""The benchmarks' failure handling: a run that fails is recorded with its reason, the benchmark goes on, and the
+tables show it (issue 17, item 1). The scripts in benchmarks/ are imported as the benchmarks import each other."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .synthetic import synthetic_mnist
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+sys.path.insert(0, str(BENCHMARKS))
+
+import accuracy  # noqa: E402
+import distributed  # noqa: E402
+import gpu  # noqa: E402
+import machine  # noqa: E402
+import serve  # noqa: E402
+
+DIVERGED = ("NonFiniteLoss: the training loss stopped being a finite number at step 38 (epoch 1); training stopped and "
+            "no epoch had finished, so nothing was kept. Try a lower --lr (now 0.05)")
+
+
+def _saved(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+# ---- the shared helper ------------------------------------------------------------------------------------------
+
+
+def test_attempt_records_the_reason_and_the_next_run_goes_on():
+    def run(seed: int) -> float:
+        if seed == 1:
+            raise ValueError("the loss went to NaN\nat step 3")
+        return seed / 10
+
+    results = [machine.attempt(run, seed) for seed in range(3)]
+
+    assert results == [(0.0, None), (None, "ValueError: the loss went to NaN ... at step 3"), (0.2, None)]
+
+
+def test_attempt_passes_keyword_arguments_and_lets_ctrl_c_through():
+    assert machine.attempt(dict, a=1) == ({"a": 1}, None)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        machine.attempt(interrupted)
+
+
+def test_a_reason_is_one_line_and_bounded():
+    reason = machine.failure_reason(RuntimeError("first\n" + "x" * 2000 + "\n\nthe end"))
+
+    assert "\n" not in reason
+    assert reason.startswith("RuntimeError: first ... ") and reason.endswith("the end")
+    assert len(reason) <= 400
+    assert machine.failure_reason(KeyError()) == "KeyError"
+
+
+def test_a_failed_process_is_named_by_its_last_stderr_line():
+    script = "echo 'a warning' >&2; echo 'cnnlab train: error: the training loss stopped being a finite number' >&2; exit 3"
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+
+    _, reason = machine.attempt(_check, proc)
+
+    assert reason == ("ProcessFailed: cnnlab train exited with status 3: "
+                      "cnnlab train: error: the training loss stopped being a finite number")
+
+
+def _check(proc: subprocess.CompletedProcess) -> None:
+    if proc.returncode != 0:
+        raise machine.ProcessFailed("cnnlab train", proc.returncode, proc.stderr)
+
+
+def test_a_failed_torchrun_is_named_by_its_workers_error_not_by_its_report_box():
+    stderr = "\n".join([
+        "Traceback (most recent call last):",
+        '  File "distributed.py", line 3, in <module>',
+        "cnnlab.train.loop.NonFiniteLoss: the training loss stopped being a finite number at step 38 (epoch 1)",
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
+        "============================================================",
+        "Root Cause (first observed failure):",
+        "  error_file: <N/A>",
+        "  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html",
+        "============================================================",
+    ])
+
+    failed = machine.ProcessFailed("torchrun", 1, stderr.encode())
+
+    assert failed.last_line.startswith("cnnlab.train.loop.NonFiniteLoss: the training loss stopped")
+    assert str(machine.ProcessFailed("python", 1, "")) == "python exited with status 1: (nothing on stderr)"
+
+
+def test_failure_of_reads_old_records_as_finished():
+    assert machine.failure_of({"test_acc": 99.1}) is None
+    assert machine.failure_of(1234.5) is None  # a bare figure, as old throughput records are
+    assert machine.failure_of({"failed": "ValueError: x"}) == "ValueError: x"
+
+
+# ---- accuracy.py ------------------------------------------------------------------------------------------------
+
+
+def _record(seed: int, acc: float | None, cpu: str | None = "CPU A", wall: float = 100.0) -> dict:
+    r = dict(dataset="mnist", model="inception_net", recipe="default", seed=seed, epochs=15, wall_seconds=wall, command="c")
+    if cpu is not None:
+        r["cpu"] = cpu
+    if acc is None:
+        r["failed"] = DIVERGED
+    else:
+        r.update(test_acc=acc, best_epoch=10, best_val_acc=acc, final_test_acc=acc)
+    return r
+
+
+def test_accuracy_table_shows_a_failed_run_and_means_over_the_finished():
+    runs = [_record(0, 99.30), _record(1, None, wall=5.0), _record(2, 99.50, wall=120.0)]
+
+    (row,) = accuracy.summarise(runs)
+    md = accuracy.render_markdown(runs, "the machine (PyTorch kernels: AVX2)")
+
+    cells = dict(zip(accuracy.HEADERS, row))
+    assert cells["seeds"] == "3 (1 failed)"
+    assert cells["test acc (mean ± std)"] == "99.40 ± 0.14"
+    assert cells["min..max"] == "99.30..99.50"
+    assert cells["met"] == "no (-0.05)"
+    assert cells["wall s/run"] == "110"  # the failed run's 5 s is not a run's wall time
+    assert f"- mnist inception_net default seed 1: failed: {DIVERGED}" in md
+    assert "Machine: the machine (PyTorch kernels: AVX2)" in md
+
+
+def test_accuracy_row_whose_runs_all_failed():
+    (row,) = accuracy.summarise([_record(0, None), _record(1, None)])
+
+    cells = dict(zip(accuracy.HEADERS, row))
+    assert cells["seeds"] == "2 (2 failed)"
+    assert cells["test acc (mean ± std)"] == "- (all failed)"
+    assert cells["met"] == "no (no run finished)"
+    assert cells["wall s/run"] == "-"
+
+
+def test_accuracy_wall_names_the_cpu_when_a_rows_runs_differ():
+    runs = [_record(0, 99.3, cpu="AMD EPYC (PyTorch kernels: AVX2)", wall=150.0),
+            _record(1, 99.4, cpu="AMD EPYC (PyTorch kernels: AVX512)", wall=90.0),
+            _record(2, 99.5, cpu=None, wall=160.0)]
+
+    (row,) = accuracy.summarise(runs)
+    md = accuracy.render_markdown(runs, "m")
+
+    assert row[-1] == "150 (CPU 1); 90 (CPU 2); 160 (CPU not recorded)"
+    assert "- CPU 1: AMD EPYC (PyTorch kernels: AVX2), 1 runs" in md
+    assert "- CPU 2: AMD EPYC (PyTorch kernels: AVX512), 1 runs" in md
+    same = accuracy.summarise([_record(0, 99.3, wall=150.0), _record(1, 99.4, wall=90.0)])
+    assert same[0][-1] == "120"
+
+
+def test_accuracy_resume_keeps_failed_runs_unless_asked_to_retry():
+    runs = [_record(0, 99.3), _record(1, None)]
+    old = {k: v for k, v in _record(2, 99.4).items() if k not in ("dataset", "cpu")}  # from before those fields
+    planned = [("mnist", "inception_net", "default", s) for s in range(4)]
+
+    todo, kept = accuracy.plan_runs(planned, [*runs, old])
+    assert todo == [planned[3]] and len(kept) == 3
+
+    todo, kept = accuracy.plan_runs(planned, [*runs, old], retry_failed=True)
+    assert todo == [planned[1], planned[3]]
+    assert [r["seed"] for r in kept] == [0, 2]  # the failed record gives way to the new run
+
+
+def test_a_run_that_really_diverges_is_recorded_as_failed(tmp_path):
+    data = synthetic_mnist(train=300, test=50, seed=0)
+
+    run = accuracy.run_one("mnist", "basic_cnn", "default", 0, data, tmp_path, "cmd", lr=1e5, steps=12, batch_size=50,
+                           val_size=50, log_every=4)
+
+    assert run["failed"].startswith("NonFiniteLoss: the training loss stopped being a finite number at step ")
+    assert "test_acc" not in run
+    assert run["cpu"] == machine.cpu_kind() and run["wall_seconds"] > 0
+    (row,) = accuracy.summarise([run])
+    assert row[3] == "1 (1 failed)"
+
+
+def test_a_run_that_finishes_records_its_accuracy_and_cpu(tmp_path):
+    data = synthetic_mnist(train=300, test=50, seed=0)
+
+    run = accuracy.run_one("mnist", "basic_cnn", "default", 0, data, tmp_path, "cmd", steps=3, batch_size=50, val_size=50)
+
+    assert "failed" not in run
+    assert 0 <= run["test_acc"] <= 100 and run["cpu"] == machine.cpu_kind() and run["wall_seconds"] > 0
+
+
+# ---- old results files and failed measurements in the other tables -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["accuracy", "distributed"])
+def test_report_only_renders_old_results_as_before(name):
+    saved = _saved(name)
+    md = accuracy.render_markdown(saved["runs"], saved["machine"]) if name == "accuracy" else distributed.render(saved)
+
+    assert md == (RESULTS / f"{name}.md").read_text()
+
+
+@pytest.mark.parametrize("name,render", [("serve", serve.render), ("gpu", gpu.render),
+                                         ("distributed_failure", distributed.render_failure)])
+def test_old_results_render_with_their_machine(name, render):
+    saved = _saved(name)
+    md = render(saved)
+
+    assert f"Machine: {saved['machine']}" in md
+    assert "failed" not in md
+
+
+def test_distributed_shows_a_failed_arrangement_and_a_failed_all_reduce():
+    saved = _saved("distributed")
+    model = next(iter(saved["models"]))
+    broken = copy.deepcopy(saved)
+    broken["models"][model]["throughput"]["2 procs x 1 thread"] = {"failed": "ProcessFailed: torchrun exited with status 1: x"}
+    md = distributed.render(broken)
+    assert f"- {model}, 2 procs x 1 thread: failed: ProcessFailed: torchrun exited with status 1: x" in md
+    assert "Fitted: time" in md  # the rest is still there
+
+    broken["allreduce"] = {"failed": "ProcessFailed: torchrun exited with status 1: y"}
+    del broken["allreduce_fit"]
+    broken["throughput_lr"] = machine.TIMING_LR
+    md = distributed.render(broken)
+    assert "- the all-reduce sweep: failed: ProcessFailed: torchrun exited with status 1: y" in md
+    assert "Not worked out: it needs" in md
+    assert "Steps timed at lr 0.0001 so that no setting can diverge" in md
+
+
+def test_gpu_shows_failed_runs_and_throughput():
+    saved = _saved("gpu")
+    model = next(iter(saved["models"]))
+    per = saved["models"][model]
+    per["budget"][0] = {"arm": "budget", "model": model, "seed": 0, "budget": per["budget"][0]["budget"], "failed": DIVERGED}
+    per["throughput"]["batch 512, off"] = {"failed": DIVERGED}
+    saved["throughput_lr"] = 1e-4
+
+    md = gpu.render(saved)
+
+    budget = f"budget {per['budget'][0]['budget']:g} s"
+    # the file's runs: one per budget; the failed one leaves its row without figures
+    assert re.search(rf"\|\s*{model}\s*\|\s*{budget}\s*\|\s*1 \(1 failed\)\s*\|\s*-\s*\|\s*-\s*\|\s*-\s*\|", md)
+    assert f"- {model} {budget} seed 0: failed: {DIVERGED}" in md
+    assert f"- {model} throughput, batch 512, off: failed: {DIVERGED}" in md
+    assert "steps timed at lr 0.0001 so that no setting can diverge" in md
+
+
+def test_serve_shows_failed_measurements_in_place_of_their_figures():
+    saved = _saved("serve")
+    saved["latency"] = {"failed": "ProcessFailed: cnnlab serve exited with status 1: boom"}
+    saved["server"][1] = {"clients": 8, "failed": "ReadTimeout: timed out"}
+    saved["explain"][0] = {"model": "resnet", "failed": "RuntimeError: /api/explain of resnet: HTTP 500"}
+    saved["memory"] = {"failed": "OSError: no /proc"}
+
+    md = serve.render(saved)
+
+    assert "The measurement failed: ProcessFailed: cnnlab serve exited with status 1: boom" in md
+    assert "The load test with 8 clients failed: ReadTimeout: timed out" in md
+    assert "resnet failed: RuntimeError: /api/explain of resnet: HTTP 500" in md
+    assert "The measurement failed: OSError: no /proc" in md
+    assert "| basic_cnn" in md  # the models whose measurement finished keep their rows
+
+
+def test_serve_with_no_model_to_serve_records_every_measurement_as_failed():
+    import argparse
+
+    results = {"machine": "m", "cpu": "c", "command": "cmd", "checkpoint_note": "", "load_average": [0.0, 0.0]}
+
+    serve.measure(results, [], [], argparse.Namespace(clients=[1, 8]))
+    md = serve.render(results)
+
+    assert md.count("failed: no model to serve: every training run failed") == 5  # latency, 2 loads, explain, memory
