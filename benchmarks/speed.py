@@ -47,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from course_loop import CourseMNIST  # noqa: E402
-from machine import describe_machine, write_file, write_json  # noqa: E402
+from machine import TIMING_LR, ProcessFailed, attempt, describe_machine, write_file, write_json  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.data.batching import InMemoryLoader  # noqa: E402
@@ -69,9 +69,9 @@ BUDGETS = {
     "basic_cnn": [3.0, 4.0, 5.0, 7.0, 10.0, 15.0],
 }
 SEEDS_PER_BUDGET = 3
-# Training steps are timed at this learning rate: a step costs the same at any rate, and this one cannot diverge
+# Training steps are timed at TIMING_LR (1e-4): a step costs the same at any rate, and this one cannot diverge
 # (at the recipe's 0.05, a 60-step plan diverged on one machine, which ended the benchmark before issue 17).
-THROUGHPUT_LR = 1e-4
+THROUGHPUT_LR = TIMING_LR
 # Targets of issue 17: times sooner than the course's 10 epochs (moonshots in brackets).
 SPEEDUP_TARGETS = {"resnet": (20, 30), "inception_net": (10, 20)}
 BUSY_STEPS = 400  # the busy arm's run: about one epoch of resnet
@@ -109,26 +109,19 @@ def _launch(args: list[str], rss_file: str) -> tuple[float, subprocess.Popen]:
     return t0, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-class RunFailed(RuntimeError):
-    """A training process that exited non-zero; the message is its last line on stderr (cnnlab says why there)."""
-
-
 def _finish(proc: subprocess.Popen, rss_file: str) -> tuple[str, float]:
     """Wait for proc; its stdout and its peak resident memory in MB."""
     out, err = proc.communicate()
     if proc.returncode != 0:
-        last = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), "no message")
-        raise RunFailed(f"exit {proc.returncode}: {last.strip()[:300]}")
+        raise ProcessFailed(" ".join(proc.args[3:6]), proc.returncode, err)
     return out, int(Path(rss_file).read_text()) / 1024
 
 
-def attempt(fn, *args, **kwargs) -> dict:
-    """fn(*args, **kwargs), a dict of results; or, when it fails, {"failed": reason} (one line), so that one run
-    that goes wrong on some machine is recorded as failed and the benchmark goes on."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001  (any failure of one run is recorded, never the end of the benchmark)
-        return {"failed": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"}
+def attempt_run(fn, *args, **kwargs) -> dict:
+    """fn(*args, **kwargs), a run's dict of results; or, when it fails, {"failed": reason} (machine.attempt), so that
+    one run that goes wrong on some machine is recorded as failed and the benchmark goes on."""
+    result, reason = attempt(fn, *args, **kwargs)
+    return result if reason is None else {"failed": reason}
 
 
 def _summarise_epochs(arm: str, model: str, seed: int, t0: float, t_end: float, rss: float, epochs: list[dict]) -> dict:
@@ -174,13 +167,14 @@ def run_cnnlab(arm: str, model: str, seed: int, budget: float | None, extra: tup
     return r
 
 
-def budget_search(model: str, budgets: list[float], seeds: int, done: dict, save) -> dict:
+def budget_search(model: str, budgets: list[float], seeds: int, done: dict, save, run=run_cnnlab) -> dict:
     """Each budget in turn, `seeds` runs each, until one at which every run ends at >= 99.0% test accuracy; a
-    budget is left at its first run below (or failed). `done` (budget -> runs) keeps what a --resume found."""
+    budget is left at its first run below (or failed). `done` (budget -> runs) keeps what a --resume found;
+    `run(arm, model, seed, budget)` trains one (a process of `cnnlab train`)."""
     for budget in budgets:
         runs = done.setdefault(f"{budget:g}", [])
         while len(runs) < seeds and all(r.get("test_acc", 0) >= TARGET_ACC for r in runs):
-            r = attempt(run_cnnlab, "budget", model, len(runs), budget)
+            r = attempt_run(run, "budget", model, len(runs), budget)
             r.setdefault("budget", budget)
             runs.append(r)
             save()
@@ -205,7 +199,7 @@ def busy_runs(model: str, repeats: int, done: dict, save) -> None:
                     for _ in range(spinners)]
             try:
                 time.sleep(0.5 if spinners else 0)
-                r = attempt(run_cnnlab, "busy", model, i, None, ("--steps", str(BUSY_STEPS), *extra))
+                r = attempt_run(run_cnnlab, "busy", model, i, None, ("--steps", str(BUSY_STEPS), *extra))
             finally:
                 for p in spin:
                     p.kill()
@@ -569,7 +563,7 @@ def main() -> int:
         for arm, n in (("course", args.course_runs), ("default", args.default_runs)):
             runs = per.setdefault(arm, [])
             for seed in range(len(runs), n):
-                r = attempt(run_course, model, seed) if arm == "course" else attempt(run_cnnlab, arm, model, seed, None)
+                r = attempt_run(run_course, model, seed) if arm == "course" else attempt_run(run_cnnlab, arm, model, seed, None)
                 runs.append(r)
                 save()
                 if "failed" in r:

@@ -277,3 +277,37 @@ def test_serve_with_no_model_to_serve_records_every_measurement_as_failed():
     md = serve.render(results)
 
     assert md.count("failed: no model to serve: every training run failed") == 5  # latency, 2 loads, explain, memory
+
+
+# ---- speed.py: the smallest budget at which every seed reaches 99.0% ------------------------------------------
+
+
+def test_the_budget_search_leaves_a_budget_at_its_first_miss_and_stops_at_the_first_that_every_seed_passes():
+    import speed
+
+    calls = []
+
+    def run(arm, model, seed, budget):
+        calls.append((budget, seed))
+        if budget == 6 and seed == 1:
+            raise RuntimeError("the training loss stopped being a finite number at step 38")
+        acc = {4: 0.985, 5: 0.992 if seed == 0 else 0.989, 6: 0.993, 7: 0.994}[budget]
+        return {"test_acc": acc, "wall_seconds": budget + 1.5 + seed / 10}
+
+    found = speed.budget_search("resnet", [4, 5, 6, 7, 8], 3, done := {}, lambda: None, run)
+    assert calls == [(4, 0), (5, 0), (5, 1), (6, 0), (6, 1), (7, 0), (7, 1), (7, 2)]
+    assert found["budget"] == 7 and [r["test_acc"] for r in found["runs"]] == [0.994] * 3
+    assert done["6"][1]["failed"].startswith("RuntimeError: the training loss stopped being a finite number")
+    # --resume: what is done is kept, nothing is run again
+    calls.clear()
+    assert speed.budget_search("resnet", [4, 5, 6, 7, 8], 3, done, lambda: None, run)["budget"] == 7 and calls == []
+    results = {"machine": "test machine", "command": "python benchmarks/speed.py", "matmul": {"per_size": {2048: 100.0}, "gflops": 100.0},
+               "models": {"resnet": {"budgets": done, "budget_found": found, "step_flops": 1e7,
+                                     "throughput": {"course": 1000.0, "cnnlab": 3000.0},
+                                     "course": [{"wall_seconds": 170.0, "time_to_99": None, "epochs": 10,
+                                                 "final_test_acc": 0.988, "peak_rss_mb": 400.0}]}}}
+    (row,) = speed.budget_rows(results)
+    assert row["budget"] == 7 and row["wall"] == pytest.approx(8.6) and row["speedup"] == pytest.approx(170 / 8.6)
+    md = speed.render_markdown(results)
+    assert "reaches 99.0% with `--time-budget 7` in 8.6 s from process start to exit" in md
+    assert "6 s: 99.30%, failed" in md and "19.8x sooner than the course loop's 10 epochs" in md

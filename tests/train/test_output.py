@@ -57,7 +57,7 @@ def test_output_to_a_pipe_is_one_plain_line_per_epoch(procs, noise_folder, tmp_p
 def test_a_loss_that_is_not_finite_names_the_run_directory_in_its_one_line(noise_folder, tmp_path, capsys, reliability):
     from cnnlab.cli import main
 
-    argv = ["train", "--model", "basic_cnn", "--dataset", f"imagefolder:{noise_folder}", "--batch-size", "8",
+    argv = ["train", "--model", "basic_cnn", "--dataset", f"imagefolder:{noise_folder}", "--batch-size", "2",
             "--lr", "1e6", "--out", str(tmp_path / "runs"), "--no-progress"]
     code = main([*argv, "--steps", "6"])  # blows up at step 3, in the first epoch: nothing to keep
     err = capsys.readouterr().err
