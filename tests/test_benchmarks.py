@@ -109,7 +109,8 @@ def test_failure_of_reads_old_records_as_finished():
 
 
 def _record(seed: int, acc: float | None, cpu: str | None = "CPU A", wall: float = 100.0) -> dict:
-    r = dict(dataset="mnist", model="inception_net", recipe="default", seed=seed, epochs=15, wall_seconds=wall, command="c")
+    r = dict(dataset="mnist", model="inception_net", recipe="default", seed=seed, epochs=15, wall_seconds=wall, command="c",
+             grad_clip=2.0)
     if cpu is not None:
         r["cpu"] = cpu
     if acc is None:
@@ -171,6 +172,12 @@ def test_accuracy_resume_keeps_failed_runs_unless_asked_to_retry():
     todo, kept = accuracy.plan_runs(planned, [*runs, old], retry_failed=True)
     assert todo == [planned[1], planned[3]]
     assert [r["seed"] for r in kept] == [0, 2]  # the failed record gives way to the new run
+
+    unclipped = {k: v for k, v in _record(3, 99.4).items() if k != "grad_clip"}  # from before issue 17's recipe
+    todo, kept = accuracy.plan_runs(planned, [*runs, old, unclipped])
+    assert todo == [planned[3]] and len(kept) == 4  # kept as measured, and run again with the recipe now
+    rows = accuracy.summarise(kept)
+    assert [r[2] for r in rows] == ["default", "default, before clipping"]
 
 
 def test_a_run_that_really_diverges_is_recorded_as_failed(tmp_path):

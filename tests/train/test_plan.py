@@ -105,3 +105,13 @@ def test_a_short_run_keeps_a_warm_up_of_150_steps_or_half_the_run():
         build_schedule(opt, cfg, plan)
         lam = opt.param_groups[0]["lr"]  # the factor of step 0 = 1 / warm-up
         assert lam == pytest.approx(1.0 / expected), total
+
+
+def test_a_budget_run_shorter_than_an_epoch_follows_a_slowdown_within_it():
+    """Another program starts halfway through a one-epoch run and every step takes three times as long: the plan,
+    measured again every 50 steps, still ends inside the budget."""
+    clock = FakeClock()
+    plan = BudgetPlan(2000, 128, 12.0, start=0.0, eval_images=15000, clock=clock)
+    steps, epochs = simulate(plan, clock, lambda i: 0.01 if i < 300 else 0.03, eval_seconds=0.5)
+    assert epochs == 1 and clock.now <= 12.0
+    assert clock.now >= 0.8 * (12.0 - 1.0 - 0.05 * 12.0)  # and it still uses the budget

@@ -25,8 +25,8 @@ import torch
 _CHECK_SECONDS = 1.0  # how often the load is measured: long enough for /proc's 10 ms ticks to average out
 _FIRST_CHECK_SECONDS = 0.25  # until the first decision: sooner (a window from the set-up to the first step counts)
 _BUSY_DOWN, _BUSY_UP = 0.6, 0.4  # a core counts as taken above 0.6 busy, as free again below 0.4 (hysteresis)
-_SLOW = 2.5  # steps this many times slower than the run's fastest are said to be slow
-_RECOVERED = 1.5  # ... and fast again within this factor
+_SLOW = 2.5  # steps this many times slower than the run's fastest are said to be slow (once a run: the rate of a
+# crowded machine swings, and one line says what to do)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ class ThreadChooser:
         self.threads = torch.get_num_threads()
         self.busy: float | None = None  # cores other programs kept busy in the last window
         self.fastest: float | None = None  # the best steps per second of any window
-        self.slow_said = False
+        self.slow_said = False  # said once a run
+        self.crowded_said = False  # --threads given: said once that they outnumber the free cores
         self._window: tuple[float, CpuTimes | None, int] | None = None
         self._steps = 0
         self._decided = False
@@ -121,6 +122,11 @@ class ThreadChooser:
             self.busy = others_busy(before, after, self.n_cores)
             if self.adapt:
                 self._choose(self.busy)
+            elif not self.crowded_said and self.threads > self.n_cores - _whole(self.busy, _BUSY_DOWN):
+                self.crowded_said = True
+                self.say(f"other programs are keeping {self.busy:.1f} of the {self.n_cores} cores busy, and --threads "
+                         f"{self.threads} makes every step wait for a busy core: leave --threads out and cnnlab uses "
+                         "the cores that are free")
         if self._decided and self._steps > steps0:
             self._pace((self._steps - steps0) / (now - t0))
         self._decided = True
@@ -152,8 +158,6 @@ class ThreadChooser:
                       f"--threads {self.threads} keeps every thread waiting for a busy core: leave --threads out and "
                       "cnnlab uses the cores that are free")
             self.say(f"steps are running {slower:.1f}x slower than at the fastest in this run ({busy}); {advice}")
-        elif slower <= _RECOVERED:
-            self.slow_said = False
 
 
 # The thread count a chooser last set, and the count it found before: a later run in the same process (train --model

@@ -2,8 +2,8 @@
 
 With a budget the run measures its own speed over its first steps, then sets the step count so that
 training, the evaluation after every epoch and the final write-out end inside the budget. It measures
-again after every epoch and revises the count, so a machine that slows down (or speeds up) midway is
-still met. The learning-rate schedule reads `total_steps` on every step, so it always anneals to zero
+again every 50 steps and after every epoch and revises the count, so a machine that slows down (or speeds
+up) midway is still met, even in a run shorter than one epoch. The learning-rate schedule reads `total_steps` on every step, so it always anneals to zero
 at the planned end. The last epoch may be a partial pass over the training split.
 """
 
@@ -20,6 +20,8 @@ _CALIBRATION_STEPS = 20
 # Part of the budget held back for what the plan does not model (checkpoints, the final figure, jitter).
 _RESERVE_FRACTION = 0.05
 _RESERVE_SECONDS = 1.0
+# After the first plan, the speed is measured again over every this many steps (not across an evaluation).
+_REPLAN_STEPS = 50
 
 
 class Plan:
@@ -85,17 +87,30 @@ class BudgetPlan(Plan):
         self.step_seconds: float | None = None
         self.eval_seconds: float | None = None
         self._t_skip: float | None = None
+        self._mark: tuple[int, float] | None = None  # (step, time) the current speed window started at
 
     def after_step(self, step: int, sync: Callable[[], None]) -> None:
-        if self.stopped or self.step_seconds is not None or step not in (_SKIP_STEPS, _SKIP_STEPS + _CALIBRATION_STEPS):
+        if self.stopped:
             return
-        sync()  # on a GPU, wait for the queued steps so that the clock measures them
-        now = self.clock()
-        if self._t_skip is None:
-            self._t_skip = now
-        else:
-            self.step_seconds = (now - self._t_skip) / _CALIBRATION_STEPS
-            self._replan(done_steps=step, done_epochs=0)
+        if self.step_seconds is None:  # calibrating
+            if step not in (_SKIP_STEPS, _SKIP_STEPS + _CALIBRATION_STEPS):
+                return
+            sync()  # on a GPU, wait for the queued steps so that the clock measures them
+            now = self.clock()
+            if self._t_skip is None:
+                self._t_skip = now
+            else:
+                self.step_seconds = (now - self._t_skip) / _CALIBRATION_STEPS
+                self._replan(done_steps=step, done_epochs=0)
+                self._mark = (step, now)
+            return
+        if self._mark is None or step - self._mark[0] >= _REPLAN_STEPS:
+            sync()
+            now = self.clock()
+            if self._mark is not None:
+                self.step_seconds = (now - self._mark[1]) / (step - self._mark[0])
+                self._replan(done_steps=step, done_epochs=(step - 1) // self.steps_per_epoch)
+            self._mark = (step, now)
 
     def after_epoch(self, epoch: int, steps_done: int, train_seconds: float, eval_seconds: float) -> None:
         if self.stopped:
@@ -105,6 +120,7 @@ class BudgetPlan(Plan):
             return
         self.step_seconds = train_seconds / self.steps_per_epoch
         self.eval_seconds = eval_seconds
+        self._mark = None  # the next window starts after this evaluation
         self._replan(done_steps=steps_done, done_epochs=epoch)
 
     def _replan(self, done_steps: int, done_epochs: int) -> None:
