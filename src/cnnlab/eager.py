@@ -6,7 +6,8 @@ a fifth of a run that reaches 99% in seconds. Among them are an optimiser's step
 state_dict and load_state_dict, and the FLOP counter's dispatch. cnnlab never compiles (train/runtime.py says why),
 so here those functions run as the wrappers would run them once imported, without the import. The results are
 torch's own (tested equal, bit for bit). With another torch whose wrappers differ, nothing is marked and the import
-simply happens.
+simply happens. The marks hold for the whole process: in a notebook that also uses torch.compile after a cnnlab
+run, the compiler may trace those few functions instead of skipping them.
 """
 
 from __future__ import annotations
