@@ -78,15 +78,16 @@ class ThreadChooser:
     """Sets PyTorch's threads to the cores other programs leave free (`adapt`), and tells (`say`) when steps slow.
 
     Call `start()` when the run begins, `begin_epoch()` before each epoch's steps and `step()` after each step.
-    `threads_given`: the user's --threads, kept as it is (0: adapt, up to `max_threads`, PyTorch's own count).
+    `threads_given`: the user's --threads, kept as it is (0: adapt, up to `max_threads`, PyTorch's own count,
+    PYTORCH_THREADS).
     """
 
     def __init__(self, threads_given: int, say: Callable[[str], None], max_threads: int | None = None,
                  read: Callable[[], CpuTimes | None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.adapt = threads_given == 0
-        self.max_threads = max_threads or _threads_before_us()
+        self.max_threads = max_threads or PYTORCH_THREADS
         if self.adapt and torch.get_num_threads() != self.max_threads:  # an earlier run in this process lowered it
-            _set_threads(self.max_threads)
+            torch.set_num_threads(self.max_threads)
         self.cores = _usable_cores()
         self._read = read or (lambda: read_cpu_times(self.cores))
         self.n_cores = len(self.cores) if self.cores else (os.cpu_count() or 1)
@@ -143,7 +144,7 @@ class ThreadChooser:
         want = max(1, min(self.max_threads, want))
         if want == self.threads:
             return
-        _set_threads(want)
+        torch.set_num_threads(want)
         self.threads = want
         if want < self.max_threads:
             self.say(f"other programs are keeping {busy:.1f} of the {self.n_cores} cores busy: training on "
@@ -164,21 +165,10 @@ class ThreadChooser:
             self.say(f"steps are running {slower:.1f}x slower than at the fastest in this run ({busy}); {advice}")
 
 
-# The thread count a chooser last set, and the count it found before: a later run in the same process (train --model
-# lecture trains three) starts again from PyTorch's count, not from what the load left, unless someone else changed it.
-_ours: tuple[int, int] | None = None
-
-
-def _threads_before_us() -> int:
-    now = torch.get_num_threads()
-    return _ours[1] if _ours is not None and _ours[0] == now else now
-
-
-def _set_threads(n: int) -> None:
-    global _ours
-    before = _threads_before_us()
-    torch.set_num_threads(n)
-    _ours = (n, before)
+# PyTorch's own thread count (one per physical core, or OMP_NUM_THREADS), read when this module is first imported,
+# before any run changed it: what an adapting run starts from, and the most it uses. A second run in the same
+# process (train --model lecture trains three) starts from it again, not from what the load left.
+PYTORCH_THREADS = torch.get_num_threads()
 
 
 def _whole(busy: float, threshold: float) -> int:
