@@ -350,8 +350,8 @@ largest pictures within the limits: {', '.join(mem['pictures'])}, each 16 MB onc
 {format_table(["at rest before", "peak during (VmHWM)", "2 s after"], [[f"{mem['rss_before_mb']:.0f} MB", f"{mem['peak_rss_mb']:.0f} MB", f"{mem['rss_after_mb']:.0f} MB"]], markdown=True)}
 
 At most `workers` pictures (one per core) are decoded at once, each within the 16 MB budget, so the peak does not
-grow with the number of clients; at most 32 image requests hold their bodies meanwhile (the app's IMAGE_REQUESTS;
-this run was made before that cap, with bodies of about 25 kB), each at most {mem.get('body_limit_mb', 5.4):.1f} MB.
+grow with the number of clients; at most 32 image requests hold their bodies meanwhile (the app's IMAGE_REQUESTS),
+each at most {mem.get('body_limit_mb', 5.4):.1f} MB (here about 25 kB each).
 """
 
 
