@@ -51,6 +51,18 @@ def chooser(machine: FakeMachine, threads_given: int = 0, max_threads: int = 2):
     return c, said
 
 
+def begun(machine: FakeMachine, threads_given: int = 0, others: float = 0.0):
+    """A chooser as a run sets it up (a given --threads applied first, as runtime.configure does), then half a
+    second of set-up beside `others` busy cores before the first epoch's steps."""
+    if threads_given:
+        torch.set_num_threads(threads_given)
+    c, said = chooser(machine, threads_given)
+    c.start()
+    machine.advance(others, 0.5, 0.5)
+    c.begin_epoch()
+    return c, said
+
+
 def run_steps(c: ThreadChooser, machine: FakeMachine, seconds: float, steps_per_second: float, others: float) -> None:
     """`seconds` of steps at `steps_per_second`, beside `others` busy cores (ours: the threads in use)."""
     for _ in range(round(seconds * steps_per_second)):
@@ -67,12 +79,7 @@ def test_others_busy_is_the_machines_busy_time_less_our_own():
 
 def test_a_busy_core_takes_a_thread_and_a_quiet_one_gives_it_back():
     m = FakeMachine()
-    c, said = chooser(m)
-    torch.set_num_threads(2)
-    c.threads = 2
-    c.start()
-    m.advance(others=1.0, ours=0.5, seconds=0.5)  # set-up beside a busy core
-    c.begin_epoch()
+    c, said = begun(m, others=1.0)  # set-up beside a busy core
     assert c.threads == 1 and torch.get_num_threads() == 1
     assert "keeping 1.0 of the 2 cores busy: training on 1 thread" in said[-1]
     run_steps(c, m, seconds=3, steps_per_second=40, others=0.5)  # half a core: inside the hysteresis, kept
@@ -85,12 +92,7 @@ def test_a_busy_core_takes_a_thread_and_a_quiet_one_gives_it_back():
 
 def test_threads_the_user_gave_are_kept_and_the_slowdown_is_said_once_with_what_to_do():
     m = FakeMachine()
-    c, said = chooser(m, threads_given=2)
-    torch.set_num_threads(2)
-    c.threads = 2
-    c.start()
-    m.advance(0.0, 1.0, 0.5)
-    c.begin_epoch()
+    c, said = begun(m, threads_given=2)
     run_steps(c, m, seconds=3, steps_per_second=70, others=0.0)
     assert said == []
     run_steps(c, m, seconds=4, steps_per_second=20, others=1.0)  # 3.5x slower
@@ -104,10 +106,7 @@ def test_threads_the_user_gave_are_kept_and_the_slowdown_is_said_once_with_what_
 
 def test_the_evaluation_between_epochs_is_not_taken_for_slow_steps():
     m = FakeMachine()
-    c, said = chooser(m)
-    c.start()
-    m.advance(0.0, 1.0, 0.5)
-    c.begin_epoch()
+    c, said = begun(m)
     run_steps(c, m, seconds=3, steps_per_second=70, others=0.0)
     m.advance(0.0, 2.0, seconds=5)  # evaluating: no steps for 5 s
     c.begin_epoch()
@@ -130,13 +129,13 @@ def test_a_later_run_in_the_same_process_starts_from_pytorchs_count_again():
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat") or len(os.sched_getaffinity(0)) < 2, reason="needs /proc and 2 cores")
 def test_a_real_busy_process_is_seen_from_proc():
-    cores = frozenset(sorted(os.sched_getaffinity(0))[:2])
+    two = frozenset(sorted(os.sched_getaffinity(0))[:2])
     spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 20: pass"])
     try:
         time.sleep(0.3)  # started
-        before = read_cpu_times(cores)
+        before = read_cpu_times(two)
         time.sleep(1.0)
-        after = read_cpu_times(cores)
+        after = read_cpu_times(two)
     finally:
         spinner.kill()
         spinner.wait()
@@ -146,12 +145,7 @@ def test_a_real_busy_process_is_seen_from_proc():
 
 def test_threads_the_user_gave_beside_a_core_already_busy_are_named_once_as_the_reason():
     m = FakeMachine()
-    c, said = chooser(m, threads_given=2)
-    torch.set_num_threads(2)
-    c.threads = 2
-    c.start()
-    m.advance(1.0, 0.5, 0.5)  # busy from the start: no faster window to compare with
-    c.begin_epoch()
+    c, said = begun(m, threads_given=2, others=1.0)  # busy from the start: no faster window to compare with
     run_steps(c, m, seconds=4, steps_per_second=20, others=1.0)
     assert c.threads == 2
     (line,) = said

@@ -31,6 +31,12 @@ _FIRST_CHECK_SECONDS = 0.25  # until the first decision: sooner (a window from t
 _BUSY_DOWN, _BUSY_UP = 0.6, 0.4  # a core counts as taken above 0.6 busy, as free again below 0.4 (hysteresis)
 _SLOW = 2.5  # steps this many times slower than the run's fastest are said to be slow (once a run: the rate of a
 # crowded machine swings, and one line says what to do)
+_LEAVE_THREADS_OUT = "leave --threads out and cnnlab uses the cores that are free"
+
+# PyTorch's own thread count (one per physical core, or OMP_NUM_THREADS), read when this module is first imported,
+# before any run changed it: what an adapting run starts from, and the most it uses. A second run in the same
+# process (train --model lecture trains three) starts from it again, not from what the load left.
+PYTORCH_THREADS = torch.get_num_threads()
 
 
 @dataclass(frozen=True)
@@ -130,8 +136,7 @@ class ThreadChooser:
             elif not self.crowded_said and self.threads > self.n_cores - _whole(self.busy, _BUSY_DOWN):
                 self.crowded_said = True
                 self.say(f"other programs are keeping {self.busy:.1f} of the {self.n_cores} cores busy, and --threads "
-                         f"{self.threads} makes every step wait for a busy core: leave --threads out and cnnlab uses "
-                         "the cores that are free")
+                         f"{self.threads} makes every step wait for a busy core: {_LEAVE_THREADS_OUT}")
         if self._decided and self._steps > steps0:
             self._pace((self._steps - steps0) / (now - t0))
         self._decided = True
@@ -160,15 +165,8 @@ class ThreadChooser:
             self.slow_said = True
             busy = f"other programs are keeping {self.busy:.1f} of the {self.n_cores} cores busy" if self.busy is not None else "the machine is busier"
             advice = ("close them to train at full speed" if self.adapt else
-                      f"--threads {self.threads} keeps every thread waiting for a busy core: leave --threads out and "
-                      "cnnlab uses the cores that are free")
+                      f"--threads {self.threads} keeps every thread waiting for a busy core: {_LEAVE_THREADS_OUT}")
             self.say(f"steps are running {slower:.1f}x slower than at the fastest in this run ({busy}); {advice}")
-
-
-# PyTorch's own thread count (one per physical core, or OMP_NUM_THREADS), read when this module is first imported,
-# before any run changed it: what an adapting run starts from, and the most it uses. A second run in the same
-# process (train --model lecture trains three) starts from it again, not from what the load left.
-PYTORCH_THREADS = torch.get_num_threads()
 
 
 def _whole(busy: float, threshold: float) -> int:

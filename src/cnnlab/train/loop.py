@@ -17,9 +17,9 @@ from cnnlab.data import ImageSet
 from cnnlab.data.batching import InMemoryLoader
 from cnnlab.device import autocast
 from cnnlab.eager import eager_optimizer
-from cnnlab.train.cores import ThreadChooser
 from cnnlab.runs.model import evaluation_sums, model_input
 from cnnlab.train.augment import augmented, pipeline
+from cnnlab.train.cores import ThreadChooser
 from cnnlab.train.distributed import SINGLE, World, all_reduce_min, all_reduce_sum
 from cnnlab.train.gradients import GradNormRecorder
 from cnnlab.train.plan import Plan

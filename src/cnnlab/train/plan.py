@@ -86,31 +86,22 @@ class BudgetPlan(Plan):
         self.clock = clock
         self.step_seconds: float | None = None
         self.eval_seconds: float | None = None
-        self._t_skip: float | None = None
         self._mark: tuple[int, float] | None = None  # (step, time) the current speed window started at
 
     def after_step(self, step: int, sync: Callable[[], None]) -> None:
-        if self.stopped:
+        """Time windows of steps: the first (calibration) after _SKIP_STEPS, then one every _REPLAN_STEPS, each
+        followed by a new plan; an evaluation ends a window (after_epoch)."""
+        calibrating = self.step_seconds is None
+        if self.stopped or (calibrating and step < _SKIP_STEPS):
             return
-        if self.step_seconds is None:  # calibrating
-            if step not in (_SKIP_STEPS, _SKIP_STEPS + _CALIBRATION_STEPS):
-                return
-            sync()  # on a GPU, wait for the queued steps so that the clock measures them
-            now = self.clock()
-            if self._t_skip is None:
-                self._t_skip = now
-            else:
-                self.step_seconds = (now - self._t_skip) / _CALIBRATION_STEPS
-                self._replan(done_steps=step, done_epochs=0)
-                self._mark = (step, now)
+        if self._mark is not None and step - self._mark[0] < (_CALIBRATION_STEPS if calibrating else _REPLAN_STEPS):
             return
-        if self._mark is None or step - self._mark[0] >= _REPLAN_STEPS:
-            sync()
-            now = self.clock()
-            if self._mark is not None:
-                self.step_seconds = (now - self._mark[1]) / (step - self._mark[0])
-                self._replan(done_steps=step, done_epochs=(step - 1) // self.steps_per_epoch)
-            self._mark = (step, now)
+        sync()  # on a GPU, wait for the queued steps so that the clock measures them
+        now = self.clock()
+        if self._mark is not None:
+            self.step_seconds = (now - self._mark[1]) / (step - self._mark[0])
+            self._replan(done_steps=step, done_epochs=(step - 1) // self.steps_per_epoch)
+        self._mark = (step, now)
 
     def after_epoch(self, epoch: int, steps_done: int, train_seconds: float, eval_seconds: float) -> None:
         if self.stopped:
