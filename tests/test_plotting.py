@@ -54,3 +54,24 @@ def test_cnnlab_bundles_no_font():
     package = Path(cnnlab.__file__).resolve().parent
     fonts = [p for p in package.rglob("*") if p.suffix.lower() in {".ttf", ".ttc", ".otf", ".woff", ".woff2"}]
     assert fonts == []
+
+
+def _tick_labels(axis) -> list[str]:
+    axis.axes.figure.canvas.draw()  # labels are set when the figure is drawn
+    return [t.get_text() for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text()]
+
+
+@pytest.mark.parametrize("epochs", [1, 12])
+def test_curves_label_the_error_axis_in_plain_numbers_and_the_epochs_as_integers(epochs):
+    from cnnlab.runs.rundir import plot_curves
+
+    rows = [dict(epoch=e, train_loss=0.7 / e, train_acc=1 - 0.08 / e, val_loss=0.1 / e, val_acc=1 - 0.01 / e ** 0.5,
+                 test_loss=0.1 / e, test_acc=1 - 0.009 / e ** 0.5) for e in range(1, epochs + 1)]
+    fig = plot_curves(rows, None, title="resnet (default recipe)")
+    ax_loss, ax_err = fig.axes
+    labels = _tick_labels(ax_err.yaxis)
+    assert len(labels) >= 3, labels  # minor ticks labelled too: the axis spans about one decade
+    assert all("$" not in t and "e" not in t for t in labels), labels  # no mathtext, no 1e-01
+    assert {float(t) for t in labels} >= {1.0, 2.0}, labels
+    for ax in (ax_loss, ax_err):
+        assert all(float(t).is_integer() for t in _tick_labels(ax.xaxis)), _tick_labels(ax.xaxis)

@@ -66,14 +66,12 @@ def plot_compare(runs: list[Run], path: str | Path | None) -> Figure:
         ax_e.plot(ep, err, marker="o", ms=3, label=f"{r.label} [{key.split('_')[0]}]")
     ax_l.set(xlabel="epoch", ylabel="training loss (as trained)", title="training loss", yscale="log")
     ax_e.set(xlabel="epoch", ylabel="error (%), log scale", title="held-out error rate", yscale="log")
-    from matplotlib.ticker import FormatStrFormatter
+    from cnnlab.plotting import plain_log_ticks
 
     for ax in (ax_l, ax_e):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-        # Label the minor ticks too: a log axis spanning less than a decade otherwise shows one number.
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        plain_log_ticks(ax.yaxis)  # minor ticks labelled too: a log axis spanning less than a decade shows one number
         ax.tick_params(axis="y", which="minor", labelsize=7)
     fig.tight_layout()
     if path is not None:

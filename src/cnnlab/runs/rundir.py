@@ -241,17 +241,21 @@ def plot_curves(rows: list[dict[str, float | None]], path: str | Path | None, ti
             ax_e.plot(epochs, err, style, marker="o", ms=3, label=label)
     ax_l.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_e.set(xlabel="epoch", ylabel="error (%), log scale", title="error rate (100 - accuracy)", yscale="log")
+    from matplotlib.ticker import MaxNLocator
+
+    from cnnlab.plotting import font_family, plain_log_ticks, save_figure  # matplotlib: only where a figure is made
+
+    plain_log_ticks(ax_e.yaxis)
     for ax in (ax_l, ax_e):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: 1 2 3, never 0.98 1.00 1.02
+        if len(set(epochs)) == 1:  # one epoch (a short budget): room for integers around it
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     if title:
-        from cnnlab.plotting import font_family
-
         fig.suptitle(title, fontfamily=font_family(title))
     fig.tight_layout()
     if path is not None:
-        from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
-
         save_figure(fig, path)
     return fig
 
