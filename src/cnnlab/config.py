@@ -133,15 +133,19 @@ class TrainConfig:
     # autocast: "auto" = float32 everywhere (bf16 measured slower for these nets on an H200); "bf16"; "off"
     amp: str = _flag("auto", "autocast; auto = float32 (bfloat16 measured slower for these networks, even on an H200) "
                      "(default: auto)", ("auto", "bf16", "off"))
-    seed: int = _flag(0, "random seed of the weights, the order and the augmentation; a CPU run repeats exactly on the "
-                      "same kind of CPU at the same --threads (default: 0)", "int", range=Range(0, MAX_SEED, whole=True))
+    seed: int = _flag(0, "random seed of the weights, the order and the augmentation; a CPU run repeats to the digit on "
+                      "the same machine at the same --threads, whatever else runs beside it (default: 0)", "int",
+                      range=Range(0, MAX_SEED, whole=True))
     split_seed: int = _flag(0, "imagefolder: seed of the train/test split, kept apart from --seed so that runs with "
                             "different seeds are tested on the same images (default: 0)", "int", "N",
                             range=Range(0, MAX_SEED, whole=True))
     device: str = _setting("auto", choices=DEVICES)  # "auto", "cpu", "cuda" or "mps" (cnnlab.device)
-    # CPU threads for PyTorch, the --threads of every command; 0: PyTorch's count (one per core), and while training,
-    # one per core that other programs leave free, measured as the run goes (train/cores.py).
+    # CPU threads for PyTorch, the --threads of every command; 0: PyTorch's count (one per core), kept for the whole run,
+    # since the thread count changes the last bits of every sum (a run that adapts says so: adapt_threads).
     threads: int = _setting(0, Range(0, MAX_THREADS, whole=True))
+    adapt_threads: bool = _flag(False, "CPU: fit the threads to the cores other programs leave free as the run goes, so that "
+                                "steps do not wait for a busy core; the digits then depend on that load, and the run "
+                                "records the thread counts it used (default: off, the run repeats exactly)", "bool")
     data_dir: str | None = None  # a directory holding the data set's files (or an image folder's new place)
     log_every: int = _setting(50, Range(1, 10**9, whole=True))  # steps between progress-bar loss updates (each a host sync)
     run_name: str | None = _flag(None, "name the run directory OUT/NAME (letters, digits, '.', '_', '-'): a stopped run of "

@@ -9,6 +9,11 @@ import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
+# PyTorch's own thread count (one per physical core, or OMP_NUM_THREADS), read when this module is first imported,
+# before any command changed it: what `--threads 0` means, for every run in the process alike (cnnlab.fit twice in a
+# notebook, the first with threads=1, trains the second on this count again, not on what the first left).
+PYTORCH_THREADS = torch.get_num_threads()
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA, then MPS, then the CPU; an explicit device that is absent is an error."""
@@ -28,9 +33,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def use_threads(threads: int) -> None:
-    """`threads` > 0 sets PyTorch's CPU threads; 0 keeps PyTorch's own choice (one per physical core)."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+    """`threads` > 0 sets PyTorch's CPU threads; 0 sets PyTorch's own count (PYTORCH_THREADS)."""
+    want = threads if threads > 0 else PYTORCH_THREADS
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:

@@ -1,5 +1,5 @@
-"""The CPU threads a run uses beside other programs (train/cores.py): measured from /proc, chosen with hysteresis,
-and said once when steps slow down. The /proc readings are faked where a test needs a given load (they come from
+"""The CPU threads a run uses beside other programs (train/cores.py): kept by default, or with --adapt-threads
+measured from /proc and chosen with hysteresis; said once when steps slow down. The /proc readings are faked where a test needs a given load (they come from
 outside the project); one test measures a real busy process."""
 
 from __future__ import annotations
@@ -44,19 +44,18 @@ class FakeMachine:
         self.t += seconds
 
 
-def chooser(machine: FakeMachine, threads_given: int = 0, max_threads: int = 2):
+def chooser(machine: FakeMachine, adapt: bool = True, max_threads: int | None = 2):
     said: list[str] = []
-    c = ThreadChooser(threads_given, said.append, max_threads=max_threads, read=machine.read, clock=machine.clock)
+    c = ThreadChooser(adapt, said.append, max_threads=max_threads, read=machine.read, clock=machine.clock)
     c.n_cores = 2
     return c, said
 
 
-def begun(machine: FakeMachine, threads_given: int = 0, others: float = 0.0):
-    """A chooser as a run sets it up (a given --threads applied first, as runtime.configure does), then half a
-    second of set-up beside `others` busy cores before the first epoch's steps."""
-    if threads_given:
-        torch.set_num_threads(threads_given)
-    c, said = chooser(machine, threads_given)
+def begun(machine: FakeMachine, adapt: bool = True, others: float = 0.0):
+    """A chooser as a run sets it up (its 2 threads applied first, as runtime.configure does), then half a second
+    of set-up beside `others` busy cores before the first epoch's steps."""
+    torch.set_num_threads(2)
+    c, said = chooser(machine, adapt)
     c.start()
     machine.advance(others, 0.5, 0.5)
     c.begin_epoch()
@@ -88,20 +87,29 @@ def test_a_busy_core_takes_a_thread_and_a_quiet_one_gives_it_back():
     assert c.threads == 2 and torch.get_num_threads() == 2 and said[-1].endswith("the cores are free again: training on 2 threads")
     run_steps(c, m, seconds=3, steps_per_second=60, others=0.5)  # from 2 threads: half a core is not taken yet
     assert c.threads == 2
+    assert c.used[:2] == [2, 1] and c.used[-1] == 2  # what the run records: its digits depend on these changes
 
 
-def test_threads_the_user_gave_are_kept_and_the_slowdown_is_said_once_with_what_to_do():
+def test_a_run_that_does_not_adapt_keeps_its_threads_beside_a_busy_core():
     m = FakeMachine()
-    c, said = begun(m, threads_given=2)
+    c, said = begun(m, adapt=False, others=1.0)
+    run_steps(c, m, seconds=4, steps_per_second=20, others=1.0)
+    assert c.threads == 2 and torch.get_num_threads() == 2 and c.used == [2]
+    assert len(said) == 1 and "--adapt-threads" in said[0], said
+
+
+def test_kept_threads_stay_and_the_slowdown_is_said_once_with_what_to_do():
+    m = FakeMachine()
+    c, said = begun(m, adapt=False)
     run_steps(c, m, seconds=3, steps_per_second=70, others=0.0)
     assert said == []
     run_steps(c, m, seconds=4, steps_per_second=20, others=1.0)  # 3.5x slower
     assert c.threads == 2 and torch.get_num_threads() == 2
     (line,) = [s for s in said if "slower" in s]
     assert "steps are running 3.5x slower than at the fastest in this run" in line, line
-    assert "keeping 1.0 of the 2 cores busy" in line and "leave --threads out" in line, line
+    assert "keeping 1.0 of the 2 cores busy" in line and "--adapt-threads" in line, line
     run_steps(c, m, seconds=4, steps_per_second=20, others=1.0)
-    assert len(said) == 2 and "makes every step wait for a busy core" in said[0]  # each once a run
+    assert len(said) == 2 and "waits for them at every step" in said[0]  # each once a run
 
 
 def test_the_evaluation_between_epochs_is_not_taken_for_slow_steps():
@@ -143,10 +151,10 @@ def test_a_real_busy_process_is_seen_from_proc():
     assert others_busy(before, after, 2) >= 0.6  # one core's worth, less what the machine's other work took from it
 
 
-def test_threads_the_user_gave_beside_a_core_already_busy_are_named_once_as_the_reason():
+def test_kept_threads_beside_a_core_already_busy_are_named_once_as_the_reason():
     m = FakeMachine()
-    c, said = begun(m, threads_given=2, others=1.0)  # busy from the start: no faster window to compare with
+    c, said = begun(m, adapt=False, others=1.0)  # busy from the start: no faster window to compare with
     run_steps(c, m, seconds=4, steps_per_second=20, others=1.0)
     assert c.threads == 2
     (line,) = said
-    assert "keeping 1.0 of the 2 cores busy, and --threads 2 makes every step wait for a busy core" in line, line
+    assert "keeping 1.0 of the 2 cores busy, and each of this run's 2 threads waits for them at every step" in line, line

@@ -1,20 +1,23 @@
-"""How many CPU threads a training run uses when --threads is not given: one per core that other programs leave
-free, measured as the run goes.
+"""The CPU threads of a training run beside other programs: kept as they are by default, so that a seeded run
+repeats to the digit, or, with --adapt-threads, fitted to the cores other programs leave free as the run goes.
 
 PyTorch splits each operator of a step over its threads and waits for the last one. When another program holds a
 core, the thread that shares it gets that core only in turns of a few milliseconds, so every operator waits for
 it: on the 2-core AMD EPYC of benchmarks/results, one busy core made resnet's step 3-4x slower with 2 threads,
-while 1 thread ran at its idle speed (the other core was still free). So a run watches, through /proc/stat, how
-many of its cores other programs keep busy (the machine's busy time less its own), and uses the cores they leave:
-checked before the first step and then about every second, and changed back when they go quiet. It also says,
-once, when steps run far slower than they did, and what to do about it.
+while 1 thread ran at its idle speed (the other core was still free). An adapting run watches, through /proc/stat,
+how many of its cores other programs keep busy (the machine's busy time less its own), and uses the cores they
+leave: checked before the first step and then about every second, and changed back when they go quiet.
+
+That speed has a price: the thread count changes how every sum is split, so the last bits of the weights, and after
+a few epochs the fourth digit of an accuracy, follow the other programs' load. A run keeps its threads unless asked
+(--adapt-threads), and an adapting run records the counts it used (`ThreadChooser.used`, summary.json's `threads`).
+Either way a run says, once, when other programs slow its steps, and what to do about it.
 
 The threads' wait policy was measured too and left as it is: beside one busy core, a resnet step with 2 threads
 took 39-55 ms with OpenMP's default (spinning), 45-50 ms with OMP_WAIT_POLICY=passive and 55-57 ms with
 GOMP_SPINCOUNT=1000, against 22 ms with 1 thread (13.6 ms with 2 threads on the idle machine).
 
-On systems without /proc (macOS, Windows) nothing is measured and PyTorch's own choice stays. The thread count
-changes the last bits of a float result, so a run that must repeat exactly passes --threads (see TrainConfig.seed).
+On systems without /proc (macOS, Windows) nothing is measured and the threads stay as they are.
 """
 
 from __future__ import annotations
@@ -26,17 +29,15 @@ from typing import Callable
 
 import torch
 
+from cnnlab.device import PYTORCH_THREADS
+
 _CHECK_SECONDS = 1.0  # how often the load is measured: long enough for /proc's 10 ms ticks to average out
 _FIRST_CHECK_SECONDS = 0.25  # until the first decision: sooner (a window from the set-up to the first step counts)
 _BUSY_DOWN, _BUSY_UP = 0.6, 0.4  # a core counts as taken above 0.6 busy, as free again below 0.4 (hysteresis)
 _SLOW = 2.5  # steps this many times slower than the run's fastest are said to be slow (once a run: the rate of a
 # crowded machine swings, and one line says what to do)
-_LEAVE_THREADS_OUT = "leave --threads out and cnnlab uses the cores that are free"
-
-# PyTorch's own thread count (one per physical core, or OMP_NUM_THREADS), read when this module is first imported,
-# before any run changed it: what an adapting run starts from, and the most it uses. A second run in the same
-# process (train --model lecture trains three) starts from it again, not from what the load left.
-PYTORCH_THREADS = torch.get_num_threads()
+_ADAPT = ("--adapt-threads trains on the cores they leave free (the same seed then gives digits that depend on "
+          "their load)")
 
 
 @dataclass(frozen=True)
@@ -81,28 +82,31 @@ def others_busy(before: CpuTimes, after: CpuTimes, cores: int) -> float:
 
 
 class ThreadChooser:
-    """Sets PyTorch's threads to the cores other programs leave free (`adapt`), and tells (`say`) when steps slow.
+    """Watches the cores other programs keep busy; sets PyTorch's threads to the cores they leave free when `adapt`,
+    and tells (`say`) when steps slow down.
 
     Call `start()` when the run begins, `begin_epoch()` before each epoch's steps and `step()` after each step.
-    `threads_given`: the user's --threads, kept as it is (0: adapt, up to `max_threads`, PyTorch's own count,
-    PYTORCH_THREADS).
+    `adapt`: fit the threads, up to `max_threads` (the run's --threads, or PyTorch's own count, PYTORCH_THREADS);
+    otherwise the count set before (runtime.configure) is kept. `used`: the thread counts the run trained on, in
+    order (one, unless it adapted).
     """
 
-    def __init__(self, threads_given: int, say: Callable[[str], None], max_threads: int | None = None,
+    def __init__(self, adapt: bool, say: Callable[[str], None], max_threads: int | None = None,
                  read: Callable[[], CpuTimes | None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.adapt = threads_given == 0
+        self.adapt = adapt
         self.max_threads = max_threads or PYTORCH_THREADS
-        if self.adapt and torch.get_num_threads() != self.max_threads:  # an earlier run in this process lowered it
+        if self.adapt and torch.get_num_threads() != self.max_threads:
             torch.set_num_threads(self.max_threads)
         self.cores = _usable_cores()
         self._read = read or (lambda: read_cpu_times(self.cores))
         self.n_cores = len(self.cores) if self.cores else (os.cpu_count() or 1)
         self.say, self.clock = say, clock
         self.threads = torch.get_num_threads()
+        self.used = [self.threads]
         self.busy: float | None = None  # cores other programs kept busy in the last window
         self.fastest: float | None = None  # the best steps per second of any window
         self.slow_said = False  # said once a run
-        self.crowded_said = False  # --threads given: said once that they outnumber the free cores
+        self.crowded_said = False  # threads kept: said once that they outnumber the free cores
         self._window: tuple[float, CpuTimes | None, int] | None = None
         self._steps = 0
         self._decided = False
@@ -135,8 +139,8 @@ class ThreadChooser:
                 self._choose(self.busy)
             elif not self.crowded_said and self.threads > self.n_cores - _whole(self.busy, _BUSY_DOWN):
                 self.crowded_said = True
-                self.say(f"other programs are keeping {self.busy:.1f} of the {self.n_cores} cores busy, and --threads "
-                         f"{self.threads} makes every step wait for a busy core: {_LEAVE_THREADS_OUT}")
+                self.say(f"other programs are keeping {self.busy:.1f} of the {self.n_cores} cores busy, and each of this "
+                         f"run's {self.threads} threads waits for them at every step: {_ADAPT}")
         if self._decided and self._steps > steps0:
             self._pace((self._steps - steps0) / (now - t0))
         self._decided = True
@@ -151,6 +155,7 @@ class ThreadChooser:
             return
         torch.set_num_threads(want)
         self.threads = want
+        self.used.append(want)
         if want < self.max_threads:
             self.say(f"other programs are keeping {busy:.1f} of the {self.n_cores} cores busy: training on "
                      f"{want} thread{'s' if want > 1 else ''}, so that no step waits for a busy core")
@@ -164,8 +169,7 @@ class ThreadChooser:
         if slower >= _SLOW and not self.slow_said:
             self.slow_said = True
             busy = f"other programs are keeping {self.busy:.1f} of the {self.n_cores} cores busy" if self.busy is not None else "the machine is busier"
-            advice = ("close them to train at full speed" if self.adapt else
-                      f"--threads {self.threads} keeps every thread waiting for a busy core: {_LEAVE_THREADS_OUT}")
+            advice = "close them to train at full speed" if self.adapt else _ADAPT
             self.say(f"steps are running {slower:.1f}x slower than at the fastest in this run ({busy}); {advice}")
 
 

@@ -61,6 +61,9 @@ class RunResult:
     network: nn.Module | None = field(default=None, repr=False)  # the trained model (last epoch), for library users
     model_kwargs: dict[str, int] = field(default_factory=dict)  # in_channels, num_classes, image_size
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the run's TrainConfig, as in config.json
+    # the CPU threads this process trained on, in order: one count, unless --adapt-threads changed it with the load
+    # (then the same seed repeats only with the same changes at the same steps). Empty on a GPU.
+    threads: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("history", "network", "config")}
@@ -202,6 +205,7 @@ def finished_run(run_dir: Path, ckpt: Checkpoint, mode: str, cfg: TrainConfig | 
             final_test_acc=_nan_for_none(s["final_test_acc"]), train_seconds=float(s["train_seconds"]),
             collapsed_at_epoch=s.get("collapsed_at_epoch"), history=list(ckpt.history), network=network,
             model_kwargs=dict(s.get("model_kwargs") or {}), config=run.config,
+            threads=[int(n) for n in s.get("threads") or []],
         )
     except (KeyError, TypeError, ValueError) as e:
         raise RunDirError(f"{run_dir / 'summary.json'} is not a summary cnnlab wrote ({type(e).__name__}: {e})") from None
@@ -226,7 +230,8 @@ def set_up(cfg: TrainConfig, data: ImageSet | None, progress: Progress, t_start:
     world, device = distributed.init(resolve_device(cfg.device))
     mode = progress_mode(progress) if world.is_main else "off"
     configure(device, cfg.threads)
-    cores = ThreadChooser(cfg.threads, lambda line: say(mode, f"{cfg.model}: {line}")) if device.type == "cpu" else None
+    cores = (ThreadChooser(cfg.adapt_threads, lambda line: say(mode, f"{cfg.model}: {line}"), max_threads=cfg.threads or None)
+             if device.type == "cpu" else None)
     if cores is not None:
         cores.start()  # the first window: from here to the first step
     if data is None:
@@ -555,8 +560,11 @@ def finish(t: Training) -> RunResult:
         test_acc=t.best["test"], final_test_acc=t.history[-1]["test_acc"],
         train_seconds=t.elapsed_before + time.perf_counter() - t.t_start,
         collapsed_at_epoch=collapse_epoch(t.history, len(t.classes), t.plan.epochs), history=t.history, network=t.model,
-        model_kwargs=t.model_kwargs, config=t.cfg.to_dict(),
+        model_kwargs=t.model_kwargs, config=t.cfg.to_dict(), threads=list(t.cores.used) if t.cores is not None else [],
     )
+    if len(result.threads) > 1:
+        say(t.mode, f"{t.cfg.model}: trained on {' -> '.join(map(str, result.threads))} threads as other programs came and "
+                    "went (--adapt-threads): the same seed repeats these digits only under the same load")
     if t.main:
         write_json(t.run_dir / "summary.json", _json_safe(result.summary()))
         _plot_run_curves(t.run_dir, t.cfg, t.history)
