@@ -5,11 +5,18 @@ It never writes through a symbolic link: the temporary file is created anew (O_C
 and the rename replaces a link at the destination with the file itself, so a link planted where a figure goes
 cannot make cnnlab overwrite the file it points to. A failed write (a full disk, a read-only directory) leaves
 the previous file as it was, no temporary file, and one WriteError that names the file.
+
+Directories that cnnlab names itself (a run's directory, RUN/tensorboard) are not followed through a link either:
+`make_directory` and `open_directory` refuse one (UnsafeDirectory), and a directory held open by its descriptor
+(`open_directory`) stays the one that was checked, whatever is later put at its path. A directory the user names
+(the runs root, --out) is the user's choice, and may be a link.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +31,76 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return f"cannot write {self.filename} ({self.strerror})"
+
+
+class UnsafeDirectory(WriteError):
+    """A directory cnnlab would make, write in, clear or remove that is a symbolic link, not a directory, or not
+    one it may use: refused, and left as it is. The message is one sentence: the path, what it is, what to do."""
+
+    def __init__(self, path: str | Path, sentence: str) -> None:
+        OSError.__init__(self, errno.EPERM, sentence, str(path))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_DIR_FLAGS = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+              | getattr(os, "O_CLOEXEC", 0))
+
+
+def open_directory(path: str | Path, advice: str = "remove it", dir_fd: int | None = None) -> int:
+    """A descriptor of the directory at `path` itself, never of what a symbolic link there points to. Work done
+    through it (os.open, os.unlink, os.scandir with dir_fd) stays in that directory even if its path is later
+    swapped for a link. The caller closes it. `advice` ends the refusal: what the user can do. With `dir_fd`,
+    `path` is a name in the directory that descriptor holds.
+
+    Raises:
+        UnsafeDirectory: `path` is a symbolic link, or not a directory.
+        FileNotFoundError: nothing is there.
+        WriteError: it cannot be opened (permissions, ...).
+    """
+    try:
+        fd = os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        try:
+            mode = os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISLNK(mode):  # O_NOFOLLOW met a link: ELOOP, or ENOTDIR beside O_DIRECTORY (Linux)
+            raise UnsafeDirectory(path, f"{path} is a symbolic link; cnnlab never writes through one: {advice}") \
+                from None
+        if e.errno == errno.ENOTDIR or (mode and not stat.S_ISDIR(mode)):
+            raise UnsafeDirectory(path, f"{path} is not a directory: {advice}") from None
+        raise WriteError(path, e) from None
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):  # where O_DIRECTORY does not exist
+        os.close(fd)
+        raise UnsafeDirectory(path, f"{path} is not a directory: {advice}")
+    return fd
+
+
+def make_directory(path: str | Path, advice: str = "remove it") -> Path:
+    """`path`, made if missing, once it is checked to be a directory itself and not a symbolic link to one
+    (`open_directory`). Its parent is made too if missing, and may be a link: it is what the user named.
+
+    Raises:
+        UnsafeDirectory: see `open_directory`.
+        WriteError: it cannot be made.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(path.parent, e) from None
+    try:
+        os.mkdir(path)  # never follows a link at `path`: one there is "exists", and is then refused below
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise WriteError(path, e) from None
+    os.close(open_directory(path, advice))
+    return path
 
 
 @contextmanager

@@ -34,9 +34,17 @@ class FileLock:
     be truncated and overwritten with a pid.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, dir_fd: int | None = None) -> None:
+        """`dir_fd`: a descriptor of the directory that holds `path` (atomic.open_directory); the lock file is then
+        opened by its name in that very directory, even if a link has been swapped in for the directory's path."""
         self.path = Path(path)
+        self._dir_fd = dir_fd
         self._file = None
+
+    def _os_open(self, flags: int, mode: int = 0o777) -> int:
+        if self._dir_fd is None:
+            return os.open(self.path, flags, mode)
+        return os.open(self.path.name, flags, mode, dir_fd=self._dir_fd)
 
     def acquire(self, blocking: bool = True) -> bool:
         """Take the lock; with blocking=False return False at once if another process holds it.
@@ -60,7 +68,7 @@ class FileLock:
     def _open(self):
         flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(self.path, flags, 0o666)
+            fd = self._os_open(flags, 0o666)
         except OSError as e:
             if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
                 raise UnsafeLockFile(e.errno, f"{self.path} is a symbolic link, not a lock file; it was left alone "
@@ -78,7 +86,7 @@ class FileLock:
         """Who holds the lock, as its holder wrote it ('process 1234'), or 'another process'."""
         try:
             flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-            with os.fdopen(os.open(self.path, flags), "rb") as f:
+            with os.fdopen(self._os_open(flags), "rb") as f:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                     return "another process"
                 text = f.read(100).decode("utf-8", "replace").strip()  # a pid line; nothing else is shown

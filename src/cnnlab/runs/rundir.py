@@ -9,12 +9,13 @@ import io
 import json
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.atomic import atomic_writer
+from cnnlab.atomic import UnsafeDirectory, atomic_writer, make_directory, open_directory
 from cnnlab.config import TrainConfig
 from cnnlab.locks import FileLock
 from cnnlab.readfile import FileRefused, NotAFile, read_bounded
@@ -44,15 +45,69 @@ class RunDirBusy(Exception):
 
 class RunDirLock:
     """Held by the process training in a run directory (its .lock file), so that `--resume` cannot start
-    while the run it would continue is still going. A killed run's lock goes with its process."""
+    while the run it would continue is still going. A killed run's lock goes with its process.
 
-    def __init__(self, run_dir: Path) -> None:
-        self._lock = FileLock(Path(run_dir) / ".lock")
-        if not self._lock.acquire(blocking=False):
-            raise RunDirBusy(f"{run_dir} is in use: {self._lock.holder()} is training in it")
+    The directory is checked first (`open_run_dir`: never a link, its user's own) and held open while the lock
+    is, and the lock is taken in that very directory."""
+
+    def __init__(self, run_dir: Path, advice: str = "choose another run directory") -> None:
+        self._dir: int | None = open_run_dir(run_dir, advice)
+        try:
+            self._lock = FileLock(Path(run_dir) / ".lock", dir_fd=self._dir)
+            if not self._lock.acquire(blocking=False):
+                raise RunDirBusy(f"{run_dir} is in use: {self._lock.holder()} is training in it")
+        except BaseException:
+            os.close(self._dir)
+            raise
 
     def release(self) -> None:
         self._lock.release()
+        if self._dir is not None:
+            os.close(self._dir)
+            self._dir = None
+
+
+RUN_NAME_ADVICE = "choose another --run-name"
+TENSORBOARD_DIR = "tensorboard"  # the directory a run makes inside its own: --tensorboard's (train/tensorboard.py)
+
+
+def open_run_dir(path: str | Path, advice: str = "choose another run directory") -> int:
+    """A descriptor of the run directory `path` (atomic.open_directory), once it is checked to be a place a run
+    may be written: a directory itself, not a symbolic link to someone's directory; its user's own, since the
+    owner of a directory can swap it for a link at any time, even in a shared folder with the sticky bit (as
+    /tmp has), where nobody else can; and with no link where the run makes a directory inside it. The caller
+    closes it. A run's files are then written by their paths (torch, matplotlib and TensorBoard write by path),
+    and in a runs folder that others may write to without the sticky bit, one of them could still swap the
+    directory between two writes: the runs folder is the user's choice, as its own permissions are.
+
+    Raises:
+        UnsafeDirectory: one line: the path, what it is, and `advice` (what to do instead).
+        FileNotFoundError: nothing is at `path`.
+    """
+    path = Path(path)
+    fd = open_directory(path, f"remove it or {advice}")
+    try:
+        owner = os.fstat(fd).st_uid
+        if hasattr(os, "geteuid") and owner != os.geteuid():
+            raise UnsafeDirectory(path, f"{path} belongs to another user (uid {owner}), who could swap it for a "
+                                  f"link while a run writes in it: {advice}")
+        try:
+            inside = os.stat(TENSORBOARD_DIR, dir_fd=fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            inside = 0
+        if stat.S_ISLNK(inside):
+            raise UnsafeDirectory(path / TENSORBOARD_DIR, f"{path / TENSORBOARD_DIR} is a symbolic link; cnnlab "
+                                  f"never writes through one: remove it or {advice}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_run_dir(path: str | Path, advice: str = RUN_NAME_ADVICE) -> None:
+    """Refuse (UnsafeDirectory, one line) a run directory `open_run_dir` refuses; nothing at `path` is fine."""
+    if os.path.lexists(path):
+        os.close(open_run_dir(path, advice))
 
 
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -93,16 +148,15 @@ _STARTED_FILES = ("metrics.csv", "best.pt", "branch_grads.json", "config.json")
 def make_run_dir(root: str | Path, model: str, name: str | None = None) -> Path:
     """A new, empty runs/<time>-<model>/ directory (a numeric suffix avoids clashes), or runs/<name>/ (made if
     missing; the caller checks with run_state that no checkpoint is in it and calls clear_unstarted once it
-    holds the lock)."""
+    holds the lock). Never a symbolic link: one at <name> is refused (UnsafeDirectory), and one at <time>-<model>
+    is passed by. The runs folder `root` is the user's choice and may itself be a link."""
     root = Path(root)
-    if name is not None:
-        path = root / check_run_name(name)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    if name is not None:  # an existing directory of that name is used, if it is not a link
+        return make_directory(root / check_run_name(name), f"remove it or {RUN_NAME_ADVICE}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = root / (f"{stamp}-{model}" + (f"-{i}" if i else ""))
-        try:
+        try:  # made anew: a link, or anything, already at the name is "exists", and the next name is tried
             path.mkdir(parents=True)
             return path
         except FileExistsError:
@@ -131,24 +185,51 @@ RUN_FILES = ("config.json", "metrics.csv", "branch_grads.json", "best.pt", "last
 def remove_unstarted(run_dir: str | Path) -> bool:
     """Remove the directory of a new run that stopped before its first epoch ended (no last.pt), so that a failed
     start leaves nothing behind: there is nothing in it to resume or read. Only the files a run writes are removed,
-    and the directory only when that empties it (a file someone else put there keeps it). True when it is gone."""
+    and the directory only when that empties it (a file someone else put there keeps it). True when it is gone.
+
+    Removed through the directory's descriptor, never through a link: a run directory or tensorboard/ that is a
+    link now (swapped in since the run began) is left as it is, and so is what it points to."""
     run_dir = Path(run_dir)
-    if (run_dir / "last.pt").exists():
-        return False
-    for name in (*RUN_FILES, ".lock"):
-        (run_dir / name).unlink(missing_ok=True)
-    remove_partial_writes(run_dir)
-    events = run_dir / "tensorboard"  # --tensorboard's event files (train/tensorboard.py)
-    if events.is_dir() and not events.is_symlink():
-        for f in events.glob("events.out.tfevents.*"):
-            f.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            events.rmdir()
     try:
-        run_dir.rmdir()
+        fd = open_directory(run_dir)
+    except OSError:  # gone, or a link: nothing of this run's to remove there
+        return False
+    try:
+        if _present("last.pt", fd):
+            return False
+        for name in (*RUN_FILES, ".lock"):
+            _unlink(name, fd)
+        _remove_partial_writes(fd)
+        with contextlib.suppress(OSError):  # a link, not a directory, or something else in it: left as it is
+            events = open_directory(TENSORBOARD_DIR, dir_fd=fd)
+            try:
+                with os.scandir(events) as entries:
+                    for entry in entries:
+                        if entry.name.startswith("events.out.tfevents.") and not entry.is_dir(follow_symlinks=False):
+                            _unlink(entry.name, events)
+            finally:
+                os.close(events)
+            os.rmdir(TENSORBOARD_DIR, dir_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        run_dir.rmdir()  # never through a link: rmdir refuses one
     except OSError:
         return False
     return True
+
+
+def _present(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _unlink(name: str, dir_fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -273,16 +354,36 @@ class RunFinished(RunDirError):
 
 def clear_unstarted(path: Path) -> None:
     """Remove what a run that stopped before its first checkpoint left in its named directory, so that the run
-    starting there anew writes each epoch once (a metrics row or best.pt may precede the first last.pt)."""
-    for name in _STARTED_FILES:
-        (path / name).unlink(missing_ok=True)
-    remove_partial_writes(path)
+    starting there anew writes each epoch once (a metrics row or best.pt may precede the first last.pt).
+    Through the directory's descriptor: a link is refused (UnsafeDirectory), what it points to untouched."""
+    fd = open_directory(path, f"remove it or {RUN_NAME_ADVICE}")
+    try:
+        for name in _STARTED_FILES:
+            _unlink(name, fd)
+        _remove_partial_writes(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_partial_writes(run_dir: Path) -> None:
-    """Remove what a killed run was writing when it stopped (the atomic writer's temporary files)."""
-    for tmp in run_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    """Remove what a killed run was writing when it stopped (the atomic writer's temporary files), through the
+    directory's descriptor: a link is refused (UnsafeDirectory), what it points to untouched."""
+    fd = open_directory(run_dir)
+    try:
+        _remove_partial_writes(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_partial_writes(dir_fd: int) -> None:
+    # Only the temporaries of a run's own files (atomic_writer's ".config.json.k2j4x1.tmp", keep_previous's
+    # ".last.prev.pt.link.tmp"): another ".something.tmp" there is someone's, and an export or an evaluation
+    # writing beside the run may be writing its own temporary at this moment.
+    with os.scandir(dir_fd) as entries:
+        partial = [e.name for e in entries if e.name.endswith(".tmp") and not e.is_dir(follow_symlinks=False)
+                   and any(e.name.startswith(f".{name}.") for name in RUN_FILES)]
+    for name in partial:
+        _unlink(name, dir_fd)
 
 
 @dataclass
@@ -342,11 +443,15 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     return runs, skipped
 
 
-def newest_finished(root: str | Path) -> list[Path]:
+def newest_finished(root: str | Path, skipped: list[str] | None = None) -> list[Path]:
     """The newest finished run of each model under `root` (what `cnnlab serve` serves when given no run), by
     model name. Finished means summary.json and best.pt are there; newest is by the time summary.json was
     written, so a resumed run counts from its finish, not from its start. Unreadable directories are passed by:
-    this is a search, not a command about one run. An absent `root` holds none."""
+    this is a search, not a command about one run. An absent `root` holds none.
+
+    Each config.json is read as any run file is (`read_run_file`): a folder of runs may come from someone else, and
+    one config.json made a named pipe or a link to /dev/zero must not hang or fill the search. Given a list
+    `skipped`, one line is added to it for each finished run passed by: its directory's name and why."""
     root = Path(root)
     newest: dict[str, tuple[float, Path]] = {}
     try:
@@ -358,9 +463,21 @@ def newest_finished(root: str | Path) -> list[Path]:
             if not (path / "best.pt").is_file():
                 continue
             finished = (path / "summary.json").stat().st_mtime
-            model = json.loads((path / "config.json").read_text())["model"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(model, str) and (model not in newest or finished >= newest[model][0]):
-            newest[model] = (finished, path)
+        except OSError:
+            continue  # not finished: stopped, still training, or not a run
+        try:
+            config = json.loads(read_run_file(path / "config.json"))
+        except RunDirError as e:
+            why = str(e).removeprefix(f"{path}{os.sep}")
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested beyond the parser
+            why = "config.json is not JSON"
+        else:
+            model = config.get("model") if isinstance(config, dict) else None
+            if isinstance(model, str):
+                if model not in newest or finished >= newest[model][0]:
+                    newest[model] = (finished, path)
+                continue
+            why = "config.json names no model"
+        if skipped is not None:
+            skipped.append(f"{path.name}: {why}")
     return [newest[m][1] for m in sorted(newest)]

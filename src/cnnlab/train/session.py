@@ -12,11 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
+from cnnlab.atomic import UnsafeDirectory
 from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet
 from cnnlab.device import resolve_device
 from cnnlab.runs.model import training_data
-from cnnlab.runs.rundir import Run, RunFinished, check_run_name, name_from, run_state
+from cnnlab.runs.rundir import Run, RunFinished, check_run_dir, check_run_name, name_from, run_state
 from cnnlab.train import distributed
 from cnnlab.train.distributed import World
 from cnnlab.train.events import Observer
@@ -100,14 +101,21 @@ def _stopped_run(cfg: TrainConfig, out_root: Path, world: World) -> Path | None:
     answer: tuple[str, str] = ("new", "")
     if world.is_main:
         path = out_root / cfg.run_name
-        state = run_state(path)
-        if state == "finished" and not distributed.restarted():
-            answer = ("error", str(RunFinished(path)))
-        elif state != "new":  # a restarted group whose run had finished ends it again, training nothing
-            answer = ("stopped", str(path))
+        try:  # before anything is read in it: a link to someone's directory is not looked into, nor written
+            check_run_dir(path)
+        except OSError as e:  # every rank raises it, as it would the other answers: none waits for rank 0
+            answer = ("unsafe", str(e))
+        else:
+            state = run_state(path)
+            if state == "finished" and not distributed.restarted():
+                answer = ("error", str(RunFinished(path)))
+            elif state != "new":  # a restarted group whose run had finished ends it again, training nothing
+                answer = ("stopped", str(path))
     kind, value = distributed.broadcast_object(answer, world)
     if kind == "error":
         raise RunFinished(out_root / cfg.run_name)
+    if kind == "unsafe":
+        raise UnsafeDirectory(out_root / cfg.run_name, value)
     return Path(value) if kind == "stopped" else None
 
 

@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cnnlab.runs.rundir import read_metrics
+from cnnlab.atomic import make_directory
+from cnnlab.runs.rundir import TENSORBOARD_DIR, read_metrics
 from cnnlab.train.events import Observer
 
 INSTALL = "pip install 'cnnlab[tensorboard]'"
@@ -50,8 +51,10 @@ class TensorBoardWriter(Observer):
         metrics = Path(run_dir) / "metrics.csv"
         rows = read_metrics(metrics) if metrics.exists() else []
         self._steps = int(rows[-1]["steps"]) if rows else 0
-        self._writer = self._summary_writer(str(Path(run_dir) / "tensorboard"),
-                                            purge_step=self._steps + 1 if rows else None)
+        # Made here, never through a link: TensorBoard would follow one and write its event files where it points
+        # (the run's lock refused a link there already; this is the check at the point of use).
+        events = make_directory(Path(run_dir) / TENSORBOARD_DIR)
+        self._writer = self._summary_writer(str(events), purge_step=self._steps + 1 if rows else None)
         if not rows:
             self._writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
 
