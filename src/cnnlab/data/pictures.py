@@ -30,7 +30,7 @@ MAX_SIDE = 4096  # larger images are refused before decoding (decompression bomb
 # The memory a picture may take once decoded, counted before decoding: width x height x the bytes a pixel takes
 # in memory (decoded_bytes). A 137 KB PNG can hold 4096x4096 16-bit RGBA, 64 MB once decoded; without this, a
 # server's memory would follow the pixels sent, not the bytes. 16 MB keeps a screenshot (2560x1440 RGB) and a
-# 4096x4096 grey scan; a phone's JPEG photo is decoded at a half or a quarter of its size to fit (see _fit_budget).
+# 4096x4096 grey scan; a phone's JPEG photo is decoded at a half or a quarter of its size to fit (see fit_decoded_budget).
 MAX_DECODED_BYTES = 16 * 2**20
 WORK_SIDE = 1024  # a larger picture is box-averaged down to this many px a side before the float steps of to_grey
 BOX = 20  # MNIST's size-normalisation box
@@ -67,7 +67,7 @@ def load_image(source: str | Path | bytes) -> Image.Image:
             raise ImageError(f"the image has no pixels ({w}x{h})")
         if w > MAX_SIDE or h > MAX_SIDE:
             raise ImageTooLarge(f"the image is {w}x{h}; at most {MAX_SIDE} px a side")
-        check_decoded_size(_fit_budget(img))
+        fit_decoded_budget(img)
         img.load()
         _check_finite(img)
     except ImageError:
@@ -111,16 +111,22 @@ def check_decoded_size(img: Image.Image) -> None:
                             f"colour pixels)")
 
 
-def _fit_budget(img: Image.Image) -> Image.Image:
-    """A JPEG over the budget decoded at 1/2, 1/4 or 1/8 of its size (its DCT allows that at no cost), the
-    largest that fits: a digit photographed by a phone needs nowhere near its 12 million pixels."""
-    if img.format != "JPEG" or decoded_bytes(img) <= MAX_DECODED_BYTES:
-        return img
-    w, h = img.size
-    for d in (2, 4, 8):
-        if decoded_bytes(img) // (d * d) <= MAX_DECODED_BYTES:
-            img.draft(img.mode, (-(-w // d), -(-h // d)))
-            break
+def fit_decoded_budget(img: Image.Image) -> Image.Image:
+    """`img`, opened and not yet decoded, made to fit MAX_DECODED_BYTES: a JPEG over it is decoded at 1/2, 1/4 or
+    1/8 of its size (its DCT allows that at no cost), the largest that fits, since a digit photographed by a phone
+    needs nowhere near its 12 million pixels; any other picture over it is refused. An image folder's pictures are
+    held to the same budget, so that every picture a model was trained on could also be given to it.
+
+    Raises:
+        ImageTooLarge: over the budget even at 1/8 (a JPEG), or at all (any other format); from the header alone.
+    """
+    if img.format == "JPEG" and decoded_bytes(img) > MAX_DECODED_BYTES:
+        w, h = img.size
+        for d in (2, 4, 8):
+            if decoded_bytes(img) // (d * d) <= MAX_DECODED_BYTES:
+                img.draft(img.mode, (-(-w // d), -(-h // d)))
+                break
+    check_decoded_size(img)
     return img
 
 
