@@ -7,6 +7,12 @@ lines back, one an event: {"event": "started"|"step"|"epoch"|"finished"|"error",
 closing the pipe (the server went away), asks the run to stop: it ends at the next log step as an ordinary
 finished run, with what was trained kept (train/events.py).
 
+A server that dies without stopping it first (SIGKILL, a closed terminal) leaves this process with pipes nobody
+reads: stdin ends, which is a stop, and a write to stdout or stderr would fail with EPIPE. So once the reader is
+known gone (a failed event write, or stdin's end with no reader on stdout), all this process writes goes to the
+null device, and the run ends at its next log step exactly as a stop from the page ends it: the epoch in progress
+evaluated as the last, summary.json written, served by the next server on these runs.
+
 A process of its own, so the server keeps answering while this one trains, and a crash here is only a failed
 training there. It sends only run directory names, never paths: the server passes events on to browsers.
 """
@@ -16,6 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
+import signal
 import sys
 import threading
 import time
@@ -27,16 +35,53 @@ from cnnlab.train.events import Observer
 LOG_EVERY = 10  # steps between step events: a smooth loss curve on the page, one host sync each
 
 
+def _reader_gone(out: IO[str]) -> bool:
+    """True when nobody can read `out` any more (a pipe whose read end closed: poll reports POLLERR on it)."""
+    if not hasattr(select, "poll"):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(out.fileno(), 0)  # POLLERR and POLLHUP are reported whatever was asked for
+        return any(mask & select.POLLERR for _, mask in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 class RemoteObserver(Observer):
-    """Sends a run's events as JSON lines to `out`, and stops the run once `stop` is set."""
+    """Sends a run's events as JSON lines to `out`, and stops the run once `stop` is set, or once nobody reads
+    `out` any more (the server died: what was trained is kept as a page stop keeps it)."""
 
     def __init__(self, out: IO[str], stop: threading.Event) -> None:
         self.out, self.stop, self.t0 = out, stop, time.perf_counter()
+        self.gone = False  # the server is gone: nothing more is sent, and the run stops
+        self._silencing = threading.Lock()
 
     def send(self, event: str, **data: Any) -> None:
+        if self.gone:
+            return
         data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
-        self.out.write(json.dumps({"event": event, **data}) + "\n")
-        self.out.flush()
+        try:
+            self.out.write(json.dumps({"event": event, **data}) + "\n")
+            self.out.flush()
+        except (OSError, ValueError):  # EPIPE: the reader died; ValueError: the stream is closed
+            self.server_gone()
+
+    def server_gone(self) -> None:
+        """Stop the run, and send everything this process writes (events, prints, warnings, a traceback, the
+        flush at exit) to the null device, so that no write to a dead pipe raises or ends the process."""
+        with self._silencing:
+            if self.gone:
+                return
+            self.gone = True
+            self.stop.set()
+            # Descriptors, not the Python streams: another thread may be writing, and what a stream still holds
+            # is flushed into the null device later.
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                for fd in {self.out.fileno(), 1, 2}:
+                    os.dup2(null, fd)
+            finally:
+                os.close(null)
 
     def elapsed(self) -> float:
         return round(time.perf_counter() - self.t0, 2)
@@ -56,25 +101,33 @@ class RemoteObserver(Observer):
         return self.stop.is_set()
 
 
-def _listen(stop: threading.Event) -> None:
-    """Set `stop` on a "stop" line or when stdin closes (the server is gone: keep what was trained)."""
-    for line in sys.stdin:
-        if line.strip() == "stop":
-            break
-    stop.set()
+def _listen(observer: RemoteObserver) -> None:
+    """Set the stop on a "stop" line or when stdin closes (the server is gone: keep what was trained). A closed
+    stdin with no reader on stdout is a dead server: its pipes are let go at once, before anything writes to them."""
+    try:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                observer.stop.set()  # and read on: the server may still die while the run finishes
+    except (OSError, ValueError):  # stdin broke: as good as closed
+        pass
+    observer.stop.set()
+    if _reader_gone(observer.out):
+        observer.server_gone()
 
 
 def main() -> int:
+    if hasattr(signal, "SIGPIPE"):  # a write to a dead server's pipe is an EPIPE to handle, never a killing signal
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     # The events go to the real stdout; anything else that prints (a library's warning) goes to stderr.
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     stop = threading.Event()
+    observer = RemoteObserver(out, stop)
     try:
         order = json.loads(sys.stdin.readline())
-        threading.Thread(target=_listen, args=(stop,), daemon=True).start()
+        threading.Thread(target=_listen, args=(observer,), daemon=True).start()
         from cnnlab.train import fit, make_config
 
-        observer = RemoteObserver(out, stop)
         cfg = make_config(order["model"], dataset=order.get("dataset", "mnist"), time_budget=float(order["budget"]),
                           device=order.get("device", "auto"), threads=int(order.get("threads", 1)), log_every=LOG_EVERY)
         result = fit(cfg, out_root=order["runs_root"], progress=False, observers=[observer])
@@ -84,10 +137,12 @@ def main() -> int:
     except Exception as e:  # one line for the page; the details stay on this process's stderr
         import traceback
 
-        traceback.print_exc()
+        try:
+            traceback.print_exc()
+        except OSError:  # stderr's reader died too
+            observer.server_gone()
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        out.write(json.dumps({"event": "error", "message": message[:300]}) + "\n")
-        out.flush()
+        observer.send("error", message=message[:300])
         return 1
 
 
