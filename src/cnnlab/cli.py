@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--runs-root", default="runs", help="where runs are looked for, and trainings from the page go (default: runs)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
     sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    sv.add_argument("--allow-host", action="append", default=[], type=_host_name, metavar="NAME",
+                    help="another name this server is reached by, as the browser's address bar has it (repeatable): "
+                    "requests naming any other host are refused, which keeps other sites out through DNS rebinding "
+                    "(default: only --host, and 127.0.0.1, localhost and [::1] when it is loopback or 0.0.0.0)")
     sv.add_argument("--no-training", dest="training", action="store_false",
                     help="refuse trainings from the page (default: allowed)")
     _add_device(sv, "cpu", threads=1)
@@ -282,8 +286,8 @@ def _add_device(p: argparse.ArgumentParser, default: str = "auto", threads: int 
     p.add_argument("--device", default=default, choices=DEVICES,
                    help=f"where the model runs; auto = CUDA, then MPS, then the CPU (default: {default}{why})")
     p.add_argument("--threads", type=_threads, default=threads,
-                   help=f"PyTorch's CPU threads; 0 = one per core (train: per core that other programs leave free, checked as it "
-                        f"goes) (default: {threads})")
+                   help=f"PyTorch's CPU threads; 0 = one per core, kept for the whole run (train --adapt-threads: up to this "
+                        f"many, fitted to the cores other programs leave free) (default: {threads})")
 
 
 def _run_name(s: str) -> str:
@@ -516,6 +520,16 @@ def _save_input_dir(arg: str | None) -> Path | None:
     return out
 
 
+def _host_name(s: str) -> str:
+    """An --allow-host name: a host name or address, without a port (any port is accepted)."""
+    from cnnlab.serve.server import split_host
+
+    split = split_host(s)
+    if split is None or split[1] is not None:
+        raise argparse.ArgumentTypeError(f"expected a host name or address without a port (any port is accepted), got {s!r}")
+    return split[0]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401
@@ -526,7 +540,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise _UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): pip install 'cnnlab[serve]'") from None
 
     # --threads defaults to 1 here: one image is tiny, so parallelism comes from concurrent requests
-    app = create_app(args.runs, args.runs_root, training=args.training, device=_use_device(args))  # bad runs fail here
+    app = create_app(args.runs, args.runs_root, training=args.training, device=_use_device(args), host=args.host,
+                     allow_hosts=args.allow_host)  # bad runs fail here
     for line in app.state.skipped:
         print(f"cnnlab serve: skipped {line}", file=sys.stderr)
     served = [m["id"] for m in app.state.shelf.describe()]

@@ -90,7 +90,7 @@ def test_a_data_set_registered_here_trains_evaluates_predicts_and_is_served(bars
 
     from cnnlab.serve.app import create_app
 
-    with TestClient(create_app([run], training=False)) as client:
+    with TestClient(create_app([run], training=False), base_url="http://127.0.0.1") as client:
         [info] = client.get("/api/model").json()["models"]
         assert info["classes"] == list(CLASSES) and info["data_title"] == "Bars"
         r = client.post("/api/predict", content=_png(False), headers={"content-type": "image/png"})

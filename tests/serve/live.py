@@ -36,3 +36,29 @@ def live_server(app: Any, **settings: Any) -> Iterator[int]:
     finally:
         srv.should_exit = True
         thread.join(timeout=60)
+
+
+def read_events(port: int, into: list | None = None, leave_after: int | None = None,
+                until: float = 240.0) -> list[tuple[str, dict]]:
+    """The events of /api/train/events as (name, data), appended to `into` as they come, until the server closes the
+    stream (it must, after done or error), or until `leave_after` of them, when the client leaves (closes the
+    connection)."""
+    import json
+
+    import httpx
+
+    into = [] if into is None else into
+    name, data = None, []
+    with httpx.stream("GET", f"http://127.0.0.1:{port}/api/train/events", timeout=until) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data.append(line.split(":", 1)[1].strip())
+            elif not line and name:
+                into.append((name, json.loads("\n".join(data))))
+                name, data = None, []
+                if leave_after is not None and len(into) >= leave_after:
+                    break
+    return into

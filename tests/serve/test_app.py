@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cnnlab.serve.app import create_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
+LOCAL = "http://127.0.0.1"  # a name the app answers to (TestClient's own, testserver, is refused)
 
 
 @pytest.fixture(scope="module")
 def client(trained_resnet):
-    with TestClient(create_app([trained_resnet], training=False)) as c:
+    with TestClient(create_app([trained_resnet], training=False), base_url=LOCAL) as c:
         yield c
 
 
@@ -121,7 +122,7 @@ def test_a_model_of_other_classes_answers_with_their_names(fashion_named_run):
     from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
 
     run = fashion_named_run
-    with TestClient(create_app([run])) as c:
+    with TestClient(create_app([run]), base_url=LOCAL) as c:
         [info] = c.get("/api/model").json()["models"]
         assert info["classes"] == list(FASHION_MNIST.classes) and info["data_title"] == "Fashion-MNIST"
         buf = io.BytesIO()
@@ -138,9 +139,9 @@ def test_a_model_of_other_classes_answers_with_their_names(fashion_named_run):
 
 def test_the_default_model_is_the_first_with_parts_to_switch_off(trained_resnet, fashion_named_run):
     """The page opens on what the inside view is for: served after a basic_cnn, the resnet is the default."""
-    with TestClient(create_app([fashion_named_run, trained_resnet], training=False)) as c:
+    with TestClient(create_app([fashion_named_run, trained_resnet], training=False), base_url=LOCAL) as c:
         listing = c.get("/api/model").json()
         assert [m["model"] for m in listing["models"]] == ["basic_cnn", "resnet"]
         assert listing["default"] == trained_resnet.name
-    with TestClient(create_app([fashion_named_run], training=False)) as c:
+    with TestClient(create_app([fashion_named_run], training=False), base_url=LOCAL) as c:
         assert c.get("/api/model").json()["default"] == fashion_named_run.name  # no parts anywhere: the first

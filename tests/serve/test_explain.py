@@ -36,7 +36,7 @@ def runs_root(tmp_path_factory):
 def client(runs_root):
     from cnnlab.serve.app import create_app
 
-    with TestClient(create_app(runs_root=runs_root, training=False)) as c:
+    with TestClient(create_app(runs_root=runs_root, training=False), base_url="http://127.0.0.1") as c:
         yield c
 
 

@@ -42,7 +42,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(checkpoint):
-    with TestClient(create_app([checkpoint]), raise_server_exceptions=False) as c:
+    with TestClient(create_app([checkpoint]), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         yield c
 
 

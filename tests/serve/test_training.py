@@ -19,23 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cnnlab.runs import load_run  # noqa: E402
 from cnnlab.serve.app import create_app  # noqa: E402
 
-from .live import live_server  # noqa: E402
-
-
-def read_events(port: int, until: float = 240.0) -> list[tuple[str, dict]]:
-    """Every event of /api/train/events until the server closes the stream (it must, after done or error)."""
-    events, name, data = [], None, []
-    with httpx.stream("GET", f"http://127.0.0.1:{port}/api/train/events", timeout=until) as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data.append(line.split(":", 1)[1].strip())
-            elif not line and name:
-                events.append((name, json.loads("\n".join(data))))
-                name, data = None, []
-    return events
+from .live import live_server, read_events  # noqa: E402
 
 
 def _digit_png() -> bytes:
@@ -117,14 +101,14 @@ def test_stop_keeps_what_was_trained_and_serves_it(tmp_path):
         base = f"http://127.0.0.1:{port}"
         assert httpx.post(f"{base}/api/train", json={"model": "basic_cnn", "budget": 120}).status_code == 202
         _wait_for(port, "step")
-        r = httpx.post(f"{base}/api/train/stop")
+        r = httpx.post(f"{base}/api/train/stop", json={})
         assert r.status_code == 202 and r.json() == {"stopping": True}
         stream = read_events(port)
         done = stream[-1]
         assert done[0] == "done" and done[1]["stopped"] is True, stream[-3:]
         assert httpx.get(f"{base}/api/train").json()["state"] == "stopped"
         assert [m["id"] for m in httpx.get(f"{base}/api/model").json()["models"]] == [done[1]["model"]]
-        assert httpx.post(f"{base}/api/train/stop").status_code == 409  # nothing runs now
+        assert httpx.post(f"{base}/api/train/stop", json={}).status_code == 409  # nothing runs now
     run = load_run(tmp_path / "runs" / done[1]["model"])
     planned = max(d["total_steps"] for n, d in stream if n == "step")  # a budget revises its plan as it goes
     assert run.metrics[-1]["steps"] < planned  # it stopped early, as an ordinary finished run
@@ -150,7 +134,7 @@ def test_a_child_that_dies_is_a_failed_training_and_the_server_stays_up(tmp_path
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    with TestClient(create_app(runs_root=tmp_path_factory.mktemp("runs"))) as c:
+    with TestClient(create_app(runs_root=tmp_path_factory.mktemp("runs")), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -193,7 +177,7 @@ def test_bad_training_orders_get_a_4xx_naming_what_is_valid(client, name, reliab
 
 
 def test_with_nothing_running_stop_is_409_and_the_stream_says_idle_and_closes(client):
-    r = client.post("/api/train/stop")
+    r = client.post("/api/train/stop", json={})
     assert r.status_code == 409 and "no training" in r.json()["error"]
     assert client.get("/api/train").json() == {"state": "idle", "model": None, "budget": None, "elapsed": 0, "events": []}
     text = client.get("/api/train/events").text
@@ -201,7 +185,7 @@ def test_with_nothing_running_stop_is_409_and_the_stream_says_idle_and_closes(cl
 
 
 def test_a_server_without_training_refuses_it_with_403(tmp_path):
-    with TestClient(create_app(runs_root=tmp_path, training=False)) as c:
+    with TestClient(create_app(runs_root=tmp_path, training=False), base_url="http://127.0.0.1") as c:
         r = c.post("/api/train", json={"model": "resnet", "budget": 30})
         assert r.status_code == 403 and "--no-training" in r.json()["error"]
         assert c.get("/api/model").json()["training"]["enabled"] is False

@@ -10,6 +10,7 @@ module compares data set names. An entry that `takes_path` is named `NAME:PATH` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -69,6 +70,11 @@ class Dataset:
     @property
     def title(self) -> str:
         return self.name if self.entry.takes_path else self.entry.title  # a folder is known by its path
+
+    @property
+    def shown(self) -> str:
+        """The name, not the place: what a server may tell anyone ("imagefolder:photos", never the folder's path)."""
+        return f"{self.entry.name}:{Path(self.path).name}" if self.entry.takes_path else self.entry.name
 
     def load(self, data_dir: str | None = None, *, image_size: int = 0, split_seed: int = 0, progress: bool = True,
              recorded: bool = True) -> ImageSet:

@@ -32,8 +32,8 @@ class Predictor:
         self.model, self.config, self.classes = self.trained.network, self.trained.config, self.trained.classes
         self.info = {
             "model": self.config.model,
-            "dataset": self.config.dataset,
-            "data_title": self.trained.dataset.title,
+            "dataset": self.trained.dataset.shown,
+            "data_title": self.trained.dataset.shown if self.trained.dataset.entry.takes_path else self.trained.dataset.title,
             "classes": list(self.classes),
             "parameters": count_parameters(self.model),
             "epoch": self.trained.state.get("epoch"),

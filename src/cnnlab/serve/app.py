@@ -10,7 +10,7 @@
     POST /api/explain         the same, plus parts to switch off (?silence=incep1.5x5, repeated, or the JSON list
                               "silence") -> every layer's maps, branch shares, residual path norms, probabilities
     POST /api/train           {"model", "budget" (s), "dataset"} -> 202: a training starts in its own process
-    POST /api/train/stop      -> 202: it stops at its next step, keeping what it trained
+    POST /api/train/stop      {} -> 202: it stops at its next step, keeping what it trained
     GET  /api/train           the training's state and its events so far
     GET  /api/train/events    the same events as a stream (Server-Sent Events), live until `done` or `error`
 
@@ -18,7 +18,14 @@ Models load once, when the app is made (and when a training finishes). The work 
 the model) runs on a fixed pool of `workers` threads (default: the CPU cores): the event loop keeps answering,
 and at most `workers` images are held decoded at once (each bounded by the pixel budget of cnnlab.data.pictures),
 with at most IMAGE_REQUESTS request bodies held meanwhile: the memory a burst of requests can take is bounded. Every bad input gets a 4xx answer with
-{"error": "..."}, and no answer holds a path of the server's.
+{"error": "..."}, and no answer holds a path of the server's (a data set read from a folder is named by the folder's
+own name: "imagefolder:photos").
+
+The API answers the page alone. A request naming a host the server was not started on is refused (403), whatever
+it asks: that is how a page of another site reaches a server on 127.0.0.1 through DNS rebinding. A request that
+may change something (every method but GET, HEAD and OPTIONS) is refused (403) when the browser says it comes from
+a page of another origin (Origin, Sec-Fetch-Site); the orders that start or stop a training are read only as
+application/json (else 415), which no other origin's page can send without a CORS preflight that is never granted.
 """
 
 from __future__ import annotations
@@ -39,15 +46,19 @@ from typing import Any, Callable, Iterable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cnnlab.analysis.inside import UnknownPart, explain
 from cnnlab.data.pictures import ImageError, ImageTooLarge
 from cnnlab.data.registry import entries as dataset_entries
 from cnnlab.models import list_models
 from cnnlab.runs.rundir import newest_finished
-from cnnlab.serve.inputs import BODY_LIMIT, SMALL_BODY_LIMIT, RequestError, json_object, number_field, read_body, read_order, text_field
+from cnnlab.serve.inputs import (BODY_LIMIT, READING_METHODS, RequestError, check_host, check_same_origin, json_order,
+                                 number_field, read_order, text_field)
 from cnnlab.serve.models import NoSuchModel, ServedModel, Shelf
+from cnnlab.serve.server import host_names
 from cnnlab.serve.training import BUDGET, Trainer
 
 
@@ -65,7 +76,8 @@ SSE_PING = 15.0  # seconds between keep-alive comments on an event stream that h
 
 
 def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", workers: int | None = None,
-               training: bool = True, device: str = "cpu") -> FastAPI:
+               training: bool = True, device: str = "cpu", host: str = "127.0.0.1",
+               allow_hosts: Iterable[str] = ()) -> FastAPI:
     """The app serving `runs` (run directories or checkpoint files; none: the newest finished run of each model
     under `runs_root`, and none there serves nothing until a training from the page finishes).
 
@@ -75,16 +87,22 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
         workers: threads working on images at once (default: the CPU cores).
         training: False refuses the training endpoints (403).
         device: where the served models run (one picture at a time: the CPU answers faster than a round trip to a GPU).
+        host: the address the server is bound to. Requests are answered only when their Host header names it, or
+            127.0.0.1, localhost or [::1] when it is loopback or every address (0.0.0.0, ::). The default, loopback,
+            suits an app served on this machine (uvicorn's own default) and a TestClient given
+            base_url="http://127.0.0.1"; an app served under another name needs that name here or in `allow_hosts`.
+        allow_hosts: other names the server is reached by (ValueError for one that is not a host name).
 
-    `app.state.skipped` lists, one line each, the runs found under `runs_root` that could not be loaded.
+    `app.state.skipped` lists, one line each, the runs found under `runs_root` that were passed by, and why.
     """
+    names = host_names(host, allow_hosts)
     shelf = Shelf(device)
     skipped: list[str] = []
     runs = list(runs)
     if runs:
         shelf.load_all(runs)
     else:
-        for found in newest_finished(runs_root):
+        for found in newest_finished(runs_root, skipped):
             try:
                 shelf.load(found)
             except Exception as e:  # a broken run among many is passed by, and said
@@ -102,6 +120,7 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
 
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.shelf, app.state.trainer, app.state.skipped = shelf, trainer, skipped
+    app.add_middleware(_OwnPageOnly, names=names)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
@@ -193,7 +212,7 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
     @app.post("/api/train", status_code=202)
     async def train(request: Request) -> dict:
         trainable()
-        doc = json_object(await read_body(request, SMALL_BODY_LIMIT))
+        doc = await json_order(request)
         models, datasets = list_models(), [e.name for e in dataset_entries() if not e.takes_path]
         model = text_field(doc, "model", required=True)
         if model not in models:
@@ -206,8 +225,9 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
         return {"job": job.id, "model": job.model, "budget": job.budget}
 
     @app.post("/api/train/stop", status_code=202)
-    async def train_stop() -> dict:
+    async def train_stop(request: Request) -> dict:
         trainable()
+        await json_order(request, empty_allowed=True)  # nothing to read in it, but only the page may send it
         trainer.stop()
         return {"stopping": True}
 
@@ -246,6 +266,28 @@ async def _sse(trainer: Trainer):
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
+
+
+class _OwnPageOnly:
+    """Refuses, before any route sees it, a request naming a host this server does not answer to, and one that
+    may change something sent by a page of another origin (inputs.check_host, inputs.check_same_origin). Plain
+    ASGI, so that the event stream passes through unbuffered."""
+
+    def __init__(self, app: ASGIApp, names: frozenset[str]) -> None:
+        self.app, self.names = app, names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            try:
+                check_host(headers.getlist("host"), self.names)
+                if scope["method"] not in READING_METHODS:
+                    check_same_origin(scope.get("scheme", "http"), headers["host"], headers.get("origin"),
+                                      headers.get("sec-fetch-site"))
+            except RequestError as e:
+                await JSONResponse({"error": e.message}, status_code=e.status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,5 +1,6 @@
-"""What a request asks for, read defensively: the body within a size and time limit, JSON without recursion or
-number surprises, the image in any of its three forms, and which model and parts it names.
+"""What a request asks for, read defensively: who asks (the Host it names, the origin it comes from), the body
+within a size and time limit, JSON without recursion or number surprises, the image in any of its three forms, and
+which model and parts it names.
 
 Everything a client can get wrong ends here as a RequestError with a 4xx status and one line for the user; the
 routes (app.py) never see a malformed input.
@@ -15,11 +16,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
 
 from cnnlab.data.pictures import MAX_BYTES
+from cnnlab.serve.server import split_host
 
 # A data URL or multipart body is larger than the image it carries (base64: 4/3); allow for that.
 BODY_LIMIT = MAX_BYTES * 4 // 3 + 64 * 1024
@@ -33,6 +36,61 @@ class RequestError(Exception):
         super().__init__(message)
         self.status, self.message = status, message
 
+
+# ---- who asks ------------------------------------------------------------------------------------------------
+
+READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # any other method may change something: its origin is checked
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def check_host(values: list[str], names: frozenset[str]) -> None:
+    """Refuse a request whose Host header gives none of `names` (403). A page of another site that made its own
+    name point at this machine (DNS rebinding) reaches it as a page of that name, so its requests say that name;
+    the port is not checked, since the name is what rebinding changes."""
+    if len(values) != 1:
+        raise RequestError(400, "the request needs exactly one Host header")
+    split = split_host(values[0])
+    if split is None:
+        raise RequestError(400, "malformed Host header")
+    if split[0] not in names:
+        raise RequestError(403, f"this server does not answer to the name {_shown(split[0])} "
+                                "(its owner can add one with cnnlab serve --allow-host NAME)")
+
+
+def check_same_origin(scheme: str, host: str, origin: str | None, fetch_site: str | None) -> None:
+    """Refuse (403) a request that a browser says comes from a page of another origin: Sec-Fetch-Site, when sent,
+    must be same-origin or none (typed or bookmarked), and Origin, when sent, must be this request's own
+    scheme://host[:port]. A request with neither (curl, a script on the machine) comes from no page at all."""
+    if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
+        raise RequestError(403, f"a request from another site (Sec-Fetch-Site: {_shown(fetch_site)}) "
+                                "may not change anything here")
+    if origin is None:
+        return
+    own = split_host(host)
+    if own is None or _origin(origin) != (scheme, own[0], own[1] or DEFAULT_PORTS.get(scheme)):
+        raise RequestError(403, f"a request from another origin ({_shown(origin)}) may not change anything here")
+
+
+def _origin(origin: str) -> tuple[str, str | None, int | None] | None:
+    """An Origin header as (scheme, host, port with the scheme's default); None for "null" or a malformed one."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if not host or parts.path or parts.query or parts.username is not None:
+        return None
+    return scheme, host, port or DEFAULT_PORTS.get(scheme)
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A client's own words in an answer: quoted, and short."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# ---- what it asks -------------------------------------------------------------------------------------------
 
 @dataclass
 class Order:
@@ -83,6 +141,20 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(400, f"the body is not valid JSON ({reason})") from None
 
 
+async def json_order(request: Request, empty_allowed: bool = False) -> dict[str, Any]:
+    """The JSON object of a request that changes something (a training's start or stop), read only when its
+    Content-Type is application/json (else 415). A page of another origin can send text/plain or a form here
+    without asking, but JSON only after a CORS preflight, which this server never grants. With `empty_allowed`,
+    no body at all is the empty object."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/json":
+        raise RequestError(415, "send the order as JSON, with the header Content-Type: application/json")
+    body = await read_body(request, SMALL_BODY_LIMIT)
+    if not body and empty_allowed:
+        return {}
+    return json_object(body)
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     doc = parse_json(body)
     if not isinstance(doc, dict):
@@ -106,11 +178,16 @@ def text_field(doc: dict, name: str, required: bool = False, limit: int = 200) -
 
 
 def number_field(doc: dict, name: str, low: float, high: float) -> float:
-    """doc[name] as a finite number within [low, high], else a 422 (400 when it is not a number at all)."""
+    """doc[name] as a finite number within [low, high], else a 422 (400 when it is not a number at all).
+
+    JSON integers have no size limit but the parser's digit count: one of 300 digits is beyond a float, so
+    math.isfinite and float() would raise OverflowError on it. Python compares an int with a float exactly,
+    so the range is checked first, and only a number within it becomes a float."""
     value = doc.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(400, f"the JSON field '{name}' must be a number from {low:g} to {high:g}")
-    if not (math.isfinite(value) and low <= value <= high):
+    finite = isinstance(value, int) or math.isfinite(value)
+    if not (finite and low <= value <= high):
         shown = f"{value:g}" if isinstance(value, float) else (str(value) if abs(value) < 10**12 else "a huge number")
         raise RequestError(422, f"'{name}' is {shown}; it must be from {low:g} to {high:g}")
     return float(value)

@@ -3,8 +3,11 @@ server keeps answering while it trains; its events are kept and passed on to any
 
 The child gets the cores but one (the server keeps one to answer), is asked to stop through its stdin (it then
 finishes as an ordinary run with what was trained), and starts in a session of its own, so a Ctrl-C in the
-server's terminal reaches the server alone, which then stops the child itself. Its run directory goes under the
-server's runs folder; when it finishes, the server loads and serves it before telling anyone it is done.
+server's terminal reaches the server alone, which then stops the child itself. A server that dies without
+stopping it (SIGKILL, a closed terminal) closes the child's pipes, which the child takes as the same stop: it ends
+its epoch in progress as a stopped run, which the next server on these runs serves (train/remote.py). Its run
+directory goes under the server's runs folder; when it finishes, the server loads and serves it before telling
+anyone it is done.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class Trainer:
         self.job: Job | None = None
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Future | None = None
+        self._waiters: set[asyncio.Future] = set()  # one per follower waiting for news; touched in the loop's thread
         self._jobs = 0
 
     # ---- orders ----------------------------------------------------------------------------------------------
@@ -153,19 +156,24 @@ class Trainer:
             return
         i = 0
         while True:
-            waiter = self._waiter()
-            while i < len(job.events):
-                name, data = job.events[i]
-                i += 1
-                yield name, data
-                if name in TERMINAL:
-                    return
-            await waiter
+            waiter = self._waiter()  # made before looking, so that an event appended meanwhile still wakes it
+            try:
+                while i < len(job.events):
+                    name, data = job.events[i]
+                    i += 1
+                    yield name, data
+                    if name in TERMINAL:
+                        return
+                await waiter
+            finally:
+                self._waiters.discard(waiter)
 
     def _waiter(self) -> asyncio.Future:
-        if self._wake is None or self._wake.done():
-            self._wake = self._loop.create_future()
-        return self._wake
+        """A wake-up for one follower alone: a follower that leaves cancels its own, and a future shared by all
+        would be cancelled for every one of them."""
+        waiter = self._loop.create_future()
+        self._waiters.add(waiter)
+        return waiter
 
     # ---- the reader threads -----------------------------------------------------------------------------------
 
@@ -178,8 +186,10 @@ class Trainer:
                 pass
 
     def _wake_all(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     @staticmethod
     def _drain(stream, tail: deque) -> None:

@@ -194,7 +194,8 @@ export class TrainingPanel {
 
   async stop() {
     try {
-      const res = await fetch("/api/train/stop", { method: "POST" });
+      // JSON, as every order: the server reads no other kind, which another origin's page cannot send it unasked
+      const res = await fetch("/api/train/stop", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
       const answer = await res.json();
       if (!res.ok) this.say("error", { message: answer.error || `HTTP ${res.status}` }, true);
       else this.say("train.state.stopping");
