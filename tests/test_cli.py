@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -469,3 +470,20 @@ def test_predict_runs_with_the_threads_it_is_given(fashion_named_run, tmp_path, 
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "10000"), ("300000", "300000")])
+def test_the_command_sets_openmps_spin_count_before_torch_loads_and_keeps_the_users(given, expected):
+    # libgomp reads GOMP_SPINCOUNT once, when torch loads it: the command must set it first, and leave a user's own.
+    probe = ("import atexit, os, sys\n"
+             "from cnnlab.cli import entry\n"
+             "assert 'torch' not in sys.modules, 'torch was loaded before the command could set the spin count'\n"
+             "atexit.register(lambda: print('SPIN', os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules))\n"
+             "sys.argv = ['cnnlab', 'models']\n"
+             "entry()\n")
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"SPIN {expected} True"  # set, and torch loaded after it

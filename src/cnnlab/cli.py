@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -633,6 +634,15 @@ COMMANDS = {
 }
 
 
+# How long an OpenMP thread spins at a barrier before it sleeps (libgomp's default: 300,000 spins). A run keeps its
+# thread count, so that a seed repeats to the digit; beside a busy core, a thread that spins so long while its partner
+# waits for that core costs every operator a time slice. On the 2-core Intel Xeon (family 6, model 167) of
+# benchmarks/results/busy, resnet --steps 400 beside one busy core took 67.8 s (22.2 and 113.4 s) at the default
+# and 21.4 s (19.9 and 23.0 s) at 10,000, idle 5.98 s against 6.06 s (median of 5 pairs); no digit changes.
+# Read when libgomp loads (with torch), so set before any command imports it; a value the user set is kept.
+GOMP_SPINCOUNT = "10000"
+
+
 def entry() -> None:
     """The `cnnlab` command and `python -m cnnlab`: main(), then exit without Python's last garbage collection.
 
@@ -640,8 +650,10 @@ def entry() -> None:
     0.3-0.4 s, a twentieth of a short training's wall time. By then the command has closed what it wrote (every
     file through a context manager), so the objects can go with the process. gc.freeze() takes them out of that
     collection only: atexit handlers, the modules' teardown and the flush of stdout still run. Here rather than in
-    main(), which tests and notebooks call in a process that goes on.
+    main(), which tests and notebooks call in a process that goes on. Before main(), OpenMP's spin count
+    (GOMP_SPINCOUNT), which torch's import fixes for the process and the processes it starts.
     """
+    os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT)
     code = main()
     import gc
 

@@ -18,8 +18,8 @@ took 39-55 ms with OpenMP's default (spinning), 45-50 ms with OMP_WAIT_POLICY=pa
 GOMP_SPINCOUNT=1000, against 22 ms with 1 thread (13.6 ms with 2 threads on the idle machine). On the 2-core Intel
 Xeon (family 6, model 167) of benchmarks/results/busy, spinning cost far more: 128-241 ms with 2 threads beside a
 busy core (9-10 ms idle), 46-48 ms with GOMP_SPINCOUNT=10000 (as fast idle for resnet, 5-8% slower for basic_cnn and
-inception_net), 17 ms with 1 thread. The spin count changes no digit; it is left to the user, since what it gains
-and costs differs between machines.
+inception_net), 17 ms with 1 thread. The spin count changes no digit, and the `cnnlab` command sets 10,000 unless
+the user set one (cli.GOMP_SPINCOUNT: whole runs measured there).
 
 On systems without /proc (macOS, Windows) nothing is measured and the threads stay as they are.
 """
