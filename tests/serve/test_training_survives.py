@@ -235,3 +235,27 @@ def test_a_training_whose_stdin_alone_closes_stops_and_still_reports_its_end(tmp
     assert child.wait(120) == 0
     assert events[-1]["event"] == "finished" and events[-1]["stopped"] is True, events[-2:]
     assert [p.name for p in newest_finished(runs_root)] == [events[-1]["run"]]
+
+
+@pytest.mark.slow
+def test_a_shutdown_that_cannot_wait_for_a_stopped_training_leaves_it_to_finish(tmp_path):
+    # A large model on a slow CPU may take longer to evaluate and write than the shutdown waits: it is never killed.
+    from .live import live_server
+
+    runs_root = tmp_path / "runs"
+    app = create_app(runs_root=runs_root)
+    with live_server(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        r = httpx.post(f"{base}/api/train", json={"model": "basic_cnn", "budget": 15})
+        assert r.status_code == 202, r.text
+        _wait_until(base, lambda ev: any(e["event"] == "step" for e in ev), "a step")
+        process = app.state.trainer.job.process
+        app.state.trainer.close(grace=0.0)  # asks it to stop, and waits for nothing
+        assert process.wait(120) == 0  # it finished on its own: not killed (-9), not failed
+        end = time.monotonic() + 60
+        while (snapshot := httpx.get(f"{base}/api/train").json())["state"] in ("starting", "running"):
+            assert time.monotonic() < end, snapshot
+            time.sleep(0.05)
+        assert snapshot["state"] == "stopped", snapshot["events"][-2:]  # ended as a page stop ends it, and served
+    (run_dir,) = [p for p in runs_root.iterdir() if p.is_dir()]
+    assert (run_dir / "summary.json").is_file() and newest_finished(runs_root) == [run_dir]

@@ -28,7 +28,7 @@ from cnnlab.serve.inputs import RequestError
 
 BUDGET = (15, 300)  # seconds a training from the page may take: long enough to learn, short enough to watch
 TERMINAL = ("done", "error")
-STOP_GRACE = 20.0  # seconds a stopped child may take to evaluate and write what it trained, before it is killed
+STOP_GRACE = 20.0  # seconds the server's shutdown waits for a stopped child to evaluate and write what it trained
 
 
 class TrainingRefused(RequestError):
@@ -114,7 +114,10 @@ class Trainer:
         return job
 
     def close(self, grace: float = STOP_GRACE) -> None:
-        """Server shutdown: stop a running child, and kill it if it has not finished within `grace` seconds."""
+        """Server shutdown: ask a running child to stop, and wait up to `grace` seconds for it to finish. One still
+        evaluating or writing then (a large model on a slow CPU) is left to finish on its own, never killed: in a
+        session of its own, it ends as a page stop ends it once this process and its pipes are gone, keeping what
+        it trained for the next server to serve."""
         job = self.job
         if job is None or job.process is None or job.process.poll() is not None:
             return
@@ -122,8 +125,7 @@ class Trainer:
         try:
             job.process.wait(grace)
         except subprocess.TimeoutExpired:
-            job.process.kill()
-            job.process.wait()
+            pass
 
     @staticmethod
     def _ask_to_stop(job: Job) -> None:
