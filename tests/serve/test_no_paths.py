@@ -92,3 +92,18 @@ def test_a_folder_model_found_under_the_runs_folder_is_named_not_located(folder_
         answers = _answers(c, folder_run.name)
     _check(answers, [str(place), place.name])
     assert str(place) not in json.dumps(listing)
+
+
+def test_a_training_error_reaches_the_page_without_any_absolute_path(tmp_path):
+    # The training process's first error line goes to the page: the runs folder is shown by its name, and any other
+    # place (a data set's files, a library's) by its last part.
+    from cnnlab.serve.training import Trainer
+
+    trainer = Trainer(tmp_path / "runs", lambda run_dir: run_dir.name)
+    lines = [f"cannot read {tmp_path}/data/train-images-idx3-ubyte.gz (Permission denied)",
+             f"imagefolder {tmp_path}/photos: 3 file(s) cannot be read",
+             f"{tmp_path}/runs/20261206-120000-resnet is finished",
+             "path='/etc/passwd' in /usr/lib/python3/dist-packages/x.py, line 3"]
+    shown = [trainer._no_paths(line) for line in lines]
+    assert shown == ["cannot read train-images-idx3-ubyte.gz (Permission denied)", "imagefolder photos: 3 file(s) cannot be read",
+                     "runs/20261206-120000-resnet is finished", "path='passwd' in x.py, line 3"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -240,5 +241,11 @@ class Trainer:
         self._emit(job, "error", {"message": failed})
 
     def _no_paths(self, message: str) -> str:
-        """A message for the page, without the server's own folders in it."""
-        return message.replace(str(self.runs_root), self.runs_root.name).replace(str(Path.home()), "~")
+        """A message for the page, without the server's own folders in it: the runs folder by its name, and any
+        other absolute path (a data set's, a library's) by its last part."""
+        message = message.replace(str(self.runs_root), self.runs_root.name)
+        return _ABSOLUTE_PATH.sub(lambda m: m.group(1) + m.group(2).rsplit("/", 1)[-1], message)
+
+
+# An absolute path in a message: a "/" that starts a word, then what a path holds up to a space, quote or bracket.
+_ABSOLUTE_PATH = re.compile(r"(^|[\s'\"(\[=:])(/[^\s'\"()\[\],;]+)")
