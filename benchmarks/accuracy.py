@@ -33,8 +33,8 @@ from cnnlab.tables import format_table  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
 from cnnlab.runs import evaluate, load_model  # noqa: E402
 
-# Targets: mean test accuracy over 3 seeds with the default recipe (the foundation issue's for the lecture's
-# networks on MNIST; the Fashion-MNIST issue's for the batch-norm networks), by (dataset, model).
+# Targets: mean test accuracy over 3 seeds with the default recipe (set for the lecture's networks on MNIST and for
+# the batch-norm networks on both data sets), by (dataset, model).
 TARGETS = {
     ("mnist", "resnet"): 99.50, ("mnist", "inception_net"): 99.45, ("mnist", "basic_cnn"): 99.20,
     ("mnist", "resnet_bn"): 99.70, ("mnist", "inception_bn"): 99.70,
@@ -93,12 +93,12 @@ def main() -> int:
 
 def _key(run: dict) -> tuple:
     """(dataset, model, recipe, seed, grad clip): what names a run (runs from before Fashion-MNIST have no dataset
-    field, runs from before issue 17 no grad_clip: they trained without clipping)."""
+    field, runs from before gradient clipping no grad_clip: they trained without it)."""
     return run.get("dataset", "mnist"), run["model"], run["recipe"], run["seed"], run.get("grad_clip", 0.0)
 
 
 def _clip(dataset: str, model: str, recipe: str) -> float:
-    """The gradient clipping a run of this recipe trains with now (the default recipe's changed in issue 17)."""
+    """The gradient clipping a run of this recipe trains with now (the default recipe clips; it once did not)."""
     return make_config(model, recipe, dataset).grad_clip
 
 
@@ -249,17 +249,17 @@ def render_markdown(runs: list[dict], machine: str) -> str:
             "with its mirror image's (tta_hflip), measured after each run outside its wall time; '-' where not measured.",
             "The default recipe selects its epoch on the last 5,000 training images (held out); the course recipe",
             "trains on all 60,000 and reports its last epoch, as the course does. Targets (mean of 3 seeds, default",
-            "recipe) are the foundation issue's for the lecture's networks and the Fashion-MNIST issue's for",
-            "resnet_bn and inception_bn (each run within 20 minutes). Wall time is the median per run, evaluation of every epoch",
+            "recipe) are set for the lecture's networks and for resnet_bn and inception_bn (each run within 20",
+            "minutes). Wall time is the median per run, evaluation of every epoch",
             "included, runs one after another on an otherwise lightly used machine (light editing and short test",
             "runs happened beside it, so single runs can be slower by 10-30%).",
-            "Issue 17 changed the default recipe: it clips the gradient's norm at 2. Rows of runs from before it",
+            "The default recipe now clips the gradient's norm at 2. Rows of runs from before it did",
             "read 'default, before clipping'; they stay as they were measured, beside the rows of the recipe now.",
             "",
             "The course recipe here keeps the course's hyper-parameters (batch 64, SGD lr 0.01 momentum 0.5, plain",
             "cross-entropy, 10 epochs) but feeds batches from cnnlab's in-memory loader, so its wall time is below",
-            "the course's own DataLoader loop (386 s for resnet's 10 epochs on this kind of machine, as the foundation",
-            "issue reports it; benchmarks/speed.py of the speed issue is to measure that loop itself).",
+            "the course's own DataLoader loop (386 s for resnet's 10 epochs on this kind of machine, measured when the",
+            "project began; benchmarks/speed.py measures that loop itself).",
             *(["A run that failed counts in the seeds column (\"3 (1 failed)\") and nowhere else: accuracies and wall",
                "times are over the runs that finished; the failures and their reasons are listed below the table."] if failures else []),
             *(["The runs came from more than one CPU (listed below the table); where a row's did, its wall time is",

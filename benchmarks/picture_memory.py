@@ -65,7 +65,7 @@ def _drawing(mode: str, w: int, h: int) -> Image.Image:
 def pictures() -> dict[str, bytes]:
     la = _drawing("LA", 2048, 2048)
     return {
-        "4096x4096 16-bit RGBA PNG (the issue's)": _png16_rgba(4096, 4096),
+        "4096x4096 16-bit RGBA PNG (a crafted header)": _png16_rgba(4096, 4096),
         "2048x2048 16-bit RGBA PNG": _png16_rgba(2048, 2048),
         "2048x2048 grey+alpha PNG": _encoded(la, "PNG"),
         "2048x2048 palette PNG, transparent": _encoded(_drawing("RGB", 2048, 2048).convert("P"), "PNG", transparency=0),

@@ -5,15 +5,15 @@
 
 Each case is a setting a user reaches from the README or a benchmark, trained for its first 1,000 steps (the
 image folder: its whole run) with seeds 0..9, once with the gradient's norm clipped (the recipe's grad_clip) and
-once without (grad_clip 0, as before issue 17). A run ends one of three ways: ok, *diverged* (the loss stopped
+once without (grad_clip 0, as before clipping was the default). A run ends one of three ways: ok, *diverged* (the loss stopped
 being finite: NonFiniteLoss, with its step) or *collapsed* (finite, but at chance from some epoch to the end, as
 cnnlab's own check finds it: train/collapse.py). The cases:
 
   inception_net, 30-step warm-up   the setting that diverged in speed.py's throughput measurement (a 60-step plan
                                    warms up for 30 steps, then runs at the peak rate 0.05)
-  folder                           the image-folder example of issue 17 (resnet, 240 pictures of three outlined
+  folder                           the image-folder example of the README (resnet, 240 pictures of three outlined
                                    shapes, 96x96, --epochs 20 --batch-size 32: 4 steps an epoch, so a 4-step
-                                   warm-up), which collapsed to chance on the issue's folder
+                                   warm-up), which once collapsed to chance on such a folder
 
 Writes benchmarks/results/stability.json and stability.md. Runs in this process, one after another.
 """
@@ -51,7 +51,7 @@ LABELS = {
 
 
 def draw_shapes(root: Path, per_class: int = 80, side: int = 96, seed: int = 0) -> Path:
-    """A folder of outlined circles, squares and triangles of random size, place and colour (issue 17's case)."""
+    """A folder of outlined circles, squares and triangles of random size, place and colour (the README's case)."""
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)

@@ -1,5 +1,5 @@
 """The benchmarks' failure handling: a run that fails is recorded with its reason, the benchmark goes on, and the
-tables show it (issue 17, item 1). The scripts in benchmarks/ are imported as the benchmarks import each other."""
+tables show it. The scripts in benchmarks/ are imported as the benchmarks import each other."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def test_accuracy_resume_keeps_failed_runs_unless_asked_to_retry():
     assert todo == [planned[1], planned[3]]
     assert [r["seed"] for r in kept] == [0, 2]  # the failed record gives way to the new run
 
-    unclipped = {k: v for k, v in _record(3, 99.4).items() if k != "grad_clip"}  # from before issue 17's recipe
+    unclipped = {k: v for k, v in _record(3, 99.4).items() if k != "grad_clip"}  # from before the recipe clipped
     todo, kept = accuracy.plan_runs(planned, [*runs, old, unclipped])
     assert todo == [planned[3]] and len(kept) == 4  # kept as measured, and run again with the recipe now
     rows = accuracy.summarise(kept)

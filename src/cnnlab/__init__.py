@@ -26,7 +26,7 @@ _HOME = {
 
 __all__ = [*_HOME, "__version__"]
 
-# The names the issue wrote as functions are subpackages' names, which a function cannot keep (cnnlab/api.py).
+# Names a user may call as functions (cnnlab.train(...)) are subpackages' names, which a function cannot take over.
 _SUBPACKAGE_HINTS = {
     "train": "to train a model, call cnnlab.fit(...)",
     "models": "cnnlab.list_models() lists the models",

@@ -538,7 +538,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from cnnlab.serve.app import create_app
         from cnnlab.serve.server import exposure_warning, run
     except ImportError as e:
-        raise _UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): pip install 'cnnlab[serve]'") from None
+        raise _UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): pip install fastapi uvicorn") from None
 
     # --threads defaults to 1 here: one image is tiny, so parallelism comes from concurrent requests
     app = create_app(args.runs, args.runs_root, training=args.training, device=_use_device(args), host=args.host,

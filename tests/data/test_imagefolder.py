@@ -218,7 +218,7 @@ def test_a_run_forced_to_collapse_warns_and_its_summary_says_so(tmp_path, capsys
 @pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--seed", "1"]], ids=["readme-defaults", "readme-another-seed"])
 def test_the_readmes_examples_train_a_small_folder_well_to_the_last_epoch(tmp_path, monkeypatch, capsys, flags):
-    # The folder: 240 pictures of three outlined shapes, 96x96, of random size, place and colour.
+    # The README's folder: 240 pictures of three outlined shapes, 96x96, of random size, place and colour.
     draw_folder(tmp_path / "photos", per_class=80, side=96, outline=True)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--model", "resnet", "--dataset", "imagefolder:photos", *flags]) == 0  # as a user types it

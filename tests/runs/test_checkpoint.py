@@ -53,7 +53,7 @@ def _nan_first(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-# (case, change, what the message says): the crafted checkpoints of issue 19 and their kin.
+# (case, change, what the message says): crafted checkpoints, each re-saved with a correct SHA-256.
 CRAFTED = [
     ("a config that is not a dict", _set("config", [1, 2]), "config must be a dict"),
     ("a config with a setting cnnlab does not know", _set("config.evil", 1), "unknown setting evil"),

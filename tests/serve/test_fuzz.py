@@ -307,7 +307,7 @@ def test_a_bounded_load_test_ends_with_no_errors(server, real_mnist, reliability
     assert json.loads(r.text) == {"status": "ok"}
 
 
-# ---- issue 19: what a careful attacker sends ----------------------------------------------------------------
+# ---- what a careful attacker sends --------------------------------------------------------------------------
 
 
 def _float_tiff(nan: bool) -> bytes:
