@@ -20,7 +20,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet, load_data, lookup
 from cnnlab.data.batching import normalize
 from cnnlab.device import autocast, autocast_dtype, resolve_device
-from cnnlab.models import create_model, list_models
+from cnnlab.models import create_model
 from cnnlab.data.errors import DataError
 from cnnlab.runs.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, load_weights, weights_problem
 
@@ -285,12 +285,11 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[torch.nn.M
     """The model of a checkpoint, its config, and the checkpoint itself; on the chosen device, in eval mode
     (`load` wraps the three in a TrainedModel)."""
     dev = resolve_device(device)
-    state = load_checkpoint(checkpoint)  # checked as a whole: digest, record, config, finite tensors
+    # Checked as a whole: sizes against the model it names (which this cnnlab must have), digest, record, config,
+    # finite tensors.
+    state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(state["config"])
     cfg.device = str(dev)
-    if cfg.model not in list_models():
-        raise CheckpointError(f"{checkpoint} holds model {cfg.model!r}, which this cnnlab does not have "
-                              f"(it has: {', '.join(list_models())})")
     kwargs = state.get("model_kwargs", {})
     problem = _data_problem(cfg, kwargs)
     if problem:
