@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 MEASURE = """
 import sys
-from cnnlab.data.pictures import to_mnist, to_square
+from cnnlab.data.tensors.pictures import to_mnist, to_square
 def status(key):  # kB, from the kernel's account of this process
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":"))
 data = open(sys.argv[1], "rb").read()

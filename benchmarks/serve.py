@@ -14,7 +14,7 @@
    /api/explain of each model in turn, --explain-repeats times; p50/p90 as the client sees them (HTTP, explain,
    the JSON of every layer's maps).
 4. Memory: `cnnlab serve` again, 16 clients posting the largest pictures within the limits (4096x4096 grey, and
-   2048x2048 RGBA: each 16 MB once decoded, the pixel budget of cnnlab.data.pictures) for --seconds; the server
+   2048x2048 RGBA: each 16 MB once decoded, the pixel budget of cnnlab.data.tensors.pictures) for --seconds; the server
    process's peak resident memory (the kernel's VmHWM) against its memory at rest before, and after.
 
 A training run or a measurement that fails (a model whose loss stops being finite, a server that does not start,
@@ -52,7 +52,7 @@ from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.sysinfo import cpu_kind  # noqa: E402
 from cnnlab.inference.predictor import Predictor  # noqa: E402
 from cnnlab.serve.inputs import BODY_LIMIT  # noqa: E402
-from cnnlab.data.pictures import load_image, to_mnist  # noqa: E402
+from cnnlab.data.tensors.pictures import load_image, to_mnist  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 
 

@@ -52,7 +52,7 @@ from course_loop import CourseMNIST  # noqa: E402
 from machine import TIMING_LR, ProcessFailed, attempt, describe_machine, write_file, write_json  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
-from cnnlab.data.batching import InMemoryLoader  # noqa: E402
+from cnnlab.data.tensors.batching import InMemoryLoader  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 from cnnlab.train import make_config  # noqa: E402

@@ -23,10 +23,10 @@ def fashion_named_run(tiny_mnist, tmp_path):
     class names): for the mechanics of named classes in predict and serve, never for accuracy."""
     import dataclasses
 
-    from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
+    from cnnlab.data.sets.fashion_mnist import SPEC as FASHION_MNIST
     from cnnlab.train import fit, make_config
 
-    data = dataclasses.replace(tiny_mnist, name="fashion-mnist", classes=FASHION_MNIST.classes)
+    data = dataclasses.replace(tiny_mnist, name="fashion-mnist", title=FASHION_MNIST.title, classes=FASHION_MNIST.classes)
     cfg = make_config("basic_cnn", dataset="fashion-mnist", epochs=1, batch_size=50, val_size=100, device="cpu")
     return fit(cfg, data, out_root=tmp_path, progress=False).run_dir
 

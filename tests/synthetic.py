@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from cnnlab.data import ImageSet
+from cnnlab.data.sets.mnist import SPEC as MNIST
 
 
 def synthetic_mnist(train: int = 600, test: int = 200, seed: int = 1234) -> ImageSet:
@@ -26,4 +27,9 @@ def synthetic_mnist(train: int = 600, test: int = 200, seed: int = 1234) -> Imag
         test_images=torch.randint(0, 256, (test, 28, 28), dtype=torch.uint8, generator=g),
         test_labels=torch.randint(0, 10, (test,), generator=g),
         source="synthetic (tests)",
+        name="mnist",
+        title="MNIST",
+        classes=MNIST.classes,
+        mean=MNIST.mean,
+        std=MNIST.std,
     )

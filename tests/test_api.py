@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import cnnlab
-from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
+from cnnlab.data.sets.fashion_mnist import SPEC as FASHION_MNIST
 
 ROOT = Path(__file__).resolve().parents[1]
 

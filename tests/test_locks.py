@@ -7,7 +7,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.data import DataError
-from cnnlab.data.idx_sources import fetch_lock
+from cnnlab.data.fetch.idx_sources import fetch_lock
 from cnnlab.locks import FileLock, UnsafeLockFile
 from cnnlab.train import fit, make_config
 

@@ -59,7 +59,7 @@ def list_models() -> dict[str, str]:
 
 def list_datasets() -> dict[str, str]:
     """What `fit(dataset=...)` and `cnnlab train --dataset` accept, each with one line about it: the data set
-    registry's entries (data/registry.py)."""
+    registry's entries (data/sets/registry.py)."""
     from cnnlab.data import entries
 
     return {e.name + (":PATH" if e.takes_path else ""): e.summary for e in entries()}

@@ -38,7 +38,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 def build_parser() -> argparse.ArgumentParser:
     from cnnlab import __version__
-    from cnnlab.data.registry import usage as dataset_usage
+    from cnnlab.data.sets.registry import usage as dataset_usage
     from cnnlab.models import list_models
     from cnnlab.config import RECIPES, Range, setting_range
 
@@ -483,7 +483,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from cnnlab.inference.predictor import Predictor, input_names
-    from cnnlab.data.pictures import ImageError
+    from cnnlab.data.tensors.pictures import ImageError
 
     predictor = Predictor(args.checkpoint, _use_device(args))  # a bad checkpoint fails before any image is read
     save_dir = _save_input_dir(args.save_input)

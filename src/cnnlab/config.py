@@ -7,7 +7,8 @@ import typing
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
-from cnnlab.data.registry import lookup
+from cnnlab.data.sets import mnist
+from cnnlab.data.sets.registry import lookup
 from cnnlab.device import DEVICES
 from cnnlab.models import get_model
 
@@ -73,7 +74,7 @@ class TrainConfig:
 
     model: str = "resnet"  # a name from the model registry
     recipe: str = _setting("default", choices=("default", "course"))  # the recipe these values came from, for the record
-    dataset: str = "mnist"  # a --dataset name of the data set registry (data/registry.py): "mnist", "imagefolder:PATH"...
+    dataset: str = "mnist"  # a --dataset name of the data set registry (data/sets/registry.py): "mnist", "imagefolder:PATH"...
     # An image folder's side. The lecture's networks are for small pictures (a folder's inferred side is 16..64);
     # 512 leaves room for 224-pixel photos and more, while a crafted value cannot make a network's first layers
     # (their size grows with the side squared) or a folder's images in memory take gigabytes.
@@ -123,8 +124,8 @@ class TrainConfig:
                             "(default: off)", "bool")
     # Pixel mean and std the images are standardised with (pixels scaled to 0..1): the data set's own, set from the
     # data when training starts (MNIST's here).
-    norm_mean: float = _setting(0.1307, Range(0, 1))
-    norm_std: float = _setting(0.3081, Range(0, 1, above=True))
+    norm_mean: float = _setting(mnist.MEAN, Range(0, 1))
+    norm_std: float = _setting(mnist.STD, Range(0, 1, above=True))
     # last training images held out for model selection; 0 = none (the course)
     val_size: int | None = _setting(5000, Range(0, 10**9, whole=True))
     # images per batch when evaluating (no gradients, so larger); bounded, since memory grows with it

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from cnnlab.data.batching import MNIST_MEAN, MNIST_STD, InMemoryLoader, cutout, normalize, random_affine
+from cnnlab.data.sets.mnist import MEAN as MNIST_MEAN, STD as MNIST_STD
+from cnnlab.data.tensors.batching import InMemoryLoader, cutout, normalize, random_affine
 
 
 def test_shuffled_epoch_visits_every_image_once_and_repeats_with_the_seed():
@@ -34,7 +35,7 @@ def test_drop_last_and_bad_arguments():
 
 def test_normalize_scales_and_standardises():
     x = torch.tensor([[[0, 255]]], dtype=torch.uint8)
-    out = normalize(x)
+    out = normalize(x, MNIST_MEAN, MNIST_STD)
     assert out.shape == (1, 1, 1, 2)
     assert torch.allclose(out.flatten(), torch.tensor([-MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD]))
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from cnnlab.data import DataError, load_mnist
-from cnnlab.data.cache import atomic_write
-from cnnlab.data.download import DownloadError, fetch_url
-from cnnlab.data.official import MNIST_FILES, TRAIN_LABELS, OfficialFile
+from cnnlab.data.fetch.cache import atomic_write
+from cnnlab.data.fetch.download import DownloadError, fetch_url
+from cnnlab.data.fetch.official import MNIST_FILES, TRAIN_LABELS, OfficialFile
 
 
 SHORT = 0.3  # seconds: the client timeout the slow-server tests must outlast

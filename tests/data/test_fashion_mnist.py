@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from cnnlab.data import DataError, load_data
-from cnnlab.data.fashion_mnist import SPEC
-from cnnlab.data.idx_sources import load_idx
+from cnnlab.data.sets.fashion_mnist import SPEC
+from cnnlab.data.fetch.idx_sources import load_idx
 
 pytestmark = pytest.mark.slow
 

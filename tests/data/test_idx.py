@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnlab.data import DataError
-from cnnlab.data.idx import encode_idx, parse_idx
+from cnnlab.data.fetch.idx import encode_idx, parse_idx
 
 
 @pytest.mark.parametrize(

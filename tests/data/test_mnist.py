@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cnnlab.data import DataError, default_cache_dir, load_mnist
-from cnnlab.data.idx_sources import read_verified
-from cnnlab.data.official import OfficialFile
+from cnnlab.data.fetch.idx_sources import read_verified
+from cnnlab.data.fetch.official import OfficialFile
 
 
 def _load(tmp_path: Path, no_pip: Callable, **kwargs) -> str:

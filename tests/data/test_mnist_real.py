@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from cnnlab.data import ImageSet, load_mnist
-from cnnlab.data.idx_sources import PYPI_SOURCE
-from cnnlab.data.official import MNIST_FILES, TRAIN_LABELS
+from cnnlab.data.fetch.idx_sources import PYPI_SOURCE
+from cnnlab.data.fetch.official import MNIST_FILES, TRAIN_LABELS
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,7 @@ def _bars(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _load(path, data_dir=None, **_) -> ImageSet:
     train_x, train_y = _bars(600, 0)
     test_x, test_y = _bars(200, 1)
-    return ImageSet(train_x, train_y, test_x, test_y, source="made by the test", name="bars", classes=CLASSES,
+    return ImageSet(train_x, train_y, test_x, test_y, source="made by the test", name="bars", title="Bars", classes=CLASSES,
                     mean=float(train_x.float().div(255).mean()), std=float(train_x.float().div(255).std()))
 
 

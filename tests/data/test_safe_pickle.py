@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cnnlab.data import DataError
-from cnnlab.data.safe_pickle import UnsafePickleError, load_numpy_pickle
+from cnnlab.data.fetch.safe_pickle import UnsafePickleError, load_numpy_pickle
 
 
 class _Touch:

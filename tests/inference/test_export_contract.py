@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.data.batching import normalize
+from cnnlab.data.tensors.batching import normalize
 from cnnlab.inference.export import export_model
 from cnnlab.runs import CheckpointError, load_checkpoint, load_model
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data.batching import normalize
+from cnnlab.data.sets.mnist import MEAN as MNIST_MEAN, STD as MNIST_STD
+from cnnlab.data.tensors.batching import normalize
 from cnnlab.inference.export import ExportError, export_model
 from cnnlab.inference.predictor import Predictor
 from cnnlab.models import list_models
@@ -61,7 +62,7 @@ def test_a_checkpoint_that_is_not_one_is_refused(tmp_path):
 def _pytorch_logits(run_dir, pixels: torch.Tensor) -> torch.Tensor:
     model, _, _ = load_model(run_dir, "cpu")
     with torch.no_grad():
-        return model(normalize(pixels.to(torch.uint8)))
+        return model(normalize(pixels.to(torch.uint8), MNIST_MEAN, MNIST_STD))
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from cnnlab.data import lookup
-from cnnlab.data.pictures import MAX_SIDE, ImageError, ImageTooLarge, load_image, to_fashion, to_mnist, to_square
+from cnnlab.data.tensors.pictures import MAX_SIDE, ImageError, ImageTooLarge, load_image, to_fashion, to_mnist, to_square
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -235,7 +235,7 @@ def _seven(size: int, mode: str = "L") -> Image.Image:
 
 
 def test_a_picture_over_the_decoded_budget_is_refused_before_its_pixels_are_read(reliability):
-    from cnnlab.data.pictures import MAX_DECODED_BYTES
+    from cnnlab.data.tensors.pictures import MAX_DECODED_BYTES
 
     # 4096x4096 16-bit RGBA: 64 MB decoded, a few hundred bytes here, 137 KB as a real file.
     for header, words in [(_png_header(4096, 4096, 16, 6), "4096x4096 RGBA, 64 MB once decoded"),
@@ -260,7 +260,7 @@ def test_the_largest_pictures_allowed_are_prepared(tmp_path):
 
 
 def test_a_phone_sized_jpeg_is_decoded_smaller_and_reads_as_the_same_digit():
-    from cnnlab.data.pictures import MAX_DECODED_BYTES, decoded_bytes
+    from cnnlab.data.tensors.pictures import MAX_DECODED_BYTES, decoded_bytes
 
     big = _seven(3024, "RGB").resize((4032, 3024))
     buf = io.BytesIO()

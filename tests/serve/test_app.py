@@ -119,7 +119,7 @@ def test_the_api_answers_json_errors_for_unknown_routes_and_methods(client):
 def test_a_model_of_other_classes_answers_with_their_names(fashion_named_run):
     """Mechanics only (a model trained on noise): the class names recorded in training reach the API, and a
     Fashion-MNIST model's pictures are prepared as garments."""
-    from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
+    from cnnlab.data.sets.fashion_mnist import SPEC as FASHION_MNIST
 
     run = fashion_named_run
     with TestClient(create_app([run]), base_url=LOCAL) as c:

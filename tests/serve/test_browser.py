@@ -438,7 +438,7 @@ def test_stop_on_the_page_keeps_what_was_trained(server_url):
 def test_a_model_of_named_classes_gets_named_bars_and_answers(fashion_named_run, tmp_path):
     """Mechanics (a model trained on noise, so which class wins is not checked): the page labels its bars
     with the model's class names, in order, and answers with the name of the class it marks best."""
-    from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
+    from cnnlab.data.sets.fashion_mnist import SPEC as FASHION_MNIST
 
     with _serving([fashion_named_run], tmp_path / "runs") as url, _browser(url) as browser:
         page = browser.page()

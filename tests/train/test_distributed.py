@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.data.batching import InMemoryLoader, random_affine
+from cnnlab.data.tensors.batching import InMemoryLoader, random_affine
 from cnnlab.train.distributed import World, world_from_env
 
 from ..synthetic import synthetic_mnist

@@ -147,7 +147,7 @@ def test_mirror_test_time_augmentation_averages_the_logits_of_both_images(tiny_m
 
 
 def test_class_names_come_from_the_run_else_from_its_data_set():
-    from cnnlab.data.fashion_mnist import SPEC as FASHION_MNIST
+    from cnnlab.data.sets.fashion_mnist import SPEC as FASHION_MNIST
     from cnnlab.runs import class_names
 
     fashion = make_config("resnet", dataset="fashion-mnist")
@@ -180,7 +180,7 @@ def test_resuming_a_run_killed_during_its_finish_completes_the_finish(tiny_mnist
 def test_the_gradient_is_clipped_to_the_recipes_norm_before_each_step(tiny_mnist):
     """Plain SGD at lr 1: a step moves the weights by exactly the gradient it took, so the move's norm is the
     clipped norm (the raw gradient of a fresh network on these batches is far larger at this loss scale)."""
-    from cnnlab.data.batching import InMemoryLoader
+    from cnnlab.data.tensors.batching import InMemoryLoader
     from cnnlab.train.loop import build_optimizer, build_schedule, train_one_epoch
     from cnnlab.train.plan import Plan
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnlab.analysis.cost import forward_flops
-from cnnlab.data.registry import lookup
+from cnnlab.data.sets.registry import lookup
 from cnnlab.models import count_parameters, create_model
 from cnnlab.runs.rundir import Run
 

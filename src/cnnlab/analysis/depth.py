@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.config import Range
 from cnnlab.data import ImageSet
-from cnnlab.data.batching import normalize
+from cnnlab.data.tensors.batching import normalize
 from cnnlab.train.gradients import GradNormRecorder
 
 if TYPE_CHECKING:

@@ -314,7 +314,7 @@ def explain(trained: TrainedModel, picture: Picture, silence: Iterable[str] | st
       later blocks receive). Shares are of the block's sum of squares over all its branches, so they sum to 1;
     - a residual block's "sum" is its output: relu(skip + conv), or relu of the path left on.
 
-    Raises UnknownPart for a part the model does not have, cnnlab.data.pictures.ImageError for a picture that cannot
+    Raises UnknownPart for a part the model does not have, cnnlab.data.tensors.pictures.ImageError for a picture that cannot
     be read, ValueError for max_maps < 1. The model is left as it was, and other threads may use it meanwhile.
     """
     if max_maps < 1:

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from cnnlab.atomic import atomic_write_bytes
-from cnnlab.data.batching import MNIST_MEAN, MNIST_STD
-from cnnlab.data.registry import lookup
+from cnnlab.data.sets import mnist
+from cnnlab.data.sets.registry import lookup
 from cnnlab.config import TrainConfig
 from cnnlab.runs import checkpoint_dir, class_names, load_model, tta_forward
 from cnnlab.runs.checkpoint import archive_kind
@@ -44,7 +44,7 @@ class PixelInput(nn.Module):
     """The model behind its input standardisation: 0..255 pixels in, logits out. With tta_hflip the logits
     are averaged with the mirror image's, as the model was evaluated in training."""
 
-    def __init__(self, model: nn.Module, mean: float = MNIST_MEAN, std: float = MNIST_STD, tta_hflip: bool = False) -> None:
+    def __init__(self, model: nn.Module, mean: float = mnist.MEAN, std: float = mnist.STD, tta_hflip: bool = False) -> None:
         super().__init__()
         self.model = model
         self.mean, self.std = mean, std  # the training data's pixel statistics

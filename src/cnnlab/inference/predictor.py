@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data.pictures import ImageError
+from cnnlab.data.tensors.pictures import ImageError
 from cnnlab.models import count_parameters
 from cnnlab.runs import load
 from cnnlab.runs.model import Guess, Picture, Prediction

@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet, load_data, lookup
-from cnnlab.data.batching import normalize
+from cnnlab.data.tensors.batching import normalize
 from cnnlab.device import autocast, autocast_dtype, resolve_device
 from cnnlab.models import create_model
 from cnnlab.data.errors import DataError
@@ -213,7 +213,7 @@ class TrainedModel:
         size: each is prepared as the training images were). A list of them, or a 3-D array of grey images,
         gives a list of predictions.
 
-        Raises cnnlab.data.pictures.ImageError for a picture that cannot be read or holds nothing.
+        Raises cnnlab.data.tensors.pictures.ImageError for a picture that cannot be read or holds nothing.
         """
         if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 3
                                                  and self.model_kwargs["in_channels"] == 1):

@@ -16,7 +16,7 @@
 
 Models load once, when the app is made (and when a training finishes). The work on an image (decoding, preparing,
 the model) runs on a fixed pool of `workers` threads (default: the CPU cores): the event loop keeps answering,
-and at most `workers` images are held decoded at once (each bounded by the pixel budget of cnnlab.data.pictures),
+and at most `workers` images are held decoded at once (each bounded by the pixel budget of cnnlab.data.tensors.pictures),
 with at most IMAGE_REQUESTS request bodies held meanwhile: the memory a burst of requests can take is bounded. Every bad input gets a 4xx answer with
 {"error": "..."}, and no answer holds a path of the server's (a data set read from a folder is named by the folder's
 own name: "imagefolder:photos").
@@ -51,8 +51,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cnnlab.analysis.inside import UnknownPart, explain
-from cnnlab.data.pictures import ImageError, ImageTooLarge
-from cnnlab.data.registry import entries as dataset_entries
+from cnnlab.data.tensors.pictures import ImageError, ImageTooLarge
+from cnnlab.data.sets.registry import entries as dataset_entries
 from cnnlab.models import list_models
 from cnnlab.runs.rundir import newest_finished
 from cnnlab.serve.inputs import (BODY_LIMIT, READING_METHODS, RequestError, check_host, check_same_origin, json_order,

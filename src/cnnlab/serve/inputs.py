@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import anyio
 from starlette.requests import ClientDisconnect, Request
 
-from cnnlab.data.pictures import MAX_BYTES
+from cnnlab.data.tensors.pictures import MAX_BYTES
 from cnnlab.serve.server import split_host
 
 # A data URL or multipart body is larger than the image it carries (base64: 4/3); allow for that.

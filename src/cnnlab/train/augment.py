@@ -3,7 +3,7 @@ the TrainConfig fields that switch it on and set it; each such field is a `cnnla
 Adding one is a function here and its field there.
 
 The draws are made for a whole global batch and each process takes its rows (`rows=(first, total)`, see
-data/batching.random_affine), so a data-parallel run augments as one process does. The order below is the order
+data/tensors/batching.random_affine), so a data-parallel run augments as one process does. The order below is the order
 the random numbers are drawn in: changing it changes every seeded run.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.data.batching import cutout, random_affine
+from cnnlab.data.tensors.batching import cutout, random_affine
 
 
 

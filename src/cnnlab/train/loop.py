@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet
-from cnnlab.data.batching import InMemoryLoader
+from cnnlab.data.tensors.batching import InMemoryLoader
 from cnnlab.device import autocast
 from cnnlab.eager import eager_optimizer
 from cnnlab.runs.model import evaluation_sums, model_input

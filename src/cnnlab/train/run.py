@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from cnnlab.config import TrainConfig, fit_note, fit_to_data
 from cnnlab.data import ImageSet
-from cnnlab.data.batching import InMemoryLoader
-from cnnlab.data.registry import lookup
+from cnnlab.data.tensors.batching import InMemoryLoader
+from cnnlab.data.sets.registry import lookup
 from cnnlab.device import autocast_dtype, resolve_device
 from cnnlab.models import count_parameters, create_model, models_with_branches
 from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, load_weights

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cnnlab.data.imageset import ImageSet
+from cnnlab.data.tensors.imageset import ImageSet
 
 # Loader: (path given after "NAME:", or None; data_dir; image_size; split_seed; progress; recorded) -> ImageSet.
 #   data_dir: where the files are (a named set's IDX files), or an image folder's new place when it has moved.

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from cnnlab.data.errors import DataError
-from cnnlab.data.imageset import ImageSet
-from cnnlab.data.pictures import (MAX_DECODED_BYTES, ImageTooLarge, decoded_bytes, fit_decoded_budget, square_pixels,
+from cnnlab.data.tensors.imageset import ImageSet
+from cnnlab.data.tensors.pictures import (MAX_DECODED_BYTES, ImageTooLarge, decoded_bytes, fit_decoded_budget, square_pixels,
                                   to_square)
-from cnnlab.data.registry import DatasetEntry, register_dataset
+from cnnlab.data.sets.registry import DatasetEntry, register_dataset
 from cnnlab.readfile import FileRefused, FileTooLarge, open_regular, read_bounded
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -143,6 +143,7 @@ def load_imagefolder(path: str | Path, image_size: int = 0, split_seed: int = 0,
         source=f"image folder {root} ({len(headers)} images in {len(files)} classes, "
         f"{image_size}x{image_size} {'grey' if grey else 'RGB'})",
         name=f"imagefolder:{root}",
+        title=f"imagefolder:{root}",  # a folder is known by its path
         classes=tuple(files),
         mean=mean,
         std=std,

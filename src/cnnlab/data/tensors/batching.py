@@ -13,14 +13,11 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-MNIST_MEAN = 0.1307  # mean pixel of the MNIST training set, in [0, 1]
-MNIST_STD = 0.3081  # its standard deviation
-
 
 def normalize(
     images: torch.Tensor,
-    mean: float = MNIST_MEAN,
-    std: float = MNIST_STD,
+    mean: float,
+    std: float,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """uint8 images (N, H, W) or (N, C, H, W) -> float (N, C, H, W), scaled to [0, 1] then standardised.

@@ -1,13 +1,13 @@
 """The data set entry for Fashion-MNIST: ten kinds of clothing in MNIST's format (each file verified by its
 SHA-256), from Debian's dataset-fashion-mnist package or its mirror; mirrored rather than rotated in the default
-recipe, and a user's photo of a garment prepared the way the data set was made (data/pictures.to_fashion)."""
+recipe, and a user's photo of a garment prepared the way the data set was made (data/tensors/pictures.to_fashion)."""
 
 from __future__ import annotations
 
-from cnnlab.data.idx_sources import IdxSpec, load_idx
-from cnnlab.data.official import OfficialFile
-from cnnlab.data.pictures import to_fashion
-from cnnlab.data.registry import DatasetEntry, register_dataset
+from cnnlab.data.fetch.idx_sources import IdxSpec, load_idx
+from cnnlab.data.fetch.official import OfficialFile
+from cnnlab.data.tensors.pictures import to_fashion
+from cnnlab.data.sets.registry import DatasetEntry, register_dataset
 
 _F = (60000, 28, 28), (60000,), (10000, 28, 28), (10000,)
 SPEC = IdxSpec(

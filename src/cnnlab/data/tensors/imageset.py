@@ -1,5 +1,5 @@
-"""The in-memory form every data set takes, whatever its source: uint8 images and int64 labels, its name in the
-data set registry, class names and pixel statistics. Training normalises it per batch on the device."""
+"""The in-memory form every data set takes, whatever its source: uint8 images and int64 labels, its name and title
+in the data set registry, class names and pixel statistics. Training normalises it per batch on the device."""
 
 from __future__ import annotations
 
@@ -15,16 +15,11 @@ class ImageSet:
     test_images: torch.Tensor  # (M, ...) uint8
     test_labels: torch.Tensor  # (M,) int64
     source: str  # where the files came from, for logs and reports, e.g. "cache /root/.cache/cnnlab/mnist"
-    name: str = "mnist"  # as --dataset names it (an image folder's with its absolute path): a registry lookup
-    classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # class names, by label
-    mean: float = 0.1307  # pixel mean and standard deviation of the training images in [0, 1]
-    std: float = 0.3081
-
-    @property
-    def title(self) -> str:
-        from cnnlab.data.registry import lookup
-
-        return lookup(self.name).title
+    name: str  # as --dataset names it (an image folder's with its absolute path): a registry lookup
+    title: str  # how people write it ("MNIST"; a folder is known by its name)
+    classes: tuple[str, ...]  # class names, by label
+    mean: float  # pixel mean and standard deviation of the training images in [0, 1]
+    std: float
 
     def __repr__(self) -> str:
         return (

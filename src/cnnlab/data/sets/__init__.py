@@ -1,0 +1,1 @@
+"""The data set registry and its entries, one file each."""
