@@ -24,7 +24,7 @@ from cnnlab.models import list_models as _list_models  # noqa: E402
 
 def _entry_point(name: str):
     def entry(pretrained: bool = False, checkpoint=None, **kwargs):
-        from cnnlab.runs import load_model
+        from cnnlab.runs import load
 
         if checkpoint is None:
             if pretrained:
@@ -33,10 +33,11 @@ def _entry_point(name: str):
             return _get_model(name).build(**kwargs)
         if kwargs:
             raise ValueError(f"a checkpoint fixes the network's shape; do not also pass {', '.join(kwargs)}")
-        network, cfg, _ = load_model(checkpoint, "cpu")
-        if cfg.model != name:
-            raise ValueError(f"{checkpoint} holds a {cfg.model}, not a {name}: load it with the {cfg.model!r} entry point")
-        return network
+        trained = load(checkpoint, "cpu")
+        if trained.config.model != name:
+            raise ValueError(f"{checkpoint} holds a {trained.config.model}, not a {name}: load it with the "
+                             f"{trained.config.model!r} entry point")
+        return trained.network
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = f"""{_get_model(name).summary}

@@ -31,7 +31,7 @@ from machine import attempt, count_with_failures, cpu_kind, describe_machine, fa
 from cnnlab.data import load_data  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
-from cnnlab.runs import evaluate, load_model  # noqa: E402
+from cnnlab.runs import evaluate, load  # noqa: E402
 
 # Targets: mean test accuracy over 3 seeds with the default recipe (set for the lecture's networks on MNIST and for
 # the batch-norm networks on both data sets), by (dataset, model).
@@ -152,8 +152,8 @@ def _train_and_test(cfg, data, tmp: str | Path) -> dict:
 def mirror_averaged_test_acc(checkpoint: Path, data) -> float:
     """Test accuracy of a model trained with mirroring when each test image's logits are averaged with its
     mirror image's (tta_hflip). Measured after the run, outside its wall time, on the model it chose."""
-    model, cfg, _ = load_model(checkpoint, device="cpu")
-    return evaluate(model, data.test_images, data.test_labels, replace(cfg, tta_hflip=True))[1]
+    trained = load(checkpoint, device="cpu")
+    return evaluate(trained.network, data.test_images, data.test_labels, replace(trained.config, tta_hflip=True))[1]
 
 
 HEADERS = ["dataset", "model", "recipe", "seeds", "epochs", "test acc (mean ± std)", "min..max", "mirror-avg", "target", "met", "wall s/run"]

@@ -171,7 +171,7 @@ def _seconds_per_step(steps: list[tuple[float, int]], until: float) -> float:
 
 def _children(pid: int) -> list[int]:
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from train.conftest import descendants
+    from support.processes import descendants
 
     return descendants(pid)
 

@@ -26,7 +26,7 @@ from speed import cnnlab_throughput, run_cnnlab  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
-from cnnlab.train.runtime import configure  # noqa: E402
+from cnnlab.device import configure  # noqa: E402
 
 BUDGETS = {"resnet": (5.0, 10.0), "inception_net": (6.0, 12.0)}
 

@@ -28,11 +28,12 @@ from serve import canvas_pngs  # noqa: E402  (the page's drawing of a test digit
 
 import torch  # noqa: E402
 
-from cnnlab.analysis.inside import explain, parts  # noqa: E402
+from cnnlab.inference.explain import explain  # noqa: E402
 from cnnlab.config import make_config  # noqa: E402
 from cnnlab.data import load_mnist  # noqa: E402
-from cnnlab.models import create_model, list_models  # noqa: E402
-from cnnlab.runs.model import TrainedModel, load  # noqa: E402
+from cnnlab.models import create_model, list_models, parts  # noqa: E402
+from cnnlab.runs.checkpoint import Checkpoint  # noqa: E402
+from cnnlab.runs.trained import TrainedModel, load  # noqa: E402
 from cnnlab.sysinfo import cpu_kind  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 
@@ -48,7 +49,8 @@ def trained_model(name: str, checkpoints: list[str]) -> TrainedModel:
         if trained.config.model == name:
             return trained
     torch.manual_seed(0)
-    return TrainedModel(create_model(name).eval(), make_config(name), {}, Path("untrained"))
+    cfg = make_config(name)
+    return TrainedModel(create_model(name).eval(), cfg, Checkpoint(model_state={}, config=cfg.to_dict()), Path("untrained"))
 
 
 def measure(trained: TrainedModel, pictures: list[bytes], silence: list[str], calls: int, max_maps: int) -> dict:

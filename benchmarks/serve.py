@@ -51,6 +51,7 @@ from machine import ProcessFailed, attempt, describe_machine, failure_of, write_
 from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.sysinfo import cpu_kind  # noqa: E402
 from cnnlab.inference.predictor import Predictor  # noqa: E402
+from cnnlab.runs import load  # noqa: E402
 from cnnlab.serve.inputs import BODY_LIMIT  # noqa: E402
 from cnnlab.data.tensors.pictures import load_image, to_mnist  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
@@ -382,7 +383,7 @@ def measure(results: dict, runs: list[str], images: list[tuple[bytes, int]], arg
 
 def _one_prediction(checkpoint: str, images: list[tuple[bytes, int]], repeats: int) -> tuple[str, dict]:
     """(the model's name, the latency of one prediction in this process)."""
-    predictor = Predictor(checkpoint)
+    predictor = Predictor(load(checkpoint, "cpu"))
     return predictor.info["model"], latency(predictor, images, repeats)
 
 

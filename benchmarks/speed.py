@@ -52,16 +52,13 @@ from course_loop import CourseMNIST  # noqa: E402
 from machine import TIMING_LR, ProcessFailed, attempt, describe_machine, write_file, write_json  # noqa: E402
 
 from cnnlab.data import load_mnist  # noqa: E402
-from cnnlab.data.tensors.batching import InMemoryLoader  # noqa: E402
+from cnnlab.config import make_spec  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
-from cnnlab.train import make_config  # noqa: E402
-from cnnlab.train.loop import build_optimizer, build_schedule, train_one_epoch  # noqa: E402
-from cnnlab.train import distributed  # noqa: E402
+from cnnlab.device import configure  # noqa: E402
 from cnnlab.train.distributed import SINGLE, World  # noqa: E402
-from cnnlab.train.plan import Plan  # noqa: E402
-from cnnlab.device import autocast_dtype  # noqa: E402
-from cnnlab.train.runtime import configure  # noqa: E402
+from cnnlab.train.loop import EpochPosition, StepHooks, train_one_epoch  # noqa: E402
+from cnnlab.train.parts import build_parts  # noqa: E402
 
 TARGET_ACC = 0.99
 # The budgets the `budget` arm tries, seconds, smallest first (the 2-core AVX-512 EPYC needed 99% within one epoch);
@@ -244,31 +241,21 @@ def step_flops(model_name: str, batch: int = 64) -> float:
 
 
 def _training_steps(model_name: str, data, device: str = "cpu", world: World = SINGLE, **overrides):
-    """cnnlab's training step on real batches, set up as fit() sets it up (the default recipe, with
-    `overrides`; in a data-parallel `world`, DDP and this rank's part of each batch); returns
+    """cnnlab's training step on real batches, built as a run builds it (train/parts.build_parts: the default
+    recipe, with `overrides`; in a data-parallel `world`, DDP and this rank's part of each batch); returns
     run(steps) -> images trained on by all ranks together. The rate is THROUGHPUT_LR unless given: these steps
     are timed, and a step costs the same at any rate."""
-    cfg = make_config(model_name, device=device, **{"lr": THROUGHPUT_LR, **overrides})
+    spec = make_spec(model_name, device=device, **{"lr": THROUGHPUT_LR, **overrides})
     dev = torch.device(device)
     configure(dev)
-    torch.manual_seed(0)
-    model = create_model(model_name).to(dev)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    gen = torch.Generator(device=dev).manual_seed(0)
-    part = world.batch_part(cfg.batch_size) if world.distributed else None
-    loader = InMemoryLoader(data.train_images.to(dev), data.train_labels.to(dev), cfg.batch_size, shuffle=True,
-                            drop_last=True, generator=gen, part=part)
-    plan = Plan(len(loader), 1)
-    optimizer = build_optimizer(model, cfg)
-    schedule = build_schedule(optimizer, cfg, plan)
-    amp_dtype = autocast_dtype(dev, cfg.amp)
-    ddp_model = distributed.wrap(model, world, dev)
+    parts = build_parts(spec, data, world, dev, time.perf_counter())
+    hooks = StepHooks([])
 
     def run(steps: int) -> int:
-        plan.total_steps = steps
-        _, _, n = train_one_epoch(ddp_model, loader, optimizer, schedule, cfg, gen, plan=plan, amp_dtype=amp_dtype, world=world)
-        return n * cfg.batch_size  # train_one_epoch ends with a host sync (an all-reduce across ranks)
+        parts.plan.total_steps = steps
+        position = EpochPosition(parts.generator.get_state(), parts.optimizer.param_groups[0]["lr"])
+        _, _, n = train_one_epoch(parts, 1, hooks, position)
+        return n * parts.cfg.batch_size  # train_one_epoch ends with a host sync (an all-reduce across ranks)
 
     return run
 

@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny synthetic MNIST-shaped set for fast tests, and the real MNIST for slow ones."""
+"""Shared fixtures: a tiny synthetic MNIST-shaped set for fast tests, and the real MNIST and models trained on it for
+the tests marked real_data; the marks that follow from those fixtures; the reliability record.
+
+Markers (pyproject.toml describes each): real_data, browser, gpu, processes, netns, slow. A test carries every one
+that applies; `make test-fast` leaves all six out."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import torch
 
 from cnnlab.data import ImageSet
 
-from .synthetic import synthetic_mnist
+from .support.data import synthetic_mnist
 
 
 @pytest.fixture
@@ -51,9 +55,9 @@ def real_mnist() -> ImageSet:
 
 @pytest.fixture(scope="session")
 def trained_resnet(real_mnist, tmp_path_factory):
-    """A resnet trained for 2 epochs on the real MNIST (about 99% test accuracy; ~25 s): the run directory.
-    Shared by the tests that need a model that really reads digits (predict, serve, export). Epochs, not a
-    time budget, so that the model is the same on a fast machine and a slow one."""
+    """A resnet trained for 2 epochs on the real MNIST (about 99% test accuracy; 13 s on 2 idle cores, loading MNIST
+    included): the run directory. Shared by the tests that need a model that really reads digits (predict, serve,
+    export). Epochs, not a time budget, so that the model is the same on a fast machine and a slow one."""
     from cnnlab.train import fit, make_config
 
     cfg = make_config("resnet", epochs=2, device="cpu", seed=0)
@@ -64,7 +68,7 @@ def trained_resnet(real_mnist, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_inception(real_mnist, tmp_path_factory):
-    """An inception_net trained for one epoch on the real MNIST (~35 s) with its branch gradients recorded."""
+    """An inception_net trained for one epoch on the real MNIST (19 s on 2 idle cores) with its branch gradients recorded."""
     from cnnlab.train import fit, make_config
 
     cfg = make_config("inception_net", epochs=1, device="cpu", seed=0, record_branch_grads=True)
@@ -85,10 +89,29 @@ def pytest_addoption(parser):
     )
 
 
+# Marks that follow from the fixtures a test uses (directly or through other fixtures), so no test can forget them.
+REAL_DATA = {"real_mnist", "trained_resnet", "trained_inception"}  # hold the real MNIST, or were trained on it
+TRAINED = {"trained_resnet", "trained_inception"}  # 13 and 19 s of training (2 idle cores) before the first that asks
+PROCESSES = {"procs"}  # tests/train/conftest.py: training processes, alone or under torchrun
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:  # every test that reports to the record is a reliability test: `-m reliability` picks them
-        if "reliability" in getattr(item, "fixturenames", ()):
+    no_gpu = None
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if "reliability" in used:  # every test that reports to the record is a reliability test: `-m reliability`
             item.add_marker(pytest.mark.reliability)
+        if used & REAL_DATA:
+            item.add_marker(pytest.mark.real_data)
+        if used & TRAINED:
+            item.add_marker(pytest.mark.slow)
+        if used & PROCESSES:
+            item.add_marker(pytest.mark.processes)
+        if item.get_closest_marker("gpu"):
+            if no_gpu is None:
+                no_gpu = not torch.cuda.is_available()
+            if no_gpu:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here)"))
 
 
 @pytest.fixture

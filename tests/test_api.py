@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import cnnlab
@@ -23,6 +22,7 @@ def _python(code: str, cwd: Path | str = ROOT, timeout: float = 60) -> subproces
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.processes
 def test_import_cnnlab_loads_neither_torch_nor_the_trainer():
     code = (
         "import sys, cnnlab\n"
@@ -35,12 +35,13 @@ def test_import_cnnlab_loads_neither_torch_nor_the_trainer():
     assert proc.stdout.split() == ["False", "False", "False"]
 
 
+@pytest.mark.processes
 def test_subpackages_cannot_shadow_the_api():
     try_both = "import cnnlab\nfor name in ('train', 'models'):\n    try:\n        getattr(cnnlab, name)\n    except AttributeError as e:\n        print(e)\n"
     proc = _python(try_both)
     assert "cnnlab.fit(" in proc.stdout and "cnnlab.list_models()" in proc.stdout, proc.stdout + proc.stderr
     import cnnlab.models  # noqa: F401  (each sets the attribute of its name to the subpackage)
-    import cnnlab.train.session  # noqa: F401
+    import cnnlab.train.run  # noqa: F401
 
     assert callable(cnnlab.fit) and callable(cnnlab.list_models) and cnnlab.train.__name__ == "cnnlab.train"
     from cnnlab import train
@@ -69,7 +70,7 @@ def test_datasets_lists_what_train_dataset_accepts(tmp_path):
     assert {"mnist", "fashion-mnist", "imagefolder:PATH"} <= set(listed)
     for name in listed:
         given = name.replace("PATH", str(tmp_path))
-        assert build_parser().parse_args(["train", "--dataset", given]).dataset == given
+        assert build_parser().parse_args(["train", "--dataset", given]).dataset.name == given
     assert "clothing" in listed["fashion-mnist"] and "digits" in listed["mnist"]  # the entries' own summaries
 
 
@@ -148,7 +149,7 @@ def test_the_analysis_plots_return_their_figures(fashion_named_run, tiny_mnist, 
 
     out = tmp_path_factory.mktemp("figures")
     model = cnnlab.load(fashion_named_run, device="cpu")
-    confusion = plot_confusion(evaluate_model(model.network, model.config, tiny_mnist), out / "confusion.png")
+    confusion = plot_confusion(evaluate_model(model, tiny_mnist), out / "confusion.png")
     compare = plot_compare([load_run(fashion_named_run)], None)
     depth = [DepthResult(d, r, [1.0, 0.5], [1.0, 0.5], 0.1, 0.9) for d in (2, 4) for r in (False, True)]
     grads, training = plot_depth(depth, None, out / "depth.png")
@@ -171,7 +172,7 @@ def test_the_readme_example_is_short_and_uses_the_api():
     assert "cnnlab.fit(" in code and "cnnlab.load(" in code and ".predict(" in code
 
 
-@pytest.mark.slow
+@pytest.mark.processes  # the example in a fresh Python, training on the real MNIST
 def test_the_readme_example_runs_as_written(real_mnist, tmp_path):
     source, code = _readme_example()
     Image.fromarray(real_mnist.test_images[0].numpy()).save(tmp_path / "digit.png")  # the picture it predicts

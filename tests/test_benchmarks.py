@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .synthetic import synthetic_mnist
+from .support.data import synthetic_mnist
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 RESULTS = BENCHMARKS / "results"

@@ -9,15 +9,11 @@ from cnnlab.cli import main
 from cnnlab.train import fit, make_config
 from cnnlab.runs import save_checkpoint
 
-
-def _run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .support.cli import run_cli
 
 
 def test_models_lists_every_model_with_parameters_and_flops(capsys):
-    code, out, _ = _run(capsys, "models")
+    code, out, _ = run_cli(capsys, "models")
     assert code == 0
     for name, params in (("basic_cnn", "8,490"), ("inception_net", "97,298"), ("resnet", "41,514")):
         line = next(ln for ln in out.splitlines() if ln.startswith(name))
@@ -65,7 +61,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
 
 
 def test_unknown_model_exits_2_before_any_work(capsys):
-    code, _, err = _run(capsys, "train", "--model", "resnet", "vgg")
+    code, _, err = run_cli(capsys, "train", "--model", "resnet", "vgg")
     assert code == 2
     assert err.strip().splitlines() == [
         "cnnlab train: error: unknown model 'vgg'; choose from: basic_cnn, inception_net, resnet, resnet_bn, "
@@ -74,16 +70,16 @@ def test_unknown_model_exits_2_before_any_work(capsys):
 
 
 def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys):
-    code, _, err = _run(capsys, "evaluate", str(tmp_path / "nope.pt"))
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "nope.pt"))
     assert code == 1 and len(err.strip().splitlines()) == 1 and "no checkpoint" in err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00" * 64)
-    code, _, err = _run(capsys, "evaluate", str(bad))
+    code, _, err = run_cli(capsys, "evaluate", str(bad))
     assert code == 1 and len(err.strip().splitlines()) == 1 and "not a PyTorch checkpoint" in err
 
 
 def test_compare_of_a_directory_that_is_not_a_run(tmp_path, capsys):
-    code, _, err = _run(capsys, "compare", str(tmp_path))
+    code, _, err = run_cli(capsys, "compare", str(tmp_path))
     assert code == 1 and "not a finished cnnlab run" in err
 
 
@@ -93,7 +89,7 @@ def test_compare_two_runs_prints_table_and_writes_figure(tiny_mnist, tmp_path, c
         for m in ("basic_cnn", "resnet")
     ]
     fig = tmp_path / "cmp.png"
-    code, out, _ = _run(capsys, "compare", *map(str, dirs), "--out", str(fig))
+    code, out, _ = run_cli(capsys, "compare", *map(str, dirs), "--out", str(fig))
     assert code == 0 and fig.stat().st_size > 0
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["model", "recipe", "data", "params"]
@@ -102,17 +98,21 @@ def test_compare_two_runs_prints_table_and_writes_figure(tiny_mnist, tmp_path, c
 
 
 def test_train_flags_set_the_config_and_the_rest_keep_the_data_sets_recipe():
-    from cnnlab.cli import build_parser, train_configs
+    from cnnlab.cli import build_parser
+    from cnnlab.cli.train import train_specs
 
     args = build_parser().parse_args(["train", "--model", "resnet_bn", "--dataset", "fashion-mnist", "--cutout", "8", "--tta-hflip"])
-    (cfg,) = train_configs(args, ["resnet_bn"])
+    (spec,) = train_specs(args, ["resnet_bn"])
+    cfg = spec.config
     assert (cfg.cutout, cfg.tta_hflip) == (8, True)
     assert (cfg.hflip, cfg.max_rotate, cfg.epochs, cfg.dataset) == (True, 0.0, 15, "fashion-mnist")  # Fashion-MNIST's recipe
     args = build_parser().parse_args(["train", "--model", "resnet", "--lr", "0.2"])
-    (cfg,) = train_configs(args, ["resnet"])
+    (spec,) = train_specs(args, ["resnet"])
+    cfg = spec.config
     assert (cfg.cutout, cfg.tta_hflip, cfg.hflip, cfg.lr, cfg.max_rotate) == (0, False, False, 0.2, 10.0)
 
 
+@pytest.mark.processes
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "cnnlab", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "train" in out.stdout and "example" in out.stdout
@@ -120,12 +120,12 @@ def test_python_dash_m_runs_the_cli():
 
 @pytest.mark.slow
 def test_train_then_evaluate_on_real_mnist(real_mnist, tmp_path, capsys):
-    code, out, _ = _run(capsys, "train", "--model", "basic_cnn", "--epochs", "1", "--out", str(tmp_path), "--no-progress")
+    code, out, _ = run_cli(capsys, "train", "--model", "basic_cnn", "--epochs", "1", "--out", str(tmp_path), "--no-progress")
     assert code == 0
     run = next(tmp_path.glob("*-basic_cnn"))
     acc = float(out.split("test accuracy ")[1].split("%")[0])
     assert acc > 97.0
-    code, out, _ = _run(capsys, "evaluate", str(run))
+    code, out, _ = run_cli(capsys, "evaluate", str(run))
     assert code == 0
     assert f"test accuracy {acc:.2f}%" in out  # evaluate reproduces what training reported for best.pt
     assert (run / "confusion.png").stat().st_size > 0
@@ -135,7 +135,7 @@ def test_train_then_evaluate_on_real_mnist(real_mnist, tmp_path, capsys):
     state = {k: v for k, v in state.items() if k not in ("sha256", "format_version")}
     state["config"]["model"] = "resnet"
     save_checkpoint(tmp_path / "wrong.pt", state)  # well-formed, so what refuses it is the weights' shapes
-    code, _, err = _run(capsys, "evaluate", str(tmp_path / "wrong.pt"))
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "wrong.pt"))
     assert code == 1 and "do not fit model 'resnet'" in err
 
 
@@ -143,7 +143,7 @@ def test_corrupt_data_dir_is_a_clear_error_and_the_files_stay(tmp_path, capsys):
     data_dir = tmp_path / "mnist"
     data_dir.mkdir()
     (data_dir / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
-    code, _, err = _run(capsys, "train", "--model", "basic_cnn", "--data-dir", str(data_dir), "--out", str(tmp_path))
+    code, _, err = run_cli(capsys, "train", "--model", "basic_cnn", "--data-dir", str(data_dir), "--out", str(tmp_path))
     assert code == 1
     assert err.startswith(f"cnnlab train: error: data dir {data_dir}:") and "train-images-idx3-ubyte.gz" in err
     assert "Traceback" not in err
@@ -155,7 +155,7 @@ def test_corrupt_data_dir_is_a_clear_error_and_the_files_stay(tmp_path, capsys):
     "argv", [["--epochs", "2", "--time-budget", "10"], ["--steps", "5", "--epochs", "2"], ["--steps", "5", "--time-budget", "9"]]
 )
 def test_two_ways_of_setting_the_length_is_a_usage_error(argv, capsys):
-    code, _, err = _run(capsys, "train", *argv)
+    code, _, err = run_cli(capsys, "train", *argv)
     assert code == 2 and "give one of --epochs, --steps and --time-budget" in err and len(err.strip().splitlines()) == 1
 
 
@@ -163,12 +163,12 @@ def test_two_ways_of_setting_the_length_is_a_usage_error(argv, capsys):
     "flags", [["--epochs", "3"], ["--model", "resnet"], ["--lr", "0.1"], ["--seed", "0"], ["--cutout", "8"], ["--tta-hflip"]]
 )
 def test_resume_with_settings_of_its_own_is_a_usage_error(flags, tmp_path, capsys):
-    code, _, err = _run(capsys, "train", "--resume", str(tmp_path), *flags)
+    code, _, err = run_cli(capsys, "train", "--resume", str(tmp_path), *flags)
     assert code == 2 and "--resume continues a run with its own settings" in err and flags[0] in err
 
 
 def test_resume_of_what_is_not_a_run_or_a_run_in_use_is_one_line(tiny_mnist, tmp_path, capsys, reliability):
-    code, _, err = _run(capsys, "train", "--resume", str(tmp_path))
+    code, _, err = run_cli(capsys, "train", "--resume", str(tmp_path))
     assert code == 1 and "has no last.pt to resume from" in err and len(err.strip().splitlines()) == 1
     from cnnlab.runs.rundir import RunDirLock
 
@@ -176,7 +176,7 @@ def test_resume_of_what_is_not_a_run_or_a_run_in_use_is_one_line(tiny_mnist, tmp
     lock = RunDirLock(run)  # as a run still training in it holds it
     try:
         before = (run / "metrics.csv").read_bytes()
-        code, _, err = _run(capsys, "train", "--resume", str(run))
+        code, _, err = run_cli(capsys, "train", "--resume", str(run))
         assert code == 1 and "is in use" in err and f"process {__import__('os').getpid()}" in err
         assert (run / "metrics.csv").read_bytes() == before
     finally:
@@ -223,11 +223,11 @@ def test_resume_takes_exactly_the_path_it_is_given(tiny_run, tmp_path, capsys, r
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     for given, expect in [(run / "typo", f"{run / 'typo'} does not exist"), (tmp_path / "nonexistent", "nonexistent does not exist"),
                           (run / "best.pt", "is not a run's last.pt")]:
-        code, out, err = _run(capsys, "train", "--resume", str(given))
+        code, out, err = run_cli(capsys, "train", "--resume", str(given))
         assert code == 1 and err.count("\n") == 1 and expect in err and out == "", (given, err)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # the parent run was not resumed
     for given in (run, run / "last.pt"):
-        code, out, err = _run(capsys, "train", "--resume", str(given))
+        code, out, err = run_cli(capsys, "train", "--resume", str(given))
         assert code == 0 and f"{run} had already finished" in out, (given, out, err)
     reliability("training", "--resume RUN/typo, --resume /nonexistent, --resume RUN/best.pt", 3,
                 "one line naming the path given, exit 1; the run above the typo untouched")
@@ -248,7 +248,7 @@ def test_a_finished_run_is_reported_finished_only_once_its_files_are_checked(tin
         run = tmp_path / f"run{i}"
         shutil.copytree(tiny_run, run)
         damage(run)
-        code, out, err = _run(capsys, "train", "--resume", str(run))
+        code, out, err = run_cli(capsys, "train", "--resume", str(run))
         if expect is None:  # best.pt is last.pt here when the best epoch was the last: then it is whole and right
             best = torch.load(tiny_run / "best.pt", weights_only=True)["epoch"]
             last = torch.load(tiny_run / "last.pt", weights_only=True)["epoch"]
@@ -272,16 +272,16 @@ def test_predict_and_export_from_the_command_line(trained_resnet, real_mnist, tm
     blank = tmp_path / "blank.png"
     Image.new("L", (50, 50), 255).save(blank)
 
-    code, out, err = _run(capsys, "predict", str(trained_resnet), str(png))
+    code, out, err = run_cli(capsys, "predict", str(trained_resnet), str(png))
     assert code == 0 and out.startswith(f"{png}: 3"), out
-    code, out, err = _run(capsys, "predict", str(trained_resnet), str(png), "--json")
+    code, out, err = run_cli(capsys, "predict", str(trained_resnet), str(png), "--json")
     doc = json.loads(out)
     assert doc["predictions"][0]["top"][0]["class"] == 3 and doc["model"]["model"] == "resnet"
-    code, out, err = _run(capsys, "predict", str(trained_resnet), str(blank), str(tmp_path / "missing.png"))
+    code, out, err = run_cli(capsys, "predict", str(trained_resnet), str(blank), str(tmp_path / "missing.png"))
     assert code == 1 and err.count("error:") == 2 and "cannot read" in err
     assert f"{blank}: the image holds no ink" in err  # every message names its file
 
-    code, out, err = _run(capsys, "export", str(trained_resnet), "--format", "torchscript", "--out", str(tmp_path / "m.pt"))
+    code, out, err = run_cli(capsys, "export", str(trained_resnet), "--format", "torchscript", "--out", str(tmp_path / "m.pt"))
     assert code == 0 and (tmp_path / "m.pt").stat().st_size > 0
 
 
@@ -289,23 +289,23 @@ def test_predict_serve_export_with_a_bad_checkpoint_are_one_line(tmp_path, capsy
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     for argv in (["predict", str(bad), "x.png"], ["serve", str(bad)], ["export", str(bad), "--format", "onnx"]):
-        code, out, err = _run(capsys, *argv)
+        code, out, err = run_cli(capsys, *argv)
         assert code == 1, argv
         assert len(err.strip().splitlines()) == 1 and "not a PyTorch checkpoint" in err
 
 
 def test_analyze_cost_prints_the_lecture_example_and_writes_its_figure(tmp_path, capsys):
-    code, out, _ = _run(capsys, "analyze", "cost", "--out", str(tmp_path))
+    code, out, _ = run_cli(capsys, "analyze", "cost", "--out", str(tmp_path))
     assert code == 0 and "120,422,400" in out and "12,443,648" in out
     assert (tmp_path / "cost.png").stat().st_size > 10_000
-    code, _, err = _run(capsys, "analyze", "cost", "--model", "vgg")
+    code, _, err = run_cli(capsys, "analyze", "cost", "--model", "vgg")
     assert code == 2 and "unknown model" in err
 
 
 @pytest.mark.slow
 def test_report_from_given_runs_writes_every_section_and_figure(trained_resnet, trained_inception, tmp_path, capsys):
     out_dir = tmp_path / "report"
-    code, out, err = _run(capsys, "report", "--runs", str(trained_resnet), str(trained_inception), "--checkpoints",
+    code, out, err = run_cli(capsys, "report", "--runs", str(trained_resnet), str(trained_inception), "--checkpoints",
                           str(trained_inception), "--depths", "2", "4", "--steps", "5", "--out", str(out_dir))
     assert code == 0, err
     text = (out_dir / "README.md").read_text()
@@ -385,7 +385,7 @@ def test_predict_reports_each_bad_file_on_its_own_line_and_predicts_the_rest(fas
     folder = tmp_path / "folder"
     folder.mkdir()
     bad = [str(folder), str(tmp_path / "missing.png"), "/dev/null"]
-    code, out, err = _run(capsys, "predict", str(fashion_named_run), bad[0], good, *bad[1:], good)
+    code, out, err = run_cli(capsys, "predict", str(fashion_named_run), bad[0], good, *bad[1:], good)
     assert code == 1
     assert [ln.split(":")[0] for ln in out.splitlines()] == [good, good]  # before and after the bad files
     assert err.splitlines() == [
@@ -393,7 +393,7 @@ def test_predict_reports_each_bad_file_on_its_own_line_and_predicts_the_rest(fas
         f"cnnlab predict: error: {bad[1]}: cannot read (No such file or directory)",
         f"cnnlab predict: error: {bad[2]}: is a device, not an image file",
     ]
-    code, out, err = _run(capsys, "predict", str(fashion_named_run), bad[0], good, "--json")
+    code, out, err = run_cli(capsys, "predict", str(fashion_named_run), bad[0], good, "--json")
     doc = json.loads(out)
     assert code == 1 and err == ""
     assert "is a directory" in doc["predictions"][0]["error"] and doc["predictions"][1]["top"][0]["name"]
@@ -406,14 +406,15 @@ def test_predict_refuses_a_save_input_that_is_a_file_before_predicting(fashion_n
     taken = tmp_path / "notes.txt"
     taken.write_text("mine")
     for target in (taken, taken / "inside"):
-        code, out, err = _run(capsys, "predict", str(fashion_named_run), good, "--save-input", str(target))
+        code, out, err = run_cli(capsys, "predict", str(fashion_named_run), good, "--save-input", str(target))
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (target, err)
         assert err.startswith(f"cnnlab predict: error: --save-input {target}") and "Errno" not in err
     assert taken.read_text() == "mine"
-    code, out, _ = _run(capsys, "predict", str(fashion_named_run), good, "--save-input", str(tmp_path / "seen"))
+    code, out, _ = run_cli(capsys, "predict", str(fashion_named_run), good, "--save-input", str(tmp_path / "seen"))
     assert code == 0 and [p.name for p in (tmp_path / "seen").iterdir()] == ["dress.png-28x28.png"]
 
 
+@pytest.mark.processes
 def test_a_reader_that_leaves_early_ends_the_command_quietly():
     # `cnnlab models | head -1` with head gone before cnnlab writes: a real pipe whose reading end is closed.
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -422,18 +423,17 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly():
     assert err == b"" and proc.returncode == 141  # 128 + SIGPIPE, as a Unix tool the signal ended
 
 
-@pytest.mark.slow  # three evaluations
 def test_evaluate_mirrors_as_the_model_was_trained_unless_told_otherwise(tmp_path, capsys):
-    from .inference.folder_models import train_on_shapes
+    from .support.runs import train_on_shapes
 
     mirrored = "each averaged with its mirror image"
     run = train_on_shapes(tmp_path / "tta", tta_hflip=True)
-    assert mirrored in _run(capsys, "evaluate", str(run))[1]
-    code, out, _ = _run(capsys, "evaluate", str(run), "--no-tta-hflip")
+    assert mirrored in run_cli(capsys, "evaluate", str(run))[1]
+    code, out, _ = run_cli(capsys, "evaluate", str(run), "--no-tta-hflip")
     assert code == 0 and "test accuracy" in out and mirrored not in out
     plain = train_on_shapes(tmp_path / "plain")
-    assert mirrored not in _run(capsys, "evaluate", str(plain))[1]
-    assert mirrored in _run(capsys, "evaluate", str(plain), "--tta-hflip")[1]
+    assert mirrored not in run_cli(capsys, "evaluate", str(plain))[1]
+    assert mirrored in run_cli(capsys, "evaluate", str(plain), "--tta-hflip")[1]
 
 
 _MODEL_COMMANDS = [["train"], ["evaluate", "RUN"], ["predict", "RUN", "x.png"], ["serve", "RUN"],
@@ -472,6 +472,7 @@ def test_predict_runs_with_the_threads_it_is_given(fashion_named_run, tmp_path, 
         torch.set_num_threads(before)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("given, expected", [(None, "10000"), ("300000", "300000")])
 def test_the_command_sets_openmps_spin_count_before_torch_loads_and_keeps_the_users(given, expected):
     # libgomp reads GOMP_SPINCOUNT once, when torch loads it: the command must set it first, and leave a user's own.

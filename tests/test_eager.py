@@ -36,6 +36,7 @@ def test_the_eager_optimiser_steps_exactly_as_torchs_and_shares_its_state_dict(c
     eager_optimizer(cls)(ours.parameters(), **kwargs).load_state_dict(fresh.state_dict())
 
 
+@pytest.mark.processes
 def test_training_and_counting_flops_import_nothing_of_the_compiler(tmp_path):
     """torch._dynamo takes 1-1.4 s to import: a run that reaches 99% in seconds must not pay it."""
     code = f"""
@@ -44,7 +45,7 @@ from cnnlab.analysis.cost import forward_flops
 from cnnlab.models import create_model
 from cnnlab.train import fit, make_config
 sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
-from synthetic import synthetic_mnist
+from support.data import synthetic_mnist
 fit(make_config("basic_cnn", steps=3, batch_size=50, val_size=50, device="cpu"), synthetic_mnist(train=200, test=50),
     out_root={str(tmp_path)!r}, progress=False)
 assert forward_flops(create_model("resnet")) > 0

@@ -19,7 +19,7 @@ import pytest
 
 from cnnlab.cli import main
 
-pytestmark = pytest.mark.slow  # each test uses a model trained from the command line (about 10 s, once)
+from .support.cli import run_cli
 
 
 def _folder(root: Path) -> Path:
@@ -92,12 +92,6 @@ def _temporaries(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*.tmp"))
 
 
-def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _picture(folder_run: Path) -> Path:
     import json
 
@@ -135,7 +129,7 @@ def test_a_full_or_read_only_disk_is_one_line_and_every_previous_file_is_kept(fo
         (disk / name).write_bytes(data)
     _fill(disk) if fault == "full" else _make_read_only(disk)
     for what, (argv, name) in commands.items():
-        code, _, err = _run(capsys, argv)
+        code, _, err = run_cli(capsys, *argv)
         lines = err.strip().splitlines()
         assert code == 1 and len(lines) == 1 and "Traceback" not in err, (what, err)
         if what.startswith("predict"):  # the picture's own line: other pictures would still be predicted
@@ -157,17 +151,17 @@ def test_train_hitting_a_full_disk_keeps_the_last_checkpoint_and_says_how_to_res
     size = (folder_run / "last.pt").stat().st_size
     disk = tmpfs(2 * size + size // 2 + 8 * 4096)
     folder = _picture(folder_run).parent.parent
-    code, _, err = _run(capsys, ["train", "--model", "basic_cnn", "--dataset", f"imagefolder:{folder}", "--epochs", "3",
-                                 "--out", str(disk), "--no-progress", "--device", "cpu"])
+    code, _, err = run_cli(capsys, "train", "--model", "basic_cnn", "--dataset", f"imagefolder:{folder}", "--epochs", "3",
+                           "--out", str(disk), "--no-progress", "--device", "cpu")
     run = next(disk.glob("*-basic_cnn"))
     lines = err.strip().splitlines()
     assert code == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"cnnlab train: error: cannot write {run}/") and lines[0].endswith(
         ".pt (No space left on device)"), err
     assert lines[-1] == f"cnnlab train --resume {run}" and str(run) in lines[1], err
-    from cnnlab.runs import load_checkpoint
+    from cnnlab.runs import Checkpoint
 
-    assert load_checkpoint(run / "last.pt")["epoch"] == 1  # whole, and verified by its SHA-256
+    assert Checkpoint.read(run / "last.pt").epoch == 1  # whole, and verified by its SHA-256
     assert _temporaries(disk) == []
     reliability("full or read-only disk", "cnnlab train on a tmpfs that fills up while the second epoch's "
                 "checkpoint is written", 1,
@@ -186,9 +180,9 @@ def test_links_where_figures_and_saved_inputs_go_are_replaced_never_written_thro
     for link in links:
         link.symlink_to(victim)
     picture = _picture(folder_run)
-    assert _run(capsys, ["evaluate", str(run)])[0] == 0
-    assert _run(capsys, ["compare", str(run), "--out", str(tmp_path / "compare.png")])[0] == 0
-    assert _run(capsys, ["predict", str(run), str(picture), "--save-input", str(saved)])[0] == 0
+    assert run_cli(capsys, "evaluate", str(run))[0] == 0
+    assert run_cli(capsys, "compare", str(run), "--out", str(tmp_path / "compare.png"))[0] == 0
+    assert run_cli(capsys, "predict", str(run), str(picture), "--save-input", str(saved))[0] == 0
     assert victim.read_text() == "someone's thesis"
     for link in links:
         assert not link.is_symlink() and link.read_bytes().startswith(b"\x89PNG"), link
@@ -197,6 +191,7 @@ def test_links_where_figures_and_saved_inputs_go_are_replaced_never_written_thro
                 "each link replaced by the new file; the file it pointed to unchanged")
 
 
+@pytest.mark.processes
 def test_predict_reads_around_a_device_and_a_pipe_and_saves_each_input_under_its_own_name(folder_run, tmp_path,
                                                                                          reliability):
     from PIL import Image

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cnnlab.models import list_models
-from cnnlab.runs import load_model
+from cnnlab.runs import load
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -27,7 +27,7 @@ def test_builder_arguments_pass_through():
 
 def test_a_checkpoint_gives_the_trained_weights(fashion_named_run):
     net = torch.hub.load(ROOT, "basic_cnn", source="local", checkpoint=fashion_named_run)
-    trained, _, _ = load_model(fashion_named_run, "cpu")
+    trained = load(fashion_named_run, "cpu").network
     assert not net.training
     for (k, v), (k2, v2) in zip(net.state_dict().items(), trained.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)

@@ -16,6 +16,7 @@ def test_the_notebook_is_committed_without_outputs():
 
 
 @pytest.mark.slow
+@pytest.mark.processes  # a Jupyter kernel
 def test_the_lecture_notebook_runs_from_top_to_bottom(real_mnist, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

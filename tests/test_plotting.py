@@ -35,6 +35,7 @@ print("drawn")
 """
 
 
+@pytest.mark.processes
 def test_without_a_cjk_font_the_figure_is_drawn_and_the_user_told_once_what_to_install():
     # A fresh process, so the note is not already said; every warning shown, so a per-glyph one would surface.
     done = subprocess.run([sys.executable, "-W", "always", "-c", NO_CJK_FONT], capture_output=True, text=True, timeout=120)
@@ -75,3 +76,27 @@ def test_curves_label_the_error_axis_in_plain_numbers_and_the_epochs_as_integers
     assert {float(t) for t in labels} >= {1.0, 2.0}, labels
     for ax in (ax_loss, ax_err):
         assert all(float(t).is_integer() for t in _tick_labels(ax.xaxis)), _tick_labels(ax.xaxis)
+
+
+def test_png_data_urls_hold_the_image_as_a_model_reads_it():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.plotting import png_data_url
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (3, 5, 7), dtype=np.uint8)
+
+    def pixels(url: str) -> np.ndarray:
+        head, data = url.split(",", 1)
+        assert head == "data:image/png;base64"
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+    assert np.array_equal(pixels(png_data_url(grey)), grey)
+    assert np.array_equal(pixels(png_data_url(grey[None])), grey)  # (1, H, W): grey too
+    assert np.array_equal(pixels(png_data_url(rgb, compress_level=1)), rgb.transpose(1, 2, 0))
+    assert png_data_url(rgb, compress_level=0) != png_data_url(rgb)  # the level is zlib's, and it is used

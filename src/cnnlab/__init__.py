@@ -20,8 +20,8 @@ _HOME = {
     "load": "cnnlab.api",
     "list_models": "cnnlab.api",
     "list_datasets": "cnnlab.api",
-    "TrainedModel": "cnnlab.runs.model",
-    "Prediction": "cnnlab.runs.model",
+    "TrainedModel": "cnnlab.runs.trained",
+    "Prediction": "cnnlab.runs.prediction",
 }
 
 __all__ = [*_HOME, "__version__"]

@@ -6,7 +6,7 @@
     model = cnnlab.load("runs/<time>-resnet")      # later, from its run directory or a checkpoint
 
 `cnnlab train`, `cnnlab predict` and the rest of the command line are layers over the same functions
-(cnnlab.train.session.train, cnnlab.runs.load, cnnlab.inference.Predictor).
+(cnnlab.train.run.train, cnnlab.runs.load, cnnlab.inference.Predictor).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from cnnlab.runs.model import TrainedModel
+from cnnlab.runs.trained import TrainedModel
 
 
 # Why `fit` and not `train` (and `list_models`, not `models`): cnnlab.train and cnnlab.models are subpackages, and
@@ -30,22 +30,22 @@ def fit(model: str = "resnet", dataset: str = "mnist", *, recipe: str = "default
     `recipe`: "default" (ours) or "course" (the lecture's loop). `settings`: any TrainConfig field, as for
     `cnnlab train` (steps=50, epochs=3, seed=1, batch_size=256, time_budget=60, device="cpu", ...).
     """
-    from cnnlab.config import TrainConfig, make_config
-    from cnnlab.train.session import train
+    from cnnlab.config import TrainConfig, make_spec
+    from cnnlab.train.run import train
 
     known = [f.name for f in fields(TrainConfig) if f.name not in ("model", "recipe", "dataset")]
     unknown = sorted(set(settings) - set(known))
     if unknown:
         raise TypeError(f"fit() has no setting {', '.join(unknown)}; the settings are: {', '.join(known)}")
-    cfg = make_config(model, recipe, dataset, **settings)
-    session = train([cfg], out_root=out, progress=progress)
-    return load(session.results[0].run_dir, cfg.device)
+    spec = make_spec(model, recipe, dataset, **settings)  # the names looked up once, here
+    session = train([spec], out_root=out, progress=progress)
+    return load(session.results[0].run_dir, spec.config.device)
 
 
 def load(path: str | Path, device: str = "auto") -> TrainedModel:
     """The trained model in a run directory (its best.pt) or a checkpoint file, on `device` ("auto", "cpu",
     "cuda", "mps"). Raises cnnlab.runs.CheckpointError, saying why, for anything else."""
-    from cnnlab.runs.model import load as load_trained
+    from cnnlab.runs.trained import load as load_trained
 
     return load_trained(path, device)
 

@@ -22,8 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+from cnnlab.errors import CnnlabError
 
-class WriteError(OSError):
+
+class WriteError(CnnlabError, OSError):
     """A file that could not be written (the previous one, if any, is intact): the path and the system's reason."""
 
     def __init__(self, path: str | Path, err: OSError) -> None:

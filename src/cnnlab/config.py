@@ -8,9 +8,11 @@ from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from cnnlab.data.sets import mnist
-from cnnlab.data.sets.registry import lookup
+from cnnlab.data.tensors.imageset import ImageSet
+from cnnlab.data.sets.registry import Dataset, lookup
 from cnnlab.device import DEVICES
 from cnnlab.models import get_model
+from cnnlab.models.registry import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -261,22 +263,66 @@ _BUDGET_LR_SCALE = 2.0
 _BUDGET_WARMUP_EPOCHS = 0.1
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run is, its names resolved once: the model's registry entry, the data set's, and the config. The
+    config keeps the names as strings only to be saved (config.json, checkpoints); everything that runs reads the
+    entries."""
+
+    model: ModelSpec
+    dataset: Dataset
+    config: TrainConfig
+
+
+def resolve(cfg: TrainConfig) -> RunSpec:
+    """A config's names looked up in their registries (a ValueError naming the choices when one is unknown)."""
+    return RunSpec(get_model(cfg.model), lookup(cfg.dataset), cfg)
+
+
+def make_spec(model: str | ModelSpec, recipe: str = "default", dataset: str | Dataset = "mnist",
+              **overrides: Any) -> RunSpec:
+    """The run of `model` on `dataset` under a named recipe, with explicit overrides (None means 'keep'). Names
+    are looked up here, once; an entry already looked up is taken as it is."""
+    entry = model if isinstance(model, ModelSpec) else get_model(model)
+    data = dataset if isinstance(dataset, Dataset) else lookup(dataset)
+    return RunSpec(entry, data, _recipe(entry, recipe, data, overrides))
+
+
 def make_config(model: str, recipe: str = "default", dataset: str = "mnist", **overrides: Any) -> TrainConfig:
     """The config for `model` on `dataset` under a named recipe, with explicit overrides (None means 'keep')."""
+    return make_spec(model, recipe, dataset, **overrides).config
+
+
+def _recipe(model: ModelSpec, recipe: str, dataset: Dataset, overrides: dict[str, Any]) -> TrainConfig:
     if recipe == "default":
         base = replace(
-            TrainConfig(), model=model, recipe=recipe, dataset=dataset,
-            **{"epochs": get_model(model).default_epochs, **lookup(dataset).entry.recipe},  # the data set's changes
+            TrainConfig(), model=model.name, recipe=recipe, dataset=dataset.name,
+            **{"epochs": model.default_epochs, **dataset.entry.recipe},  # the data set's changes
         )
         if overrides.get("time_budget"):
             base = replace(base, warmup_epochs=_BUDGET_WARMUP_EPOCHS,
                            lr=None if base.lr is None else base.lr * _BUDGET_LR_SCALE)  # a folder's is fitted later
     elif recipe == "course":
-        base = replace(TrainConfig(), model=model, recipe=recipe, dataset=dataset, **_COURSE)
+        base = replace(TrainConfig(), model=model.name, recipe=recipe, dataset=dataset.name, **_COURSE)
     else:
         raise ValueError(f"unknown recipe {recipe!r}; choose from: {', '.join(RECIPES)}")
     given = {k: v for k, v in overrides.items() if v is not None}
     return replace(base, **given)
+
+
+def for_data(spec: RunSpec, data: ImageSet) -> tuple[TrainConfig, str | None]:
+    """A new run's config once its data are loaded, and what was chosen from them and why (fit_note): the data
+    decide what it is trained on (an image folder's absolute path), how it is standardised, an image folder's size,
+    how many images are held out, and what a folder's recipe left open (batch size, learning rate, epochs;
+    fit_to_data)."""
+    cfg = replace(spec.config, dataset=data.name, norm_mean=data.mean, norm_std=data.std)
+    if spec.dataset.entry.takes_path:  # recorded, so that evaluate and resume rebuild the same split and size
+        cfg = replace(cfg, image_size=int(data.train_images.shape[-1]))
+    cfg = fit_to_data(cfg, len(data.train_images), spec.model.default_epochs)
+    if cfg.val_size >= len(data.train_images) // 2:
+        # MNIST's 5,000 held-out images would be most of a small folder: hold out a tenth instead.
+        cfg = replace(cfg, val_size=len(data.train_images) // 10)
+    return cfg, fit_note(spec.config, cfg, len(data.train_images))
 
 
 # The recipe's learning rate is for this batch; fit_to_data scales it to the batch a run takes.
@@ -306,9 +352,10 @@ def fitted_batch(n_train: int) -> int:
     return next((b for b in _BATCHES if n_train // b >= _MIN_STEPS_PER_EPOCH), _BATCHES[-1])
 
 
-def fit_to_data(cfg: TrainConfig, n_images: int) -> TrainConfig:
+def fit_to_data(cfg: TrainConfig, n_images: int, default_epochs: int) -> TrainConfig:
     """Fill the fields a data set's recipe left open (None; an image folder's) from its number of training
-    images (before the hold-out); fields already set, such as values the user gave, are kept."""
+    images (before the hold-out) and the model's default epochs; fields already set, such as values the user
+    gave, are kept."""
     if all(getattr(cfg, f) is not None for f in _FITTED):
         return cfg
     val_size = hold_out(n_images) if cfg.val_size is None else cfg.val_size
@@ -319,7 +366,7 @@ def fit_to_data(cfg: TrainConfig, n_images: int) -> TrainConfig:
     if epochs is None:
         steps_per_epoch = max(1, n_train // batch_size)
         enough = math.ceil(_MIN_STEPS / steps_per_epoch)
-        epochs = min(_MAX_EPOCHS, max(get_model(cfg.model).default_epochs, enough))
+        epochs = min(_MAX_EPOCHS, max(default_epochs, enough))
     max_shift = cfg.max_shift
     if max_shift is None:  # the same share of the picture as the recipe's 2 pixels of a 28-pixel digit
         max_shift = round(TrainConfig.max_shift * max(cfg.image_size, _BASE_SIDE) / _BASE_SIDE, 1)

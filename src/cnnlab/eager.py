@@ -3,7 +3,7 @@
 Several of torch's own functions are wrapped so that torch.compile skips them (torch._disable_dynamo); each wrapper
 imports torch._dynamo on its first call: 1.0-1.4 s on the 2-core EPYCs of benchmarks/results (python -X importtime),
 a fifth of a run that reaches 99% in seconds. Among them are an optimiser's step, zero_grad, add_param_group,
-state_dict and load_state_dict, and the FLOP counter's dispatch. cnnlab never compiles (train/runtime.py says why),
+state_dict and load_state_dict, and the FLOP counter's dispatch. cnnlab never compiles (device.py says why),
 so here those functions run as the wrappers would run them once imported, without the import. The results are
 torch's own (tested equal, bit for bit). With another torch whose wrappers differ, nothing is marked and the import
 simply happens. The marks hold for the whole process: in a notebook that also uses torch.compile after a cnnlab

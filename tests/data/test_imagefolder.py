@@ -4,47 +4,17 @@ empty classes and unreadable files are listed in one clear error."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from cnnlab.cli import main
-
-from ..stopping import as_stopped
 from cnnlab.data import DataError, load_imagefolder
 
-SHAPES = ("circle", "square", "triangle")
-
-
-def draw_folder(root: Path, per_class: int = 40, seed: int = 0, side: int | None = None, outline: bool = False) -> Path:
-    """per_class images of each shape: random position and colours, random size 20-60 px and Pillow mode, or
-    with `side` all that size and RGB; `outline` draws the shapes' outlines instead of filling them."""
-    rng = random.Random(seed)
-    for shape in SHAPES:
-        (root / shape).mkdir(parents=True)
-        for i in range(per_class):
-            w = side or rng.randint(20, 60)
-            bg, fg = rng.randint(180, 255), rng.randint(0, 80)
-            img = Image.new("RGB", (w, w if side else w + rng.randint(-4, 4)), (bg, bg, rng.randint(150, 255)))
-            d = ImageDraw.Draw(img)
-            r = rng.uniform(0.25, 0.4) * w if not side else rng.uniform(0.12, 0.4) * w
-            cx, cy = rng.uniform(r, w - r), rng.uniform(r, w - r)
-            box = (cx - r, cy - r, cx + r, cy + r)
-            colour = (fg, rng.randint(0, 80), fg) if not side else (rng.randint(0, 120), rng.randint(0, 120), rng.randint(0, 120))
-            paint = dict(outline=colour, width=max(2, w // 40)) if outline else dict(fill=colour)
-            if shape == "circle":
-                d.ellipse(box, **paint)
-            elif shape == "square":
-                d.rectangle(box, **paint)
-            else:
-                d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], **paint)
-            mode = "RGB" if side else rng.choice(["RGB", "L", "RGBA", "P"])
-            img.convert(mode).save(root / shape / f"{i}.{rng.choice(['png', 'bmp', 'webp'])}")
-    (root / "square" / "notes.txt").write_text("not an image: ignored")
-    return root
+from ..support.data import SHAPES, draw_folder
+from ..support.runs import as_stopped
 
 
 def test_a_folder_of_mixed_images_loads_square_rgb_and_split_by_class(tmp_path):
@@ -83,7 +53,6 @@ def test_empty_classes_and_unreadable_files_are_listed(tmp_path, reliability):
                 3, "one DataError listing the empty classes or the unreadable files; cnnlab train exits 1")
 
 
-@pytest.mark.slow  # 12 epochs of a resnet: over 10 s
 def test_a_folder_of_drawn_shapes_trains_end_to_end(tmp_path, capsys):
     root = draw_folder(tmp_path / "shapes", per_class=60)
     out = tmp_path / "runs"
@@ -182,7 +151,7 @@ def test_the_image_counts_printed_agree_with_the_split_the_run_trains_on(tmp_pat
 def test_the_test_set_follows_split_seed_and_not_seed(tmp_path, capsys):
     from cnnlab.data import load_data
     from cnnlab.config import TrainConfig
-    from cnnlab.runs import load_checkpoint
+    from cnnlab.runs import Checkpoint
 
     root = draw_folder(tmp_path / "shapes", per_class=10)
     test_sets = []
@@ -190,7 +159,7 @@ def test_the_test_set_follows_split_seed_and_not_seed(tmp_path, capsys):
         assert _train_small(str(root), str(tmp_path / f"runs{i}"), *flags) == 0
         (run,) = (tmp_path / f"runs{i}").glob("*-basic_cnn")
         recorded = json.loads((run / "config.json").read_text())
-        assert recorded["split_seed"] == load_checkpoint(run / "last.pt")["config"]["split_seed"] == (1 if i == 2 else 0)
+        assert recorded["split_seed"] == Checkpoint.read(run / "last.pt").train_config.split_seed == (1 if i == 2 else 0)
         cfg = TrainConfig.from_dict(recorded)  # as evaluate and --resume read it
         test_sets.append(load_data(cfg.dataset, image_size=cfg.image_size, split_seed=cfg.split_seed).test_images)
     assert torch.equal(test_sets[0], test_sets[1])  # two seeds, one test set: their accuracies compare

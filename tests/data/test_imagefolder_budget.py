@@ -16,7 +16,7 @@ from PIL import Image
 
 from cnnlab.data import DataError, load_imagefolder
 
-from .test_imagefolder import draw_folder
+from ..support.data import draw_folder
 
 # What a child process reports: its peak resident memory grown past the peak it had once the code under test
 # was imported and had loaded a small folder (so that imports and Pillow's plugins are in the baseline).
@@ -66,6 +66,7 @@ def warm_folder(tmp_path_factory) -> Path:
     return draw_folder(tmp_path_factory.mktemp("warm") / "shapes", per_class=3)
 
 
+@pytest.mark.processes  # measured in a fresh process
 def test_huge_pictures_are_refused_from_their_headers_in_one_line_naming_each_file(tmp_path, warm_folder, reliability):
     root = tmp_path / "big"
     files = _big_pngs(root)
@@ -87,6 +88,7 @@ def test_huge_pictures_are_refused_from_their_headers_in_one_line_naming_each_fi
                 "grew less than one of them decoded (2.2 GB when all four were decoded)")
 
 
+@pytest.mark.processes  # measured in a fresh process
 def test_a_jpeg_over_the_budget_is_decoded_smaller_and_the_folder_loads(tmp_path, warm_folder):
     root = draw_folder(tmp_path / "shapes", per_class=4)
     # 6000x4000 colour: 96 MB decoded at full size, so it is decoded at a quarter of each side (6 MB)

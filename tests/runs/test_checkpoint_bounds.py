@@ -22,10 +22,10 @@ import torch
 
 from cnnlab.cli import main
 from cnnlab.models import create_model
-from cnnlab.runs import CheckpointError, load_checkpoint, load_model
+from cnnlab.runs import Checkpoint, CheckpointError, load
 from cnnlab.runs.checkpoint import MAX_ENTRIES, fingerprint
 
-from ..synthetic import synthetic_mnist
+from ..support.data import synthetic_mnist
 
 GIB = 2**30
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,19 +221,19 @@ def crafted(tiny_run, tmp_path_factory):
 _MEASURE = r"""
 import json, sys
 import torch, cnnlab
-from cnnlab.runs import CheckpointError, load_checkpoint
+from cnnlab.runs import Checkpoint, CheckpointError
 
 def high_water():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
-load_checkpoint(sys.argv[1])
+Checkpoint.read(sys.argv[1])
 for path in sys.argv[2:]:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = high_water()
     try:
-        load_checkpoint(path)
+        Checkpoint.read(path)
         message = None
     except CheckpointError as e:
         message = str(e)
@@ -245,6 +245,7 @@ for path in sys.argv[2:]:
 _SLACK = 6 * 2**20
 
 
+@pytest.mark.processes  # measured in a fresh process
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable high-water mark")
 def test_crafted_checkpoints_are_refused_before_their_size_is_allocated(tiny_run, crafted, reliability):
     with torch.device("meta"):
@@ -291,16 +292,16 @@ def test_real_checkpoints_load_within_their_bounds(tiny_run, tmp_path):
     a network with batch-norm buffers, best.pt and last.pt, and one written within an epoch (its position)."""
     from cnnlab.train import fit, make_config
 
-    state = load_checkpoint(tiny_run)
-    assert state["epoch"] >= 1 and "momentum_buffer" in state["optimizer_state"]["state"][0]
-    load_model(tiny_run / "last.pt", "cpu")
+    record = Checkpoint.read(tiny_run)
+    assert record.epoch >= 1 and "momentum_buffer" in record.optimizer_state["state"][0]
+    load(tiny_run / "last.pt", "cpu")
     cfg = make_config("resnet_bn", steps=6, batch_size=50, val_size=50, device="cpu", optimizer="adamw",
                       checkpoint_every=1e-9, log_every=1)
     run = fit(cfg, synthetic_mnist(train=200, test=50, seed=0), out_root=tmp_path, progress=False).run_dir
-    state = load_checkpoint(run / "last.pt")
-    assert {"exp_avg", "exp_avg_sq", "step"} <= set(state["optimizer_state"]["state"][0])
-    assert load_checkpoint(run / "last.prev.pt")["position"] is not None  # the checkpoint before, within epoch 2
-    load_model(run, "cpu")
+    record = Checkpoint.read(run / "last.pt", resume=True)
+    assert {"exp_avg", "exp_avg_sq", "step"} <= set(record.optimizer_state["state"][0])
+    assert Checkpoint.read(run / "last.prev.pt").position is not None  # the checkpoint before, within epoch 2
+    load(run, "cpu")
 
 
 def test_a_stored_archive_is_checked_entry_by_entry(tiny_run, tmp_path):
@@ -337,5 +338,5 @@ def test_a_stored_archive_is_checked_entry_by_entry(tiny_run, tmp_path):
     cases.append((path, "bytes follow its end record"))
     for path, expect in cases:
         with pytest.raises(CheckpointError) as info:
-            load_checkpoint(path)
+            Checkpoint.read(path)
         assert expect in str(info.value) and str(path) in str(info.value), (path, info.value)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cnnlab.runs import CheckpointError, load, save_checkpoint
 from cnnlab.runs.checkpoint import Checkpoint
 
-from ..synthetic import synthetic_mnist
+from ..support.data import synthetic_mnist
 
 # Values a mutation may put anywhere: every type a pickle of plain data can hold, at the edges of their ranges.
 _SCALARS = st.one_of(
@@ -119,7 +119,7 @@ def _load_mutated(base_record, tmp_path, outcomes, data):
         accuracy = model.evaluate(data=synthetic_mnist(train=10, test=20, seed=1))
         assert 0.0 <= accuracy <= 1.0
     try:
-        Checkpoint.for_resume(path)
+        Checkpoint.read(path, resume=True)
     except CheckpointError:
         pass
 

@@ -61,7 +61,7 @@ def _one_error_line(capsys) -> str:
     return lines[0]
 
 
-@pytest.mark.slow
+@pytest.mark.real_data  # cnnlab train on MNIST
 @pytest.mark.parametrize("kind", ["someone's folder", "a stopped run", "a finished run", "a dangling link"])
 def test_a_run_name_that_is_a_link_is_refused_and_its_target_untouched(kind, tmp_path, capsys, reliability):
     victim = tmp_path / "victim"
@@ -88,7 +88,7 @@ def test_a_run_name_that_is_a_link_is_refused_and_its_target_untouched(kind, tmp
                 "one line naming the link and the way out; exit 1; the target byte-identical, .notes.tmp kept")
 
 
-@pytest.mark.slow
+@pytest.mark.real_data  # cnnlab train on MNIST
 def test_a_runs_tensorboard_folder_that_is_a_link_is_refused_new_stopped_or_resumed(tmp_path, capsys, reliability):
     victim = _victim(tmp_path / "victim")
     before = _snapshot(victim)
@@ -123,7 +123,7 @@ def test_a_runs_tensorboard_folder_that_is_a_link_is_refused_new_stopped_or_resu
                 "same name continued, --resume", 3, "one line naming the link; exit 1; the target and the run unchanged")
 
 
-@pytest.mark.slow
+@pytest.mark.real_data  # cnnlab train on MNIST
 def test_resume_through_a_link_to_a_run_is_refused_and_the_run_unchanged(tmp_path, capsys, reliability):
     runs = tmp_path / "runs"
     assert main(_train(runs, "--run-name", "real")) == 0
@@ -140,7 +140,7 @@ def test_resume_through_a_link_to_a_run_is_refused_and_the_run_unchanged(tmp_pat
                 "one line naming the link; exit 1; the run unchanged")
 
 
-@pytest.mark.slow
+@pytest.mark.real_data  # cnnlab train on MNIST
 def test_a_link_at_the_name_a_timestamped_run_takes_is_passed_by_not_followed(tmp_path, capsys, reliability):
     victim = _victim(tmp_path / "victim")
     before = _snapshot(victim)
@@ -191,7 +191,7 @@ def test_a_run_directory_clears_only_its_own_partial_writes(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [".notes.tmp"]
 
 
-@pytest.mark.slow
+@pytest.mark.real_data  # cnnlab train on MNIST
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a folder away")
 def test_a_run_name_whose_directory_another_user_owns_is_refused(tmp_path, capsys, reliability):
     runs = tmp_path / "runs"

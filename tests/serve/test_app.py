@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from cnnlab.serve.app import create_app  # noqa: E402
 
-pytestmark = pytest.mark.slow
 LOCAL = "http://127.0.0.1"  # a name the app answers to (TestClient's own, testserver, is refused)
 
 

@@ -15,54 +15,26 @@ import json
 import math
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from ..support.browser import chromium
+from ..support.servers import live_server
 
-CHROMIUM = os.environ.get("CNNLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.browser  # real_data and slow come with server_url's trained models (tests/conftest.py)
+
 DESKTOP = {"width": 1200, "height": 900}
-
-
-def _need(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: the browser test must run in CI (.ci/run installs it)")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def _serving(runs, runs_root):
     """A real uvicorn server for `runs` (training into `runs_root`) on a free port of 127.0.0.1: its URL."""
-    uvicorn = pytest.importorskip("uvicorn")
     from cnnlab.serve.app import create_app
 
-    port = _free_port()
-    app = create_app(runs=[str(r) for r in runs], runs_root=str(runs_root))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start within 20 s"
-        time.sleep(0.05)
-    try:
+    with live_server(create_app(runs=[str(r) for r in runs], runs_root=str(runs_root))) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +48,8 @@ class Browser:
     """One Chromium for a test; every request any of its pages makes is logged, to check that only the server
     that served the page is ever asked for anything."""
 
-    def __init__(self, playwright, origin: str) -> None:
-        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+    def __init__(self, browser, origin: str) -> None:
+        self.browser = browser
         self.origin = origin
         self.requests: list[str] = []
         self.errors: list[str] = []
@@ -95,21 +67,13 @@ class Browser:
 
 @contextlib.contextmanager
 def _browser(origin: str):
-    _need(os.path.exists(CHROMIUM), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need(False, "the playwright package is not installed (pip install playwright)")
-    with sync_playwright() as p:
-        browser = Browser(p, origin)
-        try:
-            yield browser
-        finally:
-            browser.browser.close()
-        # every test checks these: no script error, and no request to another host (no CDN, no web font)
-        assert not browser.errors, browser.errors
-        assert browser.requests, "the page made no request at all"
-        assert not browser.foreign_requests(), browser.foreign_requests()
+    with chromium() as launched:
+        browser = Browser(launched, origin)
+        yield browser
+    # every test checks these: no script error, and no request to another host (no CDN, no web font)
+    assert not browser.errors, browser.errors
+    assert browser.requests, "the page made no request at all"
+    assert not browser.foreign_requests(), browser.foreign_requests()
 
 
 def _api(url: str, path: str, body: dict | None = None) -> dict:
@@ -382,6 +346,8 @@ def test_at_phone_width_nothing_scrolls_sideways(server_url):
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
 
 
+@pytest.mark.processes  # the server's training child, on the real MNIST
+@pytest.mark.real_data
 def test_training_from_the_page_draws_its_curve_and_serves_the_new_model(server_url):
     before = {m["id"] for m in _api(server_url, "/api/model")["models"]}
     with _browser(server_url) as browser:
@@ -416,6 +382,8 @@ def test_training_from_the_page_draws_its_curve_and_serves_the_new_model(server_
         assert page.locator("#inside .layer").count() >= 3  # conv1, conv2, fc
 
 
+@pytest.mark.processes  # the server's training child, on the real MNIST
+@pytest.mark.real_data
 def test_stop_on_the_page_keeps_what_was_trained(server_url):
     before = {m["id"] for m in _api(server_url, "/api/model")["models"]}
     with _browser(server_url) as browser:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import os
-import shutil
 import threading
 import time
 from typing import Iterator
@@ -23,11 +21,11 @@ httpx = pytest.importorskip("httpx")
 
 from cnnlab.serve.app import create_app  # noqa: E402
 
-from .live import free_port, live_server  # noqa: E402
+from ..support.browser import chromium  # noqa: E402
+from ..support.servers import free_port, live_server  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.real_data, pytest.mark.slow]  # the page trains on the real MNIST
 
-CHROMIUM = os.environ.get("CNNLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ORDER = '{"model": "basic_cnn", "budget": 15}'
 
 # Run in the other origin's page with the server's URL; each resolves once its request has had an answer (or has
@@ -99,31 +97,6 @@ def _other_origin() -> Iterator[str]:
         server.server_close()
 
 
-@contextlib.contextmanager
-def _chromium():
-    if not os.path.exists(CHROMIUM) or not _has_playwright():
-        reason = f"needs Chromium at {CHROMIUM} and the playwright package"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}: the browser test must run in CI (.ci/run installs both)")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def _has_playwright() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _wait(page, condition: str, trainer, timeout: float = 120.0) -> None:
     """Wait for `condition` on the page; on timeout, fail saying what the page and the training said."""
     from playwright.sync_api import TimeoutError as PageTimeout
@@ -147,7 +120,7 @@ def test_a_page_of_another_origin_can_neither_start_nor_stop_a_training(tmp_path
     seen: list[tuple[str, str, int]] = []
     app = create_app(runs_root=tmp_path / "runs")
     trainer = app.state.trainer
-    with _chromium() as browser, live_server(_recording(app, seen)) as port, _other_origin() as elsewhere:
+    with chromium() as browser, live_server(_recording(app, seen)) as port, _other_origin() as elsewhere:
         base = f"http://127.0.0.1:{port}"
         foreign = browser.new_context().new_page()
         foreign.goto(elsewhere)

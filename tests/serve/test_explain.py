@@ -18,9 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cnnlab.models import list_models  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
 
-from ..synthetic import synthetic_mnist  # noqa: E402
-
-pytestmark = pytest.mark.slow  # a short training of every registered model first (~40 s on 2 busy cores)
+from ..support.data import synthetic_mnist  # noqa: E402
 
 
 @pytest.fixture(scope="module")

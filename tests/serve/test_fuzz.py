@@ -27,8 +27,8 @@ from hypothesis import strategies as st  # noqa: E402
 from cnnlab.serve.app import BODY_LIMIT, create_app  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
 
-from ..synthetic import synthetic_mnist  # noqa: E402
-from .live import live_server  # noqa: E402
+from ..support.data import synthetic_mnist  # noqa: E402
+from ..support.servers import live_server  # noqa: E402
 
 # derandomize: the same examples on every run, so a failure repeats and the counts in docs/reliability.md hold.
 FUZZ = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))

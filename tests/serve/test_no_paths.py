@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from cnnlab.serve.app import create_app  # noqa: E402
 
-from ..inference.folder_models import SIZE, train_on_shapes  # noqa: E402
+from ..support.runs import SIZE, train_on_shapes  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cnnlab.serve.app import create_app  # noqa: E402
 from cnnlab.serve.server import host_names, split_host  # noqa: E402
 
-from .live import live_server  # noqa: E402
+from ..support.servers import live_server  # noqa: E402
 
 ORDER = {"model": "basic_cnn", "budget": 15}
 

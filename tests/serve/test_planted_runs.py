@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from cnnlab.serve.app import create_app  # noqa: E402
 
-from .live import free_port  # noqa: E402
+from ..support.servers import free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"),
                                 reason="needs named pipes and /dev/zero")
@@ -62,6 +62,7 @@ def test_create_app_passes_planted_config_files_by_and_names_them(planted, relia
                 f"started in {time.monotonic() - t0:.1f} s")
 
 
+@pytest.mark.processes  # cnnlab serve in a process of its own
 def test_cnnlab_serve_says_which_runs_it_passed_by_and_serves(planted):
     port = free_port()
     cmd = [sys.executable, "-m", "cnnlab", "serve", "--runs-root", str(planted), "--port", str(port),

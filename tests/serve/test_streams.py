@@ -13,12 +13,14 @@ httpx = pytest.importorskip("httpx")
 from cnnlab.serve.app import create_app  # noqa: E402
 from cnnlab.serve.training import BUDGET  # noqa: E402
 
-from .live import live_server, read_events  # noqa: E402
+from ..support.servers import live_server, read_events  # noqa: E402
 
 LEAVES_AFTER = 5  # events the leaving client reads: the training's first steps are under way by then
 
 
 @pytest.mark.slow
+@pytest.mark.processes  # the server's training child, on the real MNIST
+@pytest.mark.real_data
 def test_a_stream_client_leaving_cuts_no_other(tmp_path, reliability):
     app = create_app(runs_root=tmp_path / "runs")
     with live_server(app) as port:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cnnlab.runs import load_run  # noqa: E402
 from cnnlab.serve.app import create_app  # noqa: E402
 
-from .live import live_server, read_events  # noqa: E402
+from ..support.servers import has_event, live_server, read_events, wait_for_training  # noqa: E402
 
 
 def _digit_png() -> bytes:
@@ -30,20 +30,9 @@ def _digit_png() -> bytes:
     return buf.getvalue()
 
 
-def _wait_for(port: int, name: str, timeout: float = 120.0) -> dict:
-    """Poll /api/train until an event of that name is there; its data."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        snapshot = httpx.get(f"http://127.0.0.1:{port}/api/train").json()
-        found = [e for e in snapshot["events"] if e["event"] == name]
-        if found:
-            return found[0]
-        assert snapshot["state"] in ("starting", "running"), snapshot
-        time.sleep(0.2)
-    raise AssertionError(f"no {name} event within {timeout} s")
-
-
 @pytest.mark.slow
+@pytest.mark.processes  # the server's training child, on the real MNIST
+@pytest.mark.real_data
 def test_a_training_from_the_page_streams_its_curve_and_is_served_when_done(tmp_path, reliability):
     app = create_app(runs_root=tmp_path / "runs")
     with live_server(app) as port:
@@ -94,13 +83,14 @@ def test_a_training_from_the_page_streams_its_curve_and_is_served_when_done(tmp_
                 "200 every time; the run served at once and a second start refused with 409")
 
 
-@pytest.mark.slow
+@pytest.mark.processes  # the server's training child, on the real MNIST
+@pytest.mark.real_data
 def test_stop_keeps_what_was_trained_and_serves_it(tmp_path):
     app = create_app(runs_root=tmp_path / "runs")
     with live_server(app) as port:
         base = f"http://127.0.0.1:{port}"
         assert httpx.post(f"{base}/api/train", json={"model": "basic_cnn", "budget": 120}).status_code == 202
-        _wait_for(port, "step")
+        wait_for_training(base, has_event("step"), "a step")
         r = httpx.post(f"{base}/api/train/stop", json={})
         assert r.status_code == 202 and r.json() == {"stopping": True}
         stream = read_events(port)
@@ -114,13 +104,14 @@ def test_stop_keeps_what_was_trained_and_serves_it(tmp_path):
     assert run.metrics[-1]["steps"] < planned  # it stopped early, as an ordinary finished run
 
 
-@pytest.mark.slow
+@pytest.mark.processes  # the server's training child, on the real MNIST
+@pytest.mark.real_data
 def test_a_child_that_dies_is_a_failed_training_and_the_server_stays_up(tmp_path):
     app = create_app(runs_root=tmp_path / "runs")
     with live_server(app) as port:
         base = f"http://127.0.0.1:{port}"
         assert httpx.post(f"{base}/api/train", json={"model": "basic_cnn", "budget": 60}).status_code == 202
-        _wait_for(port, "started")
+        wait_for_training(base, has_event("started"), "the start")
         app.state.trainer.job.process.kill()
         stream = read_events(port)
         assert stream[-1][0] == "error" and "killed" in stream[-1][1]["message"], stream[-2:]

@@ -28,10 +28,10 @@ from cnnlab.runs import load, load_run, newest_finished  # noqa: E402
 from cnnlab.serve.app import create_app  # noqa: E402
 from cnnlab.train.remote import LOG_EVERY  # noqa: E402
 
-from .live import free_port  # noqa: E402
+from ..support.servers import free_port, has_event, live_server, wait_for_training  # noqa: E402
 
-pytestmark = [
-    pytest.mark.slow,
+pytestmark = [  # every test trains basic_cnn on the real MNIST in a process of its own (and most start a server)
+    pytest.mark.processes, pytest.mark.real_data,
     pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="the server is ended by POSIX signals"),
 ]
 
@@ -65,18 +65,6 @@ def _start_server(runs_root: Path, log: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.2)
     server.kill()
     raise AssertionError(f"the server did not answer within 60 s: {log.read_text()}")
-
-
-def _wait_until(base: str, ready, what: str, timeout: float = 120.0) -> list[dict]:
-    """Poll GET /api/train until `ready(events)` holds while the training is still running; the events."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        snapshot = httpx.get(f"{base}/api/train", timeout=10).json()
-        assert snapshot["state"] in ("starting", "running"), snapshot  # it must not have ended on its own
-        if ready(snapshot["events"]):
-            return snapshot["events"]
-        time.sleep(0.05)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 def _running(pid: int) -> bool:
@@ -115,8 +103,7 @@ def _train_then_end(tmp_path: Path, ending: str, after_first_epoch: bool) -> dic
         r = httpx.post(f"{base}/api/train", content=json.dumps(order), headers={"Content-Type": "application/json"})
         assert r.status_code == 202, r.text
         epoch = 2 if after_first_epoch else 1
-        events = _wait_until(base, lambda ev: any(e["event"] == "step" and e["epoch"] == epoch for e in ev),
-                             f"step in epoch {epoch}")
+        events = wait_for_training(base, has_event("step", epoch=epoch), f"step in epoch {epoch}")
         started = next(e for e in events if e["event"] == "started")
         run_dir = runs_root / started["run"]
         child = int(FileLock(run_dir / ".lock").holder().split()[-1])  # the training process wrote its pid there
@@ -178,6 +165,7 @@ def test_a_training_in_its_first_epoch_is_kept_when_the_server_dies(tmp_path, en
                     "summary.json and best.pt written, served by the next server")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ending", ["page stop", "SIGKILL"])
 def test_a_training_past_its_first_epoch_is_kept_when_the_server_is_killed(tmp_path, ending, real_mnist, reliability):
     got = _train_then_end(tmp_path, ending, after_first_epoch=True)
@@ -237,18 +225,15 @@ def test_a_training_whose_stdin_alone_closes_stops_and_still_reports_its_end(tmp
     assert [p.name for p in newest_finished(runs_root)] == [events[-1]["run"]]
 
 
-@pytest.mark.slow
 def test_a_shutdown_that_cannot_wait_for_a_stopped_training_leaves_it_to_finish(tmp_path):
     # A large model on a slow CPU may take longer to evaluate and write than the shutdown waits: it is never killed.
-    from .live import live_server
-
     runs_root = tmp_path / "runs"
     app = create_app(runs_root=runs_root)
     with live_server(app) as port:
         base = f"http://127.0.0.1:{port}"
         r = httpx.post(f"{base}/api/train", json={"model": "basic_cnn", "budget": 15})
         assert r.status_code == 202, r.text
-        _wait_until(base, lambda ev: any(e["event"] == "step" for e in ev), "a step")
+        wait_for_training(base, has_event("step"), "a step")
         process = app.state.trainer.job.process
         app.state.trainer.close(grace=0.0)  # asks it to stop, and waits for nothing
         assert process.wait(120) == 0  # it finished on its own: not killed (-9), not failed

@@ -30,7 +30,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from cnnlab.train import distributed, fit, make_config, resume, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: torchrun runs this file outside pytest
-from synthetic import synthetic_mnist  # noqa: E402
+from support.data import synthetic_mnist  # noqa: E402
 
 
 def main() -> None:

@@ -135,6 +135,7 @@ def test_a_later_run_in_the_same_process_starts_from_pytorchs_count_again():
     assert c2.max_threads == cores.PYTORCH_THREADS and torch.get_num_threads() == cores.PYTORCH_THREADS
 
 
+@pytest.mark.processes  # a busy process beside the test
 @pytest.mark.skipif(not os.path.exists("/proc/stat") or len(os.sched_getaffinity(0)) < 2, reason="needs /proc and 2 cores")
 def test_a_real_busy_process_is_seen_from_proc():
     two = frozenset(sorted(os.sched_getaffinity(0))[:2])

@@ -1,6 +1,6 @@
 """The CUDA path: data resident on the GPU, bfloat16 autocast, checkpoints that load on a CPU, and evaluation that
-agrees with the CPU's. The CUDA tests skip themselves on a machine without a CUDA GPU (CI has none; run them where
-one is lent: `pytest tests/train/test_cuda.py`, slow ones included)."""
+agrees with the CPU's. The tests marked gpu are skipped on a machine without a CUDA GPU (CI has none; run them where
+one is lent: `pytest -m gpu`)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ import pytest
 import torch
 
 from cnnlab.device import autocast_dtype
-from cnnlab.runs import evaluate, load, load_checkpoint
+from cnnlab.runs import Checkpoint, evaluate, load
 from cnnlab.runs.rundir import read_metrics
 from cnnlab.train import fit, make_config
 
-needs_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False on this machine)"
-)
 CHANCE = math.log(10)  # the cross-entropy of an untrained 10-class network: where every run starts
 
 
@@ -35,7 +32,7 @@ def _short_cuda_run(data, out, model: str, amp: str = "auto"):
     return fit(cfg, data, out_root=out, progress=False)
 
 
-@needs_cuda
+@pytest.mark.gpu  # skipped where PyTorch sees no CUDA GPU (tests/conftest.py)
 @pytest.mark.slow  # trains on the real MNIST
 @pytest.mark.parametrize("model", ["basic_cnn", "resnet", "inception_net"])
 @pytest.mark.parametrize("amp", ["auto", "bf16"])
@@ -46,13 +43,12 @@ def test_a_short_run_on_cuda_learns_and_saves_finite_float32_weights_on_the_cpu(
     # mean training loss, its first steps at chance and under the warm-up, to 1.0-1.3); the bounds leave wide margins.
     assert row["test_loss"] < CHANCE / 3 and row["test_acc"] > 0.7, row
     assert row["train_loss"] < 0.75 * CHANCE, row
-    state = load_checkpoint(result.run_dir / "last.pt")
-    floats = [t for t in state["model_state"].values() if t.is_floating_point()]
+    floats = [t for t in Checkpoint.read(result.run_dir / "last.pt").model_state.values() if t.is_floating_point()]
     assert floats
     assert all(t.device.type == "cpu" and t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in floats)
 
 
-@needs_cuda
+@pytest.mark.gpu  # skipped where PyTorch sees no CUDA GPU (tests/conftest.py)
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["resnet", "inception_bn"])
 def test_a_checkpoint_evaluates_alike_on_cuda_and_on_the_cpu(real_mnist, tmp_path, model):
@@ -71,13 +67,13 @@ def test_a_checkpoint_evaluates_alike_on_cuda_and_on_the_cpu(real_mnist, tmp_pat
     assert cpu_acc > 0.7  # a model that reads digits: the comparison is not of two near-constant outputs
 
 
-@needs_cuda
+@pytest.mark.gpu  # skipped where PyTorch sees no CUDA GPU (tests/conftest.py)
 def test_a_time_budget_run_on_cuda_plans_from_timings_that_wait_for_the_gpu(tiny_mnist, tmp_path):
     budget = 3.0
     cfg = make_config("resnet", time_budget=budget, batch_size=50, val_size=100, device="cuda")
     result = fit(cfg, tiny_mnist, out_root=tmp_path, progress=False)
     rows = read_metrics(result.run_dir / "metrics.csv")
-    assert rows and rows[-1]["steps"] == load_checkpoint(result.run_dir / "last.pt")["total_steps"]
+    assert rows and rows[-1]["steps"] == Checkpoint.read(result.run_dir / "last.pt").total_steps
     assert rows[-1]["steps"] > 10  # a GPU takes far more than the few steps it times before planning
     # Timing kernel launches instead of finished steps would make steps look nearly free and plan many times too
     # many: the run would overrun its budget by far, where a correct plan ends inside it (twice it, for margin).

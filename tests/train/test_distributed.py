@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -15,7 +14,9 @@ import torch
 from cnnlab.data.tensors.batching import InMemoryLoader, random_affine
 from cnnlab.train.distributed import World, world_from_env
 
-from ..synthetic import synthetic_mnist
+from ..support.data import synthetic_mnist
+from ..support.runs import saved_weights
+from ..support.servers import free_port
 
 
 @pytest.mark.parametrize("batch,n", [(64, 2), (63, 2), (10, 3), (7, 7), (128, 5)])
@@ -70,10 +71,6 @@ def test_the_parts_of_every_rank_make_up_the_one_process_batch_and_its_augmentat
         assert torch.equal(torch.cat([p[i][1] for p in parts]), aug)
 
 
-def _weights(path):
-    return torch.load(path, weights_only=True)
-
-
 def _max_diff(a, b):
     assert a.keys() == b.keys()
     return max((a[k] - b[k]).abs().max().item() for k in a)
@@ -102,7 +99,7 @@ def _two_and_one(procs, tmp_path, argv):
 def test_in_float64_two_processes_train_the_model_one_process_trains(procs, tmp_path, batch):
     # 1,000 training images: 15 steps an epoch and 40 (or 55) left over, two epochs.
     two, one = _two_and_one(procs, tmp_path, ["--batch-size", str(batch), "--float64"])
-    r0, r1, single = _weights(two / "rank0.pt"), _weights(two / "rank1.pt"), _weights(one / "rank0.pt")
+    r0, r1, single = saved_weights(two / "rank0.pt"), saved_weights(two / "rank1.pt"), saved_weights(one / "rank0.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "the two ranks ended with different weights"
     assert r0["fc.weight"].dtype == torch.float64
     assert _max_diff(r0, single) < 1e-10
@@ -123,7 +120,7 @@ def test_in_float32_two_processes_take_one_processes_first_step_and_agree_with_e
     two, one = _two_and_one(procs, tmp_path, ["--batch-size", "63", "--record-steps", "1"])
     (g2,), (g1,) = torch.load(two / "grads0.pt"), torch.load(one / "grads0.pt")
     assert g2.dtype == torch.float32 and _rel(g2, g1) < 1e-3
-    r0, r1 = _weights(two / "rank0.pt"), _weights(two / "rank1.pt")
+    r0, r1 = saved_weights(two / "rank0.pt"), saved_weights(two / "rank1.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "the two ranks ended with different weights"
     (a,), (b,) = two.glob("*/last.pt"), one.glob("*/last.pt")
     la = [r["train_loss"] for r in torch.load(a, weights_only=True)["history"]]
@@ -144,7 +141,7 @@ def test_a_run_of_two_processes_killed_midway_resumes_on_one_and_ends_where_an_u
     assert stopped_at < 4
     procs.run(procs.command(1, ["resume", str(broken), str(run_dir), *args]))
     procs.run(procs.command(1, ["fit", str(whole), *args]))
-    assert _max_diff(_weights(broken / "rank0.pt"), _weights(whole / "rank0.pt")) < 1e-10
+    assert _max_diff(saved_weights(broken / "rank0.pt"), saved_weights(whole / "rank0.pt")) < 1e-10
     state = torch.load(run_dir / "last.pt", weights_only=True)
     assert state["epoch"] == 4 and state["world_size"] == 1
     assert [r["epoch"] for r in state["history"]] == [1, 2, 3, 4]
@@ -171,7 +168,6 @@ def test_the_readme_torchrun_command_trains_on_real_mnist_like_one_process(procs
     assert _rel(wa, wb) < 1e-3
 
 
-@pytest.mark.slow
 def test_a_torchrun_worker_exits_with_its_commands_code_and_message(procs, tmp_path, real_mnist):
     # Workers end through distributed.leave (os._exit after a flush): the code and the message must survive it.
     cmd = procs.command(2, ["train", "--model", "basic_cnn", "--steps", "2", "--cutout", "40", "--out", str(tmp_path)],
@@ -184,15 +180,8 @@ def test_a_torchrun_worker_exits_with_its_commands_code_and_message(procs, tmp_p
     assert "exitcode: 1" in err and not list(tmp_path.iterdir())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
 def test_when_a_rank_dies_the_other_stops_with_a_clear_error(procs, tmp_path, real_mnist, reliability):
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2", "CNNLAB_DIST_TIMEOUT": "60"}
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2", "CNNLAB_DIST_TIMEOUT": "60"}
     cmd = procs.command(1, ["train", "--model", "basic_cnn", "--epochs", "5", "--no-progress", "--out", str(tmp_path)], module=True)
     rank0 = procs.start(cmd, env={**env, "RANK": "0", "LOCAL_RANK": "0"}, log=tmp_path / "rank0.log")
     rank1 = procs.start(cmd, env={**env, "RANK": "1", "LOCAL_RANK": "1"}, log=tmp_path / "rank1.log")
@@ -213,7 +202,6 @@ def test_when_a_rank_dies_the_other_stops_with_a_clear_error(procs, tmp_path, re
                 f"rank 0 stopped {waited:.1f} s later with one line ('lost contact with another training process'), exit 1")
 
 
-@pytest.mark.slow
 def test_under_torchrun_a_dead_worker_ends_the_whole_run(procs, tmp_path, reliability):
     p = procs.start(procs.command(2, ["fit", str(tmp_path), "--epochs", "50", "--images", "6000"]), log=tmp_path / "log")
 
@@ -247,7 +235,7 @@ def test_under_torchrun_a_dead_worker_ends_the_whole_run(procs, tmp_path, reliab
 def test_the_readme_two_machine_command_works_with_two_agents_on_this_host(procs, tmp_path, real_mnist):
     # Two torchrun agents meeting at one rendezvous endpoint stand for two machines (the README's command
     # with --nproc-per-node 1 and 127.0.0.1 for the first machine's name).
-    port = _free_port()
+    port = free_port()
     cmd = [
         "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
         "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "cnnlab-test",

@@ -13,7 +13,7 @@ from cnnlab.runs import CheckpointError
 from cnnlab.runs.rundir import RunFinished, read_metrics
 from cnnlab.train import make_config
 from cnnlab.train.events import Observer
-from cnnlab.train.session import train
+from cnnlab.train.run import train
 
 
 class _Crash(Observer):
@@ -108,7 +108,7 @@ class _CrashAtStep(Observer):
 
 @pytest.mark.parametrize("model,extra", [
     ("basic_cnn", {}),
-    pytest.param("inception_net", {"record_branch_grads": True, "cutout": 6}, marks=pytest.mark.slow),  # ~35 s
+    ("inception_net", {"record_branch_grads": True, "cutout": 6}),
 ])
 def test_a_run_stopped_within_an_epoch_resumes_from_there_and_ends_bit_identical(tiny_mnist, tmp_path, model, extra):
     # 500 training images, batch 50: 10 steps an epoch; a checkpoint at every 2nd step (any interval has passed)

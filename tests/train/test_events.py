@@ -1,7 +1,6 @@
 """Observers: what a watcher of a run is told, and a stop that keeps what was trained."""
 
 import json
-import math
 
 import pytest
 

@@ -13,19 +13,16 @@ import torch
 
 from cnnlab.cli import main
 from cnnlab.train import NonFiniteLoss, fit, make_config
-from cnnlab.runs import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from cnnlab.runs import Checkpoint, CheckpointError, load, save_checkpoint
 from cnnlab.runs.rundir import read_metrics
 
-from ..synthetic import synthetic_mnist
+from ..support.data import synthetic_mnist
+from ..support.runs import saved_weights
 
 
 # ---- kill -9 at random points, then --resume: the same weights, bit for bit ------------------------------
 
 ARGS = ["--epochs", "4", "--images", "4000", "--model", "resnet"]  # about 1 s an epoch: room to land kills
-
-
-def _weights(path):
-    return torch.load(path, weights_only=True)
 
 
 def _kill_moments(rng: random.Random, seconds: float) -> list[tuple[str, object]]:
@@ -46,7 +43,7 @@ def test_kill_9_at_random_points_then_resume_ends_bit_identical(procs, tmp_path,
     t = time.monotonic()
     procs.run(procs.command(1, ["fit", str(whole), *ARGS]))
     seconds = time.monotonic() - t
-    reference = _weights(whole / "rank0.pt")
+    reference = saved_weights(whole / "rank0.pt")
     rng = random.Random(2026)
     outcomes = []
     for i, (label, when) in enumerate(_kill_moments(rng, seconds)):
@@ -76,7 +73,7 @@ def test_kill_9_at_random_points_then_resume_ends_bit_identical(procs, tmp_path,
         run_dir = runs[0]
         epoch = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]
         procs.run(procs.command(1, ["resume", str(out), str(run_dir), *ARGS]))
-        got = _weights(out / "rank0.pt")
+        got = saved_weights(out / "rank0.pt")
         assert all(torch.equal(got[k], reference[k]) for k in reference), f"killed {label}: weights differ"
         assert [int(r["epoch"]) for r in read_metrics(run_dir / "metrics.csv")] == [1, 2, 3, 4]
         assert not list(run_dir.glob(".*.tmp")), "a temporary file outlived the resume"
@@ -93,7 +90,6 @@ def test_kill_9_at_random_points_then_resume_ends_bit_identical(procs, tmp_path,
 # ---- a loss that becomes NaN --------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_good_checkpoint(
     tiny_mnist, noise_folder, tmp_path, capsys, reliability
 ):
@@ -114,9 +110,9 @@ def test_a_diverging_run_stops_naming_epoch_and_step_and_keeps_its_last_good_che
     assert f"at step {err.step} (epoch {err.epoch})" in str(err) and "--lr" in str(err)
     assert (err.epoch - 1) * 10 < err.step <= err.epoch * 10  # 500 images / 50: 10 steps an epoch
     (run,) = out.glob("*-basic_cnn")
-    state = load_checkpoint(run / "last.pt")
-    assert state["epoch"] == err.epoch - 1  # the last good epoch, untouched
-    assert all(torch.isfinite(v).all() for v in state["model_state"].values())
+    record = Checkpoint.read(run / "last.pt")
+    assert record.epoch == err.epoch - 1  # the last good epoch, untouched
+    assert all(torch.isfinite(v).all() for v in record.model_state.values())
     assert len(read_metrics(run / "metrics.csv")) == err.epoch - 1
     # through the CLI, on a folder of noise (6 steps an epoch): it blows up at step 3, so the last steps are margin
     code = main(["train", "--model", "basic_cnn", "--dataset", f"imagefolder:{noise_folder}", "--lr", "1e6", "--steps", "6",
@@ -195,7 +191,7 @@ def test_bad_checkpoints_get_one_clear_line_and_run_no_code(good_checkpoint, tmp
         path = tmp_path / f"case{i}.pt"
         path.write_bytes(content)
         with pytest.raises(CheckpointError) as info:
-            load_model(path, device="cpu")
+            load(path, device="cpu")
         message = str(info.value)
         assert expect in message and str(path) in message, (case, message)
         assert "\n" not in message and len(message) < 400, (case, message)

@@ -16,7 +16,6 @@ def _train(procs, folder, out, *extra: str) -> list[str]:
                              "--out", str(out), *extra], module=True)
 
 
-@pytest.mark.slow
 def test_ctrl_c_names_the_run_and_the_command_that_continues_it_on_lines_of_their_own(procs, noise_folder, tmp_path,
                                                                                       reliability):
     out = tmp_path / "runs"
@@ -38,7 +37,6 @@ def test_ctrl_c_names_the_run_and_the_command_that_continues_it_on_lines_of_thei
                 "exit 130; 'interrupted' and the exact 'cnnlab train --resume DIR' each on a line of their own")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flag", [[], ["--no-progress"]], ids=["default", "no-progress"])
 def test_output_to_a_pipe_is_one_plain_line_per_epoch(procs, noise_folder, tmp_path, flag):
     out = tmp_path / "runs"
@@ -70,7 +68,7 @@ def test_a_loss_that_is_not_finite_names_the_run_directory_in_its_one_line(noise
                 "was kept (RUN removed)'; exit 1; no run directory left behind")
 
 
-@pytest.mark.slow
+@pytest.mark.real_data  # cnnlab train on MNIST
 def test_ctrl_c_in_the_first_epoch_leaves_no_run_directory(procs, tmp_path, reliability):
     """A run stopped before its first epoch ended has nothing to resume or read: its directory (config.json alone,
     until now) is removed, and the message says so in its line."""
@@ -110,7 +108,6 @@ def _read_all(fd: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-@pytest.mark.slow
 def test_on_a_terminal_ctrl_c_during_a_bar_starts_its_message_at_the_start_of_a_line(procs, noise_folder, tmp_path):
     import fcntl
     import pty

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cnnlab.train import make_config
-from cnnlab.train.loop import build_schedule
+from cnnlab.train.parts import build_schedule
 from cnnlab.train.plan import BudgetPlan, Plan
 
 

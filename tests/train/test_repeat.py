@@ -12,18 +12,18 @@ import pytest
 import torch
 
 from cnnlab.device import PYTORCH_THREADS
-from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.checkpoint import Checkpoint
 from cnnlab.runs.rundir import read_metrics
 from cnnlab.train import fit, make_config
 
-from ..synthetic import synthetic_mnist
+from ..support.data import synthetic_mnist
 
 TIME_COLUMNS = ("seconds", "elapsed", "time")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.processes, pytest.mark.slow, pytest.mark.skipif(  # processes: a busy one beside the run
     PYTORCH_THREADS < 2 or not os.path.exists("/proc/stat"),
     reason="needs 2 threads and /proc: with one thread there is no count for the load to change",
-)
+)]
 
 
 def _busy_core():
@@ -43,7 +43,7 @@ def _run(tmp_path, name: str, data, busy: bool, **kw):
             spinner.kill()
             spinner.wait()
     rows = [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in read_metrics(result.run_dir / "metrics.csv")]
-    weights = load_checkpoint(result.run_dir / "last.pt")["model_state"]
+    weights = Checkpoint.read(result.run_dir / "last.pt").model_state
     return result, rows, weights
 
 

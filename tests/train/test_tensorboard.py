@@ -12,7 +12,7 @@ from cnnlab.runs.rundir import read_metrics  # noqa: E402
 from cnnlab.train import Observer, fit, make_config, resume  # noqa: E402
 from cnnlab.train.tensorboard import EPOCH_SCALARS, INSTALL  # noqa: E402
 
-from ..data.test_imagefolder import draw_folder  # noqa: E402
+from ..support.data import draw_folder  # noqa: E402
 
 
 def _cfg(**kw):

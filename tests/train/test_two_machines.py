@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,10 @@ from pathlib import Path
 import pytest
 
 from cnnlab.runs.rundir import read_metrics
+
+from ..support.processes import kill_tree
+
+pytestmark = pytest.mark.netns  # processes comes with the procs fixture (tests/conftest.py)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SUBNET = "10.123.45"  # inside the namespaces only: nothing on the host sees it
@@ -124,8 +127,6 @@ def test_the_readme_two_machine_command_runs_on_two_namespaces_and_survives_losi
         assert time.monotonic() < end, (log("node1"), log("node2"))
         time.sleep(0.05)
     assert "in 2 processes" in log("node1"), log("node1")
-    from .conftest import kill_tree
-
     kill_tree(agents["node2"])  # the second machine is lost: its agent and its worker at once
     lost = time.monotonic()
     try:

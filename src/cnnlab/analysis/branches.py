@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from cnnlab.analysis.inside import switched_off
 from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet
 from cnnlab.models.blocks import BranchedBlock, branched_blocks
-from cnnlab.runs import checkpoint_dir, evaluate, load_model, predict_logits
+from cnnlab.models.switches import switched_off
+from cnnlab.runs.checkpoint import checkpoint_dir
+from cnnlab.runs.forward import evaluate, predict_logits
+from cnnlab.runs.trained import load
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 @contextlib.contextmanager
 def silenced(model: nn.Module, branches: dict[str, set[str]]):
     """Within the context, the named branches of the named blocks output zeros: {block: {branch, ...}} (in this thread:
-    the switches of the inside view, `cnnlab.analysis.inside.switched_off`)."""
+    the switches of the inside view, `cnnlab.models.switches.switched_off`)."""
     blocks = branched_blocks(model)
     for block_name, names in branches.items():
         block = blocks[block_name]
@@ -106,7 +108,8 @@ class BranchReport:
 
 def analyze_checkpoint(checkpoint: str | Path, data: ImageSet, device: str = "auto") -> BranchReport:
     """Ablation accuracies, energy shares and (if recorded) gradient shares for one trained model."""
-    model, cfg, state = load_model(checkpoint, device)
+    trained = load(checkpoint, device)
+    model, cfg = trained.network, trained.config
     blocks = branched_blocks(model)
     if not blocks:
         raise ValueError(f"{checkpoint}: model {cfg.model!r} has no Inception blocks to analyse")

@@ -31,14 +31,14 @@ def compare_rows(runs: list[Run]) -> list[list[str]]:
     rows = []
     for r in runs:
         kwargs = r.summary.get("model_kwargs", {})  # runs from before it was recorded: MNIST's 1 x 28 x 28
-        model = create_model(r.config["model"], **kwargs)
+        model = r.network if r.network is not None else create_model(r.config["model"], **kwargs)
         s = r.summary
         val = s.get("best_val_acc")
         rows.append(
             [
                 r.config["model"],
                 r.config.get("recipe", "?"),
-                _data_label(r.config.get("dataset", "mnist")),
+                r.data_title or _data_label(r.config.get("dataset", "mnist")),
                 f"{count_parameters(model):,}",
                 f"{forward_flops(model, kwargs.get('in_channels', 1), kwargs.get('image_size', 28)) / 1e6:.2f}",
                 str(s["epochs"]),

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from cnnlab.data import ImageSet
+from cnnlab.runs.trained import TrainedModel
 from cnnlab.tables import display_width
-from cnnlab.config import TrainConfig
-from cnnlab.runs import predict_logits
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,13 +32,14 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def evaluate_model(model: torch.nn.Module, cfg: TrainConfig, data: ImageSet, top_pairs: int = 5) -> Evaluation:
-    """Accuracy, per-class accuracy, confusion matrix and the most confused pairs on the test set."""
-    dev = next(model.parameters()).device
-    logits = predict_logits(model, data.test_images.to(dev), cfg)
-    preds = logits.argmax(1).cpu()
+def evaluate_model(trained: TrainedModel, data: ImageSet | None = None, top_pairs: int = 5) -> Evaluation:
+    """Accuracy, per-class accuracy, confusion matrix and the most confused pairs on the test set of `data` (by default
+    the data set it was trained on: `TrainedModel.load_data`), from the trained model's own logits (`logits`: the
+    forward that its `evaluate` scores, mirror-averaged as it was trained)."""
+    data = data if data is not None else trained.load_data()
+    preds = trained.logits(data.test_images).argmax(1).cpu()
     labels = data.test_labels.cpu()
-    k = model.num_classes
+    k = trained.model_kwargs["num_classes"]
     cm = confusion_matrix(preds, labels, k)
     per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
     off = cm.clone()
@@ -48,7 +48,7 @@ def evaluate_model(model: torch.nn.Module, cfg: TrainConfig, data: ImageSet, top
     order = flat.argsort(descending=True)[:top_pairs]
     pairs = [(int(i) // k, int(i) % k, int(flat[i])) for i in order if flat[i] > 0]
     acc = cm.diag().sum().item() / max(1, cm.sum().item())
-    return Evaluation(cfg.model, acc, per_class, cm, pairs, tuple(data.classes))
+    return Evaluation(trained.config.model, acc, per_class, cm, pairs, tuple(data.classes))
 
 
 def plot_confusion(ev: Evaluation, path: str | Path | None) -> Figure:

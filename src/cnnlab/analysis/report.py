@@ -219,21 +219,24 @@ def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, ch
     from cnnlab.device import resolve_device
     from cnnlab.runs import load_run
     from cnnlab.sysinfo import describe_machine
-    from cnnlab.train import fit, make_config
+    from cnnlab.config import make_spec
+    from cnnlab.data import lookup
+    from cnnlab.train import fit
 
     runs, checkpoints = list(runs or []), list(checkpoints or [])
+    dataset = lookup(data.name)
     if not checkpoints:
         for seed in range(seeds):
             log(f"report: training inception_net seed {seed} for {budget:g} s (branch gradients recorded)")
-            cfg = make_config("inception_net", dataset=data.name, time_budget=budget, seed=seed, record_branch_grads=True,
-                              device=device)
-            checkpoints.append(str(fit(cfg, data, out_root=out_dir / "runs").run_dir))
+            spec = make_spec("inception_net", dataset=dataset, time_budget=budget, seed=seed, record_branch_grads=True,
+                             device=device)
+            checkpoints.append(str(fit(spec, data, out_root=out_dir / "runs").run_dir))
     if not runs:
         runs = [checkpoints[0]] if Path(checkpoints[0]).is_dir() else []
         for model in (m for m in lecture_models() if m != "inception_net" or not runs):
             log(f"report: training {model} for {budget:g} s")
-            cfg = make_config(model, dataset=data.name, time_budget=budget, device=device)
-            runs.append(str(fit(cfg, data, out_root=out_dir / "runs").run_dir))
+            spec = make_spec(model, dataset=dataset, time_budget=budget, device=device)
+            runs.append(str(fit(spec, data, out_root=out_dir / "runs").run_dir))
     log("report: cost")
     sections = [cost_section(out_dir)]
     log("report: branches")

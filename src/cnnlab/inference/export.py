@@ -27,16 +27,17 @@ from torch import nn
 from cnnlab.atomic import atomic_write_bytes
 from cnnlab.data.sets import mnist
 from cnnlab.data.sets.registry import lookup
-from cnnlab.config import TrainConfig
-from cnnlab.runs import checkpoint_dir, class_names, load_model, tta_forward
-from cnnlab.runs.checkpoint import archive_kind
+from cnnlab.errors import CnnlabError
+from cnnlab.runs.checkpoint import archive_kind, checkpoint_dir
+from cnnlab.runs.forward import tta_forward
+from cnnlab.runs.trained import TrainedModel, load
 
 # File name endings. A TorchScript archive is a zip like a checkpoint; its name says which it is.
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 TORCHSCRIPT_METADATA = "cnnlab.json"  # the extra file of a TorchScript export that holds Contract.metadata()
 
 
-class ExportError(Exception):
+class ExportError(CnnlabError):
     """An export that cannot be done; the message says why and what to install or change."""
 
 
@@ -69,9 +70,9 @@ class Contract:
     tta_hflip: bool  # the logits are averaged with the mirror image's, inside the graph
 
     @classmethod
-    def of(cls, cfg: TrainConfig, state: dict) -> Contract:
-        kw = state.get("model_kwargs", {})
-        return cls(cfg.model, cfg.dataset, kw.get("in_channels", 1), kw.get("image_size", 28), class_names(state, cfg),
+    def of(cls, trained: TrainedModel) -> Contract:
+        cfg, kw = trained.config, trained.model_kwargs
+        return cls(cfg.model, cfg.dataset, kw["in_channels"], kw["image_size"], trained.classes,
                    cfg.norm_mean, cfg.norm_std, cfg.tta_hflip)
 
     def summary(self) -> str:
@@ -114,9 +115,9 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     a GPU runs only there."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
-    model, cfg, state = load_model(checkpoint, device)
-    contract = Contract.of(cfg, state)
-    model = PixelInput(model.to(memory_format=torch.contiguous_format), cfg.norm_mean, cfg.norm_std, cfg.tta_hflip).eval()
+    trained = load(checkpoint, device)
+    cfg, contract = trained.config, Contract.of(trained)
+    model = PixelInput(trained.network.to(memory_format=torch.contiguous_format), cfg.norm_mean, cfg.norm_std, cfg.tta_hflip).eval()
     example = torch.zeros(2, contract.channels, contract.size, contract.size, device=next(model.parameters()).device)
     out = Path(out) if out is not None else checkpoint_dir(checkpoint) / f"{cfg.model}{FORMATS[fmt]}"
     if out.is_file() and archive_kind(out) == "pickle":

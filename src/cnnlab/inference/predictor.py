@@ -11,34 +11,24 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.tensors.pictures import ImageError
-from cnnlab.models import count_parameters
-from cnnlab.runs import load
-from cnnlab.runs.model import Guess, Picture, Prediction
+from cnnlab.runs.prediction import Guess, Picture, Prediction
+from cnnlab.runs.trained import TrainedModel
 
 __all__ = ["Guess", "Prediction", "Predictor", "input_names"]
 
 
 class Predictor:
-    """A checkpoint's model, in eval mode, with its metadata and the preprocessing its training data calls for
-    (a digit for MNIST, a garment for Fashion-MNIST, a stretched square for an image folder).
+    """A trained model (cnnlab.runs.load) ready to answer: what `cnnlab predict` and a server report about it
+    (`info`), pictures in, predictions out, and the picture the model saw saved beside them.
 
     Args:
-        checkpoint: a checkpoint file or a run directory (its best.pt).
-        device: where to run the model ("cpu" by default: one image is too small for a GPU to pay off).
+        trained: the model, loaded where it should run (the CPU is best for one picture at a time: too little work
+            for a GPU to pay off).
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
-        self.trained = load(checkpoint, device)
-        self.model, self.config, self.classes = self.trained.network, self.trained.config, self.trained.classes
-        self.info = {
-            "model": self.config.model,
-            "dataset": self.trained.dataset.shown,
-            "data_title": self.trained.dataset.shown if self.trained.dataset.entry.takes_path else self.trained.dataset.title,
-            "classes": list(self.classes),
-            "parameters": count_parameters(self.model),
-            "epoch": self.trained.state.get("epoch"),
-            "test_accuracy": self.trained.test_acc,
-        }  # no path: a server passes this on to its clients
+    def __init__(self, trained: TrainedModel) -> None:
+        self.trained = trained
+        self.info = trained.describe()  # no path: a server passes this on to its clients
 
     def __repr__(self) -> str:
         return f"Predictor({self.trained!r})"

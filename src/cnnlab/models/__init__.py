@@ -1,4 +1,4 @@
-"""Blocks, the lecture's networks, and the registry that names them."""
+"""Blocks, the lecture's networks, the registry that names them, and the switches that turn a block's parts off."""
 
 from cnnlab.models import nets as _nets  # noqa: F401  (registers the lecture's networks)
 from cnnlab.models import bn_nets as _bn_nets  # noqa: F401  (registers the stronger ones, after them)
@@ -7,12 +7,15 @@ from cnnlab.models.blocks import (
 )
 from cnnlab.models.nets import BasicCNN, InceptionNet, ResNet
 from cnnlab.models.registry import ModelSpec, count_parameters, create_model, get_model, lecture_models, list_models, register_model
+from cnnlab.models.switches import Part, UnknownPart, parts, switched_off
 
 __all__ = [
     "BasicCNN",
     "BranchedBlock",
     "Inception",
     "ModelSpec",
+    "Part",
+    "UnknownPart",
     "get_model",
     "lecture_models",
     "InceptionNet",
@@ -24,6 +27,8 @@ __all__ = [
     "create_model",
     "list_models",
     "models_with_branches",
+    "parts",
     "residual_blocks",
     "register_model",
+    "switched_off",
 ]

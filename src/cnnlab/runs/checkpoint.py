@@ -10,18 +10,22 @@ import struct
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from cnnlab.atomic import atomic_write_bytes
 from cnnlab.config import MAX_IMAGE_SIDE, Range
+from cnnlab.errors import CnnlabError
 from cnnlab.readfile import FileRefused, NotAFile, open_regular
+
+if TYPE_CHECKING:
+    from cnnlab.config import TrainConfig
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes
 
 
-class CheckpointError(Exception):
+class CheckpointError(CnnlabError):
     """A checkpoint that cannot be used; the message says why."""
 
 
@@ -32,7 +36,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()  # into memory first: torch.save fails a full disk in C++ (a RuntimeError), not an OSError
-    digest = fingerprint({k: v for k, v in state.items() if k != "format_version"})  # as load_checkpoint checks it
+    digest = fingerprint({k: v for k, v in state.items() if k != "format_version"})  # as _read_state checks it
     torch.save({"format_version": FORMAT_VERSION, **state, "sha256": digest}, buf)
     atomic_write_bytes(path, buf.getbuffer())
 
@@ -71,9 +75,10 @@ def checkpoint_dir(path: str | Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a cnnlab checkpoint, checked as a whole before anything uses it. Accepts a checkpoint file or a run
-    directory (its best.pt).
+def _read_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The contents of a cnnlab checkpoint as torch.load gives them (less the digest), checked as a whole before
+    anything uses them: the one bounded reader under `Checkpoint.read`. Accepts a checkpoint file or a run directory
+    (its best.pt).
 
     A checkpoint may come from anyone, so nothing in it is allocated before its size is known to fit the network its
     record names. In order, on one open descriptor of a regular file:
@@ -102,7 +107,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ranges, a config TrainConfig accepts, finite tensors). Anything else is a CheckpointError in one line naming
     the file.
     """
-    path = Path(path)
+    path, f = _open_checkpoint(Path(path))
+    with f:  # every read below is of this one file, whatever happens to its name meanwhile
+        stored, state = _bounded_load(path, f, map_location)
+    return _verified(path, stored, state)
+
+
+def _open_checkpoint(path: Path) -> tuple[Path, IO[bytes]]:
+    """The checkpoint file a path names (a run directory: its best.pt), open as a regular file."""
     if path.is_dir():
         path = path / "best.pt"
     if not path.exists():
@@ -110,19 +122,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory without best.pt, not a checkpoint")
     try:  # a named pipe would block torch.load for ever, and a link to /dev/zero never end
-        f = open_regular(path)
+        return path, open_regular(path)
     except FileRefused as e:
         raise CheckpointError(f"{path} {e}, not a checkpoint" if isinstance(e, NotAFile) else f"{path}: {e}") from None
-    with f:  # every read below is of this one file, whatever happens to its name meanwhile
-        try:
-            archive = _archive(path, f)
-            stored, shapes = _record(path, _torch_load(f, "meta"))
-            _check_sizes(path, archive, shapes)
-            state = _torch_load(f, map_location)
-        except OSError as e:
-            raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
-        except _Refused as e:
-            raise CheckpointError(f"{path}: {e}") from None
+
+
+def _bounded_load(path: Path, f: IO[bytes], map_location: Any) -> tuple[str, Any]:
+    """(the SHA-256 its record stores, what torch.load reads from `f`) once the archive, the record read on the meta
+    device and the sizes against the network it names are checked (steps 1 to 4 of `_read_state`)."""
+    try:
+        archive = _archive(path, f)
+        stored, shapes = _record(path, _torch_load(f, "meta"))
+        _check_sizes(path, archive, shapes)
+        return stored, _torch_load(f, map_location)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except _Refused as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _verified(path: Path, stored: str, state: Any) -> dict[str, Any]:
+    """The record read whole, once its SHA-256 matches the one read before and its contents are one cnnlab writes."""
     if not isinstance(state, dict) or state.get("sha256") != stored:  # changed between the two reads
         raise CheckpointError(f"{path} changed while it was read; try again once nothing is writing it")
     state.pop("sha256")
@@ -571,27 +591,33 @@ def _unreadable(err: Exception) -> str:
     return f"damaged, cannot be read ({first[:160]})"
 
 
-@dataclass
+# What a model takes when its checkpoint does not say: MNIST's, as every run did before model_kwargs were recorded.
+MNIST_MODEL_KWARGS = {"in_channels": 1, "num_classes": 10, "image_size": 28}
+
+
+@dataclass(kw_only=True)
 class Checkpoint:
     """What a training run writes after every epoch (last.pt, and best.pt for the best epoch so far): the layout of
-    the file, and the part of it a resume needs. Readers that only use the model (evaluate, predict, export)
-    take `load_checkpoint`'s dict; a resume takes this record, so a file without what it needs is refused once."""
+    the file, and the typed record every reader uses (`Checkpoint.read`: a trained model's loading, export, a
+    resume). An entry a checkpoint of an older cnnlab lacks reads as its default below; what a resume cannot do
+    without (RESUME_KEYS) is refused once, by `read(path, resume=True)`, so it is never None in a resumed run."""
 
     model_state: dict[str, torch.Tensor]  # float32 weights on the CPU, whatever the device trained on
-    model_kwargs: dict[str, int]  # in_channels, num_classes, image_size: what create_model needs
-    config: dict[str, Any]  # the run's TrainConfig, as a dict
-    classes: list[str]  # class names, by label
-    epoch: int  # epochs finished
-    steps: int  # optimiser steps taken
-    steps_per_epoch: int  # a resume on other data (another number of batches) is refused
-    total_steps: int  # the run's planned length: a time-budget run resumes to the plan it had
-    world_size: int  # processes that trained it (a resume may use another number)
-    metrics: dict[str, float]  # this epoch's row of metrics.csv
-    history: list[dict[str, Any]]  # every epoch's row so far
-    best: dict[str, float]  # the best epoch so far: its validation score, number and test accuracy
-    optimizer_state: dict[str, Any]
-    schedule_state: dict[str, Any]
-    rng: dict[str, torch.Tensor]  # the global torch state and the run's generator (permutations, augmentation)
+    # in_channels, num_classes, image_size: what create_model needs (MNIST's where a checkpoint does not say)
+    model_kwargs: dict[str, int] = field(default_factory=dict)
+    config: dict[str, Any]  # the run's TrainConfig, as a dict (`train_config` reads it)
+    classes: list[str] = field(default_factory=list)  # class names, by label (none recorded: [])
+    epoch: int | None = None  # epochs finished (recorded, else the history's length; None without either)
+    steps: int | None = None  # optimiser steps taken
+    steps_per_epoch: int | None = None  # a resume on other data (another number of batches) is refused
+    total_steps: int | None = None  # the run's planned length: a time-budget run resumes to the plan it had
+    world_size: int = 1  # processes that trained it (a resume may use another number)
+    metrics: dict[str, float] = field(default_factory=dict)  # this epoch's row of metrics.csv (else the history's last)
+    history: list[dict[str, Any]] = field(default_factory=list)  # every epoch's row so far
+    best: dict[str, float] | None = None  # the best epoch so far: its validation score, number and test accuracy
+    optimizer_state: dict[str, Any] | None = None
+    schedule_state: dict[str, Any] | None = None
+    rng: dict[str, torch.Tensor] | None = None  # the global torch state and the run's generator (permutations, augmentation)
     branch_grads: list[dict[str, Any]] = field(default_factory=list)  # --record-branch-grads, per epoch
     # Written within an epoch (--checkpoint-every): where in epoch `epoch` + 1 it was (train/loop.EpochPosition's
     # fields, the running sums of every process, the learning rate the epoch began with, the time trained);
@@ -600,32 +626,50 @@ class Checkpoint:
 
     # What a resume cannot do without; a checkpoint from before they were written cannot be resumed.
     RESUME_KEYS = ("optimizer_state", "schedule_state", "rng", "steps", "history", "best", "total_steps")
-    source: ClassVar[Path | None] = None  # the file it was read from (for_resume sets it; not part of the record)
+    source: ClassVar[Path | None] = None  # the path it was read from (`read` sets it; not part of the record)
+
+    def __post_init__(self) -> None:
+        self.model_kwargs = {**MNIST_MODEL_KWARGS, **self.model_kwargs}
+
+    @classmethod
+    def read(cls, path: str | Path, *, resume: bool = False) -> "Checkpoint":
+        """The record in a checkpoint file or a run directory (its best.pt), checked as a whole first (the bounded
+        reading, its SHA-256 and `record_problem`: see `_read_state`); a CheckpointError in one line naming the file
+        otherwise. `resume`: also refused, in one line, when it lacks what a resume needs (RESUME_KEYS)."""
+        state = _read_state(path)
+        if resume:
+            missing = [k for k in cls.RESUME_KEYS if k not in state]
+            if missing:
+                raise CheckpointError(
+                    f"{path} was written by an older cnnlab and cannot be resumed (no {', '.join(missing)})")
+        history = state.get("history")
+        derived = dict(  # an entry one older cnnlab did not write: as that one trained
+            metrics=history[-1] if history else {}, epoch=len(history) if history is not None else None,
+        )
+        known = {f.name for f in fields(cls)}
+        ckpt = cls(**{**derived, **{k: v for k, v in state.items() if k in known}})
+        ckpt.source = Path(path)
+        return ckpt
 
     @property
     def finished(self) -> bool:
         """Whether the run had taken every step it planned: its last epoch is written, nothing is left to train."""
         return self.steps >= self.total_steps
 
+    @property
+    def train_config(self) -> "TrainConfig":
+        """The run's config, as a TrainConfig (record_problem has checked that it is one)."""
+        from cnnlab.config import TrainConfig
+
+        return TrainConfig.from_dict(self.config)
+
+    @property
+    def test_acc(self) -> float | None:
+        """The test accuracy recorded with its epoch (None in a checkpoint without metrics)."""
+        return self.metrics.get("test_acc")
+
     def save(self, path: str | Path) -> None:
         save_checkpoint(path, {f.name: getattr(self, f.name) for f in fields(self)})
-
-    @classmethod
-    def for_resume(cls, path: str | Path) -> "Checkpoint":
-        """The record in `path`, refused in one line if it lacks what a resume needs."""
-        state = load_checkpoint(path)
-        missing = [k for k in cls.RESUME_KEYS if k not in state]
-        if missing:
-            raise CheckpointError(f"{path} was written by an older cnnlab and cannot be resumed (no {', '.join(missing)})")
-        history = list(state["history"])
-        defaults = dict(  # written by every cnnlab that wrote RESUME_KEYS but one: filled as that one trained
-            model_kwargs={}, classes=[], branch_grads=[], world_size=1, metrics=history[-1] if history else {},
-            epoch=len(history), steps_per_epoch=None,
-        )
-        known = {f.name for f in fields(cls)}
-        ckpt = cls(**{**defaults, **{k: v for k, v in state.items() if k in known}})
-        ckpt.source = Path(path)
-        return ckpt
 
 
 _RECORD_KEYS = {f.name for f in fields(Checkpoint)} | {"format_version"}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.atomic import UnsafeDirectory, atomic_writer, make_directory, open_directory
 from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError
 from cnnlab.locks import FileLock
 from cnnlab.readfile import FileRefused, NotAFile, read_bounded
 
@@ -39,7 +40,7 @@ METRIC_FIELDS = [
 ]
 
 
-class RunDirBusy(Exception):
+class RunDirBusy(CnnlabError):
     """Another process is training in this run directory."""
 
 
@@ -341,7 +342,7 @@ def plot_curves(rows: list[dict[str, float | None]], path: str | Path | None, ti
     return fig
 
 
-class RunDirError(Exception):
+class RunDirError(CnnlabError):
     """A directory that is not a finished cnnlab run; the message says what is missing."""
 
 
@@ -392,6 +393,10 @@ class Run:
     config: dict[str, Any]
     summary: dict[str, Any]
     metrics: list[dict[str, float]]
+    # What a run that just finished in this process already knows, so that its table looks nothing up again:
+    # its trained network and its data set's title (None: read back from disk, looked up from the config).
+    network: Any = None
+    data_title: str | None = None
 
     @property
     def label(self) -> str:

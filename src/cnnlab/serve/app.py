@@ -31,29 +31,30 @@ application/json (else 415), which no other origin's page can send without a COR
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import io
 import json
 import mimetypes
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from PIL import Image
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cnnlab.analysis.inside import UnknownPart, explain
 from cnnlab.data.tensors.pictures import ImageError, ImageTooLarge
 from cnnlab.data.sets.registry import entries as dataset_entries
-from cnnlab.models import list_models
+from cnnlab.data.sets.registry import lookup
+from cnnlab.inference.explain import explain
+from cnnlab.models import get_model, list_models
+from cnnlab.models.switches import UnknownPart
+from cnnlab.plotting import png_data_url
 from cnnlab.runs.rundir import newest_finished
 from cnnlab.serve.inputs import (BODY_LIMIT, READING_METHODS, RequestError, check_host, check_same_origin, json_order,
                                  number_field, read_order, text_field)
@@ -96,21 +97,11 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
     `app.state.skipped` lists, one line each, the runs found under `runs_root` that were passed by, and why.
     """
     names = host_names(host, allow_hosts)
-    shelf = Shelf(device)
     skipped: list[str] = []
-    runs = list(runs)
-    if runs:
-        shelf.load_all(runs)
-    else:
-        for found in newest_finished(runs_root, skipped):
-            try:
-                shelf.load(found)
-            except Exception as e:  # a broken run among many is passed by, and said
-                skipped.append(f"{found.name}: {_first_line(e)}")
-    image_slots = asyncio.Semaphore(IMAGE_REQUESTS)
+    shelf = _shelf(list(runs), runs_root, device, skipped)
     pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="cnnlab-image")
     trainer = Trainer(runs_root, lambda run_dir: shelf.load(run_dir).id)
-    assets = _assets()
+    serving = _Serving(shelf, trainer, training, pool, asyncio.Semaphore(IMAGE_REQUESTS))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -121,17 +112,51 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.shelf, app.state.trainer, app.state.skipped = shelf, trainer, skipped
     app.add_middleware(_OwnPageOnly, names=names)
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    _add_page_routes(app, _assets())
+    _add_model_routes(app, serving)
+    _add_training_routes(app, serving)
+    return app
 
-    @app.exception_handler(RequestError)
-    async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+@dataclass
+class _Serving:
+    """What the routes of one app share."""
 
-    # ---- the page and its assets ------------------------------------------------------------------------------
+    shelf: Shelf
+    trainer: Trainer
+    training: bool  # whether the training endpoints answer
+    pool: ThreadPoolExecutor  # the threads that work on images
+    image_slots: asyncio.Semaphore  # image requests in progress at once (IMAGE_REQUESTS)
 
+
+def _shelf(runs: list[str | Path], runs_root: str | Path, device: str, skipped: list[str]) -> Shelf:
+    """The models to serve: `runs` (a bad one raises), else the newest finished run of each model under `runs_root`
+    (a bad one is passed by, and said in `skipped`)."""
+    shelf = Shelf(device)
+    if runs:
+        shelf.load_all(runs)
+        return shelf
+    for found in newest_finished(runs_root, skipped):
+        try:
+            shelf.load(found)
+        except Exception as e:  # a broken run among many is passed by, and said
+            skipped.append(f"{found.name}: {_first_line(e)}")
+    return shelf
+
+
+async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+# ---- the page and its assets ----------------------------------------------------------------------------------
+
+def _add_page_routes(app: FastAPI, assets: dict[str, Any]) -> None:
     @app.get("/")
     async def index() -> Response:
         return _asset(assets, "index.html")
@@ -140,8 +165,10 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
     async def static(name: str) -> Response:
         return _asset(assets, name)
 
-    # ---- models ------------------------------------------------------------------------------------------------
 
+# ---- models -----------------------------------------------------------------------------------------------------
+
+def _add_model_routes(app: FastAPI, serving: _Serving) -> None:
     @app.get("/api/health")
     async def health() -> dict:
         return {"status": "ok"}
@@ -149,78 +176,80 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
     @app.get("/api/model")
     async def models() -> dict:
         return {
-            "models": shelf.describe(),
-            "default": shelf.default,
+            "models": serving.shelf.describe(),
+            "default": serving.shelf.default,
             "trainable": list_models(),
             "datasets": [{"name": e.name, "title": e.title} for e in dataset_entries() if not e.takes_path],
             "budget": {"min": BUDGET[0], "max": BUDGET[1]},
-            "training": {"enabled": training, "state": trainer.status()["state"]},
+            "training": {"enabled": serving.training, "state": serving.trainer.status()["state"]},
         }
-
-    async def run(fn: Callable[[], Any]) -> Any:
-        """`fn` on the image pool, its picture errors made 4xx answers."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn)
-        except ImageTooLarge as e:
-            raise RequestError(413, str(e)) from None
-        except UnknownPart as e:
-            raise RequestError(422, str(e)) from None
-        except ImageError as e:
-            raise RequestError(422, str(e)) from None
-        except (ValueError, ArithmeticError) as e:  # a picture the preparation did not foresee: still the client's
-            raise RequestError(422, f"the image could not be prepared ({_first_line(e)})") from None
-
-    def chosen(model_id: str | None) -> ServedModel:
-        try:
-            return shelf.get(model_id)
-        except NoSuchModel as e:
-            raise RequestError(404 if e.served else 409, str(e)) from None
-
-    async def answer(request: Request, work: Callable[[ServedModel, Any], dict]) -> dict:
-        """Read an image request and answer it with `work(model, order)` on the pool; a slot is held from the first
-        byte of the body to the answer, so that the bodies held at once are bounded too."""
-        async with image_slots:
-            order = await read_order(request)
-            served = chosen(order.model)
-            t0 = time.perf_counter()
-            out = await run(lambda: work(served, order))
-        out["model"] = served.id
-        out["milliseconds"] = round(1000 * (time.perf_counter() - t0), 2)
-        return out
-
-    def predicted(served: ServedModel, order) -> dict:
-        pred = served.predictor.predict(order.image)
-        return {**pred.as_dict(), "image": _png_data_url(pred.image)}
-
-    def explained(served: ServedModel, order) -> dict:
-        return explain(served.trained, order.image, order.silence).as_dict()
 
     @app.post("/api/predict")
     async def predict(request: Request) -> dict:
-        return await answer(request, predicted)
+        return await _answer(serving, request, _predicted)
 
     @app.post("/api/explain")
     async def explain_route(request: Request) -> dict:
-        return await answer(request, explained)
+        return await _answer(serving, request, _explained)
 
-    # ---- training -----------------------------------------------------------------------------------------------
+
+async def _answer(serving: _Serving, request: Request, work: Callable[[ServedModel, Any], dict]) -> dict:
+    """Read an image request and answer it with `work(model, order)` on the pool; a slot is held from the first
+    byte of the body to the answer, so that the bodies held at once are bounded too."""
+    async with serving.image_slots:
+        order = await read_order(request)
+        served = _chosen(serving.shelf, order.model)
+        t0 = time.perf_counter()
+        out = await _on_pool(serving.pool, lambda: work(served, order))
+    out["model"] = served.id
+    out["milliseconds"] = round(1000 * (time.perf_counter() - t0), 2)
+    return out
+
+
+async def _on_pool(pool: ThreadPoolExecutor, fn: Callable[[], Any]) -> Any:
+    """`fn` on the image pool, its picture errors made 4xx answers."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+    except ImageTooLarge as e:
+        raise RequestError(413, str(e)) from None
+    except UnknownPart as e:
+        raise RequestError(422, str(e)) from None
+    except ImageError as e:
+        raise RequestError(422, str(e)) from None
+    except (ValueError, ArithmeticError) as e:  # a picture the preparation did not foresee: still the client's
+        raise RequestError(422, f"the image could not be prepared ({_first_line(e)})") from None
+
+
+def _chosen(shelf: Shelf, model_id: str | None) -> ServedModel:
+    try:
+        return shelf.get(model_id)
+    except NoSuchModel as e:
+        raise RequestError(404 if e.served else 409, str(e)) from None
+
+
+def _predicted(served: ServedModel, order) -> dict:
+    pred = served.trained.predict(order.image)
+    return {**pred.as_dict(), "image": png_data_url(pred.image)}
+
+
+def _explained(served: ServedModel, order) -> dict:
+    return explain(served.trained, order.image, order.silence).as_dict()
+
+
+# ---- training ---------------------------------------------------------------------------------------------------
+
+def _add_training_routes(app: FastAPI, serving: _Serving) -> None:
+    trainer = serving.trainer
 
     def trainable() -> None:
-        if not training:
+        if not serving.training:
             raise RequestError(403, "training from the page is switched off on this server (cnnlab serve --no-training)")
 
     @app.post("/api/train", status_code=202)
     async def train(request: Request) -> dict:
         trainable()
         doc = await json_order(request)
-        models, datasets = list_models(), [e.name for e in dataset_entries() if not e.takes_path]
-        model = text_field(doc, "model", required=True)
-        if model not in models:
-            raise RequestError(422, f"unknown model {model!r}; valid: {', '.join(models)}")
-        budget = number_field(doc, "budget", *BUDGET)
-        dataset = text_field(doc, "dataset") or "mnist"
-        if dataset not in datasets:
-            raise RequestError(422, f"unknown dataset {dataset!r}; valid: {', '.join(datasets)}")
+        model, budget, dataset = _training_order(doc)
         job = trainer.start(model, budget, dataset)  # TrainingRefused is a RequestError: answered as one
         return {"job": job.id, "model": job.model, "budget": job.budget}
 
@@ -242,7 +271,25 @@ def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", 
         return StreamingResponse(_sse(trainer), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    return app
+
+def _training_order(doc: dict) -> tuple[str, float, str]:
+    """(model, budget, data set) of a training order, each looked up in its registry (422 naming the valid ones);
+    the names go on to the training process, which holds the entries."""
+    model = text_field(doc, "model", required=True)
+    try:
+        get_model(model)
+    except ValueError:
+        raise RequestError(422, f"unknown model {model!r}; valid: {', '.join(list_models())}") from None
+    budget = number_field(doc, "budget", *BUDGET)
+    dataset = text_field(doc, "dataset") or "mnist"
+    try:
+        named = lookup(dataset)
+    except ValueError:
+        named = None
+    if named is None or named.entry.takes_path:  # a folder on the server's disk is not the page's to name
+        datasets = [e.name for e in dataset_entries() if not e.takes_path]
+        raise RequestError(422, f"unknown dataset {dataset!r}; valid: {', '.join(datasets)}")
+    return model, budget, dataset
 
 
 async def _sse(trainer: Trainer):
@@ -311,9 +358,3 @@ def _asset(assets: dict[str, Any], name: str) -> Response:
     kind = TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
     return Response(f.read_bytes(), media_type=kind,
                     headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
-
-
-def _png_data_url(image) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(image if image.ndim == 2 else image.transpose(1, 2, 0)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

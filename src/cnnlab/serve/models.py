@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from cnnlab.analysis.inside import parts
-from cnnlab.inference.predictor import Predictor
+from cnnlab.models.switches import parts
 from cnnlab.runs.checkpoint import checkpoint_dir
+from cnnlab.runs.trained import TrainedModel, load
 
 
 class NoSuchModel(LookupError):
@@ -28,17 +28,15 @@ class NoSuchModel(LookupError):
 
 @dataclass
 class ServedModel:
-    id: str  # its run directory's name: what the page and the API call it
-    predictor: Predictor
-    finished: float  # when its run finished (Unix seconds), for its label
+    """A trained model as the server serves it: under an id, labelled with when its run finished."""
 
-    @property
-    def trained(self):
-        return self.predictor.trained
+    id: str  # its run directory's name: what the page and the API call it
+    trained: TrainedModel
+    finished: float  # when its run finished (Unix seconds), for its label
 
     def describe(self) -> dict[str, Any]:
         """What /api/model says of it: no file-system path (the server's layout is nobody's business)."""
-        info = self.predictor.info
+        info = self.trained.describe()
         acc = info["test_accuracy"]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.finished))
         label = " · ".join([info["model"]] + ([f"{100 * acc:.2f}%"] if acc is not None else []) + [when])
@@ -60,7 +58,7 @@ class Shelf:
     def load(self, source: str | Path) -> ServedModel:
         """Load a run directory or checkpoint file and serve it (CheckpointError for a bad one)."""
         source = Path(source)
-        predictor = Predictor(source, self.device)
+        trained = load(source, self.device)
         folder = checkpoint_dir(source)
         stamp = folder / "summary.json" if (folder / "summary.json").exists() else (
             source if source.is_file() else folder / "best.pt")
@@ -74,7 +72,7 @@ class Shelf:
             while served_id in self._models:  # two checkpoints of one folder, or folders of one name
                 n += 1
                 served_id = f"{name}-{n}"
-            served = self._models[served_id] = ServedModel(served_id, predictor, finished)
+            served = self._models[served_id] = ServedModel(served_id, trained, finished)
         return served
 
     def load_all(self, sources: Iterable[str | Path]) -> list[ServedModel]:

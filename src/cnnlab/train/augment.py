@@ -55,3 +55,10 @@ def pipeline(cfg: TrainConfig, generator: torch.Generator,
         return x
 
     return augment
+
+
+def training_note(cfg: TrainConfig) -> str:
+    """How the training figures differ from the held-out ones, for the curves' legend."""
+    notes = (("augmented", augmented(cfg)), ("label-smoothed loss", cfg.label_smoothing),
+             ("val/test on images and mirror images", cfg.tta_hflip))
+    return ", ".join(n for n, on in notes if on)

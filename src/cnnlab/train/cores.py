@@ -33,6 +33,8 @@ from typing import Callable
 
 import torch
 
+from cnnlab.train.loop import EpochPosition, StepHook
+
 from cnnlab.device import PYTORCH_THREADS
 
 _CHECK_SECONDS = 1.0  # how often the load is measured: long enough for /proc's 10 ms ticks to average out
@@ -85,7 +87,7 @@ def others_busy(before: CpuTimes, after: CpuTimes, cores: int) -> float:
     return max(0.0, min(float(cores), cores * others / total))
 
 
-class ThreadChooser:
+class ThreadChooser(StepHook):
     """Watches the cores other programs keep busy; sets PyTorch's threads to the cores they leave free when `adapt`,
     and tells (`say`) when steps slow down.
 
@@ -117,6 +119,12 @@ class ThreadChooser:
 
     def start(self) -> None:
         self._window = (self.clock(), self._read(), 0)
+
+    def epoch_started(self, epoch: int, position: EpochPosition) -> None:  # the run's step hook
+        self.begin_epoch()
+
+    def after_step(self, steps: int) -> None:
+        self.step()
 
     def begin_epoch(self) -> None:
         """A new window: the evaluation between epochs is not a step."""

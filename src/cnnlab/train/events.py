@@ -1,6 +1,6 @@
-"""Who watches a run besides its terminal: the web page's training panel (serve/training.py), TensorBoard
-(train/tensorboard.py), a notebook. An Observer is told when the run starts, every `log_every` steps, after each
-epoch and at the finish, and it may ask the run to stop early.
+"""Who watches a run: its terminal (train/progress.Terminal), the web page's training panel (serve/training.py),
+TensorBoard (train/tensorboard.py), a notebook. An Observer is told when the run starts, every `log_every` steps,
+after each epoch and at the finish, and every line the run reports; it may ask the run to stop early.
 
 Only the first process of a data-parallel run tells its observers what happens; every process asks them whether
 to stop, and the processes stop together if any one's observers asked (a collective: give each process the
@@ -42,6 +42,9 @@ class Observer:
         """Asked every `log_every` steps: True ends the run at this step, keeping what was trained."""
         return False
 
+    def say(self, line: str) -> None:
+        """A line the run reports to its user: where its directory is, an epoch's figures, a warning."""
+
 
 class Observers:
     """The observers of one run, told together; `main` is False on the processes that only ask about stops."""
@@ -71,6 +74,10 @@ class Observers:
 
     def should_stop(self) -> bool:
         return any(o.should_stop() for o in self.all)
+
+    def say(self, line: str) -> None:
+        for o in self._told():
+            o.say(line)
 
     def _told(self) -> tuple[Observer, ...]:
         return self.all if self.main else ()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnlab.train.loop import StepHook
 
-class GradNormRecorder:
+
+class GradNormRecorder(StepHook):
     """Squared gradient norms of named groups of parameters, from hooks on the parameters themselves.
 
     Each hook receives the gradient autograd computes for its parameter in a backward pass and adds its
@@ -34,6 +36,9 @@ class GradNormRecorder:
 
     def _add(self, i: int, grad: torch.Tensor) -> None:
         self._current[i] += grad.detach().float().pow(2).sum()
+
+    def after_backward(self) -> None:  # the run's step hook
+        self.step()
 
     def step(self) -> None:
         self._last.copy_(self._current)

@@ -1,5 +1,5 @@
-"""What a training run tells its user: per-epoch lines or progress bars, where the run is, and how to continue
-one that stopped."""
+"""What a training run tells its user: the terminal, an observer like any other (per-epoch lines, where the run
+is, warnings) with a progress bar during each epoch (a step hook), and how to continue a run that stopped."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Literal, Union
 
+import torch
+
 from tqdm.auto import tqdm
 
-from cnnlab.train.loop import STOPPED_RUN, NonFiniteLoss
+from cnnlab.train.events import Observer
+from cnnlab.train.loop import STOPPED_RUN, EpochPosition, NonFiniteLoss, StepHook
 
 
 def mark_stop(run_dir: Path) -> Callable[..., bool]:
@@ -62,3 +65,41 @@ def say(mode: str, line: str) -> None:
         print(line, flush=True)  # a log file shows each line as it happens
 
 
+
+
+class Terminal(Observer):
+    """The run's lines on the terminal, as `mode` says: above the bar, as plain lines, or not at all."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def say(self, line: str) -> None:
+        say(self.mode, line)
+
+
+class EpochBar(StepHook):
+    """A progress bar over each epoch's steps (mode 'bar' on the first process), closed (its line cleared) however
+    the epoch ends, so that no message lands on a half-drawn bar."""
+
+    def __init__(self, model: str, plan, of: str) -> None:
+        self.model, self.plan, self.of = model, plan, of
+        self.bar: tqdm | None = None
+        self.epoch = 0
+
+    def epoch_started(self, epoch: int, position: EpochPosition) -> None:
+        self.epoch = epoch
+        self.bar = tqdm(total=self.plan.steps_in_epoch(epoch), initial=position.step, desc=f"{self.model} {epoch}/{self.of}",
+                        leave=False, unit="step")
+
+    def at_log(self, step: int, steps: int, loss: float, sums: torch.Tensor) -> bool:
+        self.bar.set_postfix(loss=f"{float(sums[0]) / float(sums[2]):.4f}", refresh=False)
+        return False
+
+    def after_step(self, steps: int) -> None:
+        self.bar.total = self.plan.steps_in_epoch(self.epoch)  # a time budget may revise it
+        self.bar.update(1)
+
+    def epoch_ended(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -126,11 +126,12 @@ def main() -> int:
     try:
         order = json.loads(sys.stdin.readline())
         threading.Thread(target=_listen, args=(observer,), daemon=True).start()
-        from cnnlab.train import fit, make_config
+        from cnnlab.config import make_spec
+        from cnnlab.train import fit
 
-        cfg = make_config(order["model"], dataset=order.get("dataset", "mnist"), time_budget=float(order["budget"]),
-                          device=order.get("device", "auto"), threads=int(order.get("threads", 1)), log_every=LOG_EVERY)
-        result = fit(cfg, out_root=order["runs_root"], progress=False, observers=[observer])
+        spec = make_spec(order["model"], dataset=order.get("dataset", "mnist"), time_budget=float(order["budget"]),
+                         device=order.get("device", "auto"), threads=int(order.get("threads", 1)), log_every=LOG_EVERY)
+        result = fit(spec, out_root=order["runs_root"], progress=False, observers=[observer])
         observer.send("finished", run=Path(result.run_dir).name, test_acc=result.test_acc, stopped=stop.is_set(),
                       elapsed=observer.elapsed())
         return 0

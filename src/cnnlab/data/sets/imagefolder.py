@@ -77,60 +77,16 @@ def load_imagefolder(path: str | Path, image_size: int = 0, split_seed: int = 0,
             budget of one picture (listed), or the folder over `max_bytes`.
     """
     root = Path(os.path.abspath(Path(path).expanduser()))  # abspath: "../x" recorded as where it leads
-    if not root.is_dir():
-        raise DataError(f"imagefolder {root}: not a directory" + (f" ({missing_hint})" if missing_hint else ""))
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if len(class_dirs) < 2:
-        raise DataError(f"imagefolder {root}: needs at least 2 class folders (one per class), found {len(class_dirs)}")
-    files = {d.name: sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS) for d in class_dirs}
-    empty = [name for name, fs in files.items() if not fs]
-    if empty:
-        raise DataError(f"imagefolder {root}: no image files in {', '.join(empty)} (extensions: {', '.join(sorted(EXTENSIONS))})")
-
-    headers: dict[Path, _Header] = {}
-    bad: list[tuple[Path, Exception]] = []
-    for fs in files.values():
-        for f in fs:
-            try:
-                headers[f] = _read_header(f)
-            except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file; each is listed
-                bad.append((f, e))
-    _refuse(root, bad)
-
-    if image_size <= 0:
-        image_size = int(min(MAX_SIDE, max(MIN_SIDE, statistics.median(min(h.size) for h in headers.values()))))
+    files = _class_files(root, missing_hint)
+    headers = _headers(root, files)
+    image_size = image_size if image_size > 0 else \
+        int(min(MAX_SIDE, max(MIN_SIDE, statistics.median(min(h.size) for h in headers.values()))))
     grey = all(h.grey for h in headers.values())
-    channels = 1 if grey else 3
-    need = len(headers) * channels * image_size * image_size
-    if need > max_bytes:
-        fits = math.isqrt(max_bytes // (len(headers) * channels))
-        smaller = f"a smaller --image-size (at most {fits}) or fewer images" if fits >= 1 else "fewer images"
-        raise DataError(f"imagefolder {root}: {len(headers):,} images at {image_size}x{image_size} "
-                        f"{'grey' if grey else 'RGB'} would take {_bytes(need)} in memory, over the {_bytes(max_bytes)} "
-                        f"budget for an image folder; {smaller} would fit")
-
-    rng = random.Random(split_seed)
-    train, test = [], []
-    for label, (name, fs) in enumerate(files.items()):
-        order = list(fs)
-        rng.shuffle(order)
-        n_test = max(1, round(TEST_FRACTION * len(order))) if len(order) > 1 else 0
-        test += [(f, label) for f in order[:n_test]]
-        train += [(f, label) for f in order[n_test:]]
-    rng.shuffle(train)
-
-    def stack(items: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (len(items), image_size, image_size) if grey else (len(items), 3, image_size, image_size)
-        x = torch.empty(shape, dtype=torch.uint8)  # filled in place: the set is never held twice
-        for i, (f, _) in enumerate(items):
-            try:
-                x[i] = torch.from_numpy(_square(f, image_size, grey))
-            except Exception as e:  # noqa: BLE001 - a file whose pixels fail after its header read well
-                bad.append((f, e))
-        return x, torch.tensor([label for _, label in items], dtype=torch.int64)
-
-    train_x, train_y = stack(train)
-    test_x, test_y = stack(test)
+    _check_budget(root, len(headers), 1 if grey else 3, image_size, max_bytes)
+    train, test = _split(files, split_seed)
+    bad: list[tuple[Path, Exception]] = []
+    train_x, train_y = _stack(train, image_size, grey, bad)
+    test_x, test_y = _stack(test, image_size, grey, bad)
     _refuse(root, bad)
     mean, std = _mean_std(train_x)
     return ImageSet(
@@ -148,6 +104,72 @@ def load_imagefolder(path: str | Path, image_size: int = 0, split_seed: int = 0,
         mean=mean,
         std=std,
     )
+
+
+def _class_files(root: Path, missing_hint: str) -> dict[str, list[Path]]:
+    """Each class folder's image files, by class name in sorted order (a DataError for a folder that has none)."""
+    if not root.is_dir():
+        raise DataError(f"imagefolder {root}: not a directory" + (f" ({missing_hint})" if missing_hint else ""))
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DataError(f"imagefolder {root}: needs at least 2 class folders (one per class), found {len(class_dirs)}")
+    files = {d.name: sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS) for d in class_dirs}
+    empty = [name for name, fs in files.items() if not fs]
+    if empty:
+        raise DataError(f"imagefolder {root}: no image files in {', '.join(empty)} (extensions: {', '.join(sorted(EXTENSIONS))})")
+    return files
+
+
+def _headers(root: Path, files: dict[str, list[Path]]) -> dict[Path, _Header]:
+    """Every picture's header (its size and mode), read before anything is decoded; the unreadable ones listed."""
+    headers: dict[Path, _Header] = {}
+    bad: list[tuple[Path, Exception]] = []
+    for fs in files.values():
+        for f in fs:
+            try:
+                headers[f] = _read_header(f)
+            except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file; each is listed
+                bad.append((f, e))
+    _refuse(root, bad)
+    return headers
+
+
+def _check_budget(root: Path, n: int, channels: int, image_size: int, max_bytes: int) -> None:
+    need = n * channels * image_size * image_size
+    if need > max_bytes:
+        fits = math.isqrt(max_bytes // (n * channels))
+        smaller = f"a smaller --image-size (at most {fits}) or fewer images" if fits >= 1 else "fewer images"
+        raise DataError(f"imagefolder {root}: {n:,} images at {image_size}x{image_size} "
+                        f"{'grey' if channels == 1 else 'RGB'} would take {_bytes(need)} in memory, over the "
+                        f"{_bytes(max_bytes)} budget for an image folder; {smaller} would fit")
+
+
+def _split(files: dict[str, list[Path]], split_seed: int) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """(picture, label) for training and for testing: TEST_FRACTION of each class held out, drawn by `split_seed`."""
+    rng = random.Random(split_seed)
+    train, test = [], []
+    for label, (name, fs) in enumerate(files.items()):
+        order = list(fs)
+        rng.shuffle(order)
+        n_test = max(1, round(TEST_FRACTION * len(order))) if len(order) > 1 else 0
+        test += [(f, label) for f in order[:n_test]]
+        train += [(f, label) for f in order[n_test:]]
+    rng.shuffle(train)
+    return train, test
+
+
+def _stack(items: list[tuple[Path, int]], image_size: int, grey: bool,
+           bad: list[tuple[Path, Exception]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pictures decoded one at a time, each made square straight into the tensor (the set is never held
+    twice); a picture whose pixels fail after its header read well is added to `bad`."""
+    shape = (len(items), image_size, image_size) if grey else (len(items), 3, image_size, image_size)
+    x = torch.empty(shape, dtype=torch.uint8)
+    for i, (f, _) in enumerate(items):
+        try:
+            x[i] = torch.from_numpy(_square(f, image_size, grey))
+        except Exception as e:  # noqa: BLE001 - a file whose pixels fail after its header read well
+            bad.append((f, e))
+    return x, torch.tensor([label for _, label in items], dtype=torch.int64)
 
 
 def _read_header(f: Path) -> _Header:

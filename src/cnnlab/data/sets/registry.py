@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cnnlab.data.errors import DataError
 from cnnlab.data.tensors.imageset import ImageSet
 
 # Loader: (path given after "NAME:", or None; data_dir; image_size; split_seed; progress; recorded) -> ImageSet.
@@ -77,12 +78,35 @@ class Dataset:
         return f"{self.entry.name}:{Path(self.path).name}" if self.entry.takes_path else self.entry.name
 
     def load(self, data_dir: str | None = None, *, image_size: int = 0, split_seed: int = 0, progress: bool = True,
-             recorded: bool = True) -> ImageSet:
-        return self.entry.load(self.path, data_dir=data_dir, image_size=image_size, split_seed=split_seed,
+             recorded: bool = True, classes: Sequence[str] | None = None) -> ImageSet:
+        """Its images and labels, split (see Loader for the arguments).
+
+        `classes`: the class names a trained model has, by label (None or empty: not checked). A folder whose classes
+        changed since (one added, removed, renamed, or the order changed) would be scored under the wrong labels:
+        refused with a DataError that names the difference."""
+        data = self.entry.load(self.path, data_dir=data_dir, image_size=image_size, split_seed=split_seed,
                                progress=progress, recorded=recorded)
+        if classes and tuple(classes) != tuple(data.classes):
+            raise DataError(f"{data.title} no longer has the classes the model was trained on: "
+                            f"{class_difference(tuple(classes), tuple(data.classes))}")
+        return data
 
     def prepare(self, picture: Any, in_channels: int = 1, image_size: int = 28) -> np.ndarray:
         return self.entry.prepare(picture, in_channels, image_size)
+
+
+def class_difference(trained: tuple[str, ...], found: tuple[str, ...]) -> str:
+    """How the classes `found` in a data set differ from those a model was `trained` on, in words."""
+    def names(xs) -> str:
+        shown = ", ".join(repr(x) for x in xs[:5])
+        return shown + (f" and {len(xs) - 5} more" if len(xs) > 5 else "")
+
+    added = [c for c in found if c not in trained]
+    removed = [c for c in trained if c not in found]
+    parts = ([f"added {names(added)}"] if added else []) + ([f"gone {names(removed)}"] if removed else [])
+    if not parts:  # the same names, in another order: every label would mean another class
+        parts = [f"the same {len(found)} classes in another order ({names(found)} against {names(trained)})"]
+    return "; ".join(parts) + f" (trained on {len(trained)} classes, found {len(found)})"
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnlab.errors import CnnlabError
 from cnnlab.readfile import FileRefused, FileTooLarge, NotAFile, read_bounded
 
 MAX_BYTES = 4 * 2**20  # larger uploads are refused before decoding
@@ -39,7 +40,7 @@ INK_FRACTION = 0.15  # a pixel is ink when brighter than this fraction of the br
 MIN_CONTRAST = 24  # grey levels between background and ink below which an image counts as blank
 
 
-class ImageError(ValueError):
+class ImageError(CnnlabError, ValueError):
     """An input that cannot be made into a digit image; the message says why, for the user."""
 
 

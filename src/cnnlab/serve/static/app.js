@@ -3,7 +3,7 @@
 
 import { applyLanguage, currentLanguage, otherLanguage, percent, setLanguage, t } from "./i18n.js";
 import { Pad } from "./pad.js";
-import { clearInside, showBars, showInside } from "./inside.js";
+import { clearInside, showBars, showInside, topClass } from "./inside.js";
 import { TrainingPanel } from "./train.js";
 
 const $ = id => document.getElementById(id);
@@ -137,7 +137,7 @@ function show(answer) {
   showInside($("inside"), answer, togglePart, currentLanguage());
   showBars($("bars"), classes, answer);
   const probs = answer.probabilities;
-  const best = probs.indexOf(Math.max(...probs));
+  const best = topClass(answer);
   const name = String(classes[best] ?? best);
   $("answer").textContent = name;
   $("confidence").textContent = t("sure", { percent: percent(probs[best]) })
@@ -178,7 +178,7 @@ function updateCompareCard(id, answer) {
   const card = $("compare-list").querySelector(`[data-model="${CSS.escape(id)}"]`);
   if (!card) return;
   const probs = answer.probabilities;
-  const best = probs.indexOf(Math.max(...probs));
+  const best = topClass(answer);
   const classes = answer.classes || [];
   card.querySelector(".big").textContent = String(classes[best] ?? best);
   card.setAttribute("aria-label", `${card.querySelector(".name").textContent}: ${classes[best] ?? best}, ${percent(probs[best])}`);

@@ -19,6 +19,16 @@ function el(tag, attrs = {}, ...children) {
 const shapeText = shape => (shape || []).join(" × ");
 const normText = norm => (norm == null ? "-" : Number(norm).toPrecision(3));
 
+/**
+ * The most probable class of an answer, as the server sent it: /api/explain's `top` (a label), /api/predict's first
+ * `top` entry; -1 for none.
+ */
+export function topClass(answer) {
+  const top = answer?.top;
+  if (typeof top === "number") return top;
+  return Array.isArray(top) && top.length ? top[0].class : -1;
+}
+
 // A grid of feature maps: the server's atlas PNG drawn at a whole multiple of its size, so each pixel of a
 // 12 x 12 map stays a sharp square (image-rendering: pixelated), about `tile` px a map.
 function mapsView(tile) {
@@ -195,7 +205,7 @@ export function showBars(list, classes, answer) {
   const probs = answer?.probabilities;
   const full = answer?.probabilities_full;
   const moved = Boolean(full && answer.silenced && answer.silenced.length);
-  const best = probs ? probs.indexOf(Math.max(...probs)) : -1;
+  const best = probs ? topClass(answer) : -1;
   [...list.children].forEach((bar, i) => {
     const p = probs ? probs[i] : null;
     bar.classList.toggle("best", i === best);

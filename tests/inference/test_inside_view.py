@@ -1,5 +1,5 @@
-"""The inside view on every registered model: parts, switching them off, what explain reports, and that a shared model
-is left as it was, also across threads."""
+"""The inside view (cnnlab.inference.explain, over cnnlab.models.switches) on every registered model: parts, switching
+them off, what explain reports, and that a shared model is left as it was, also across threads."""
 
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cnnlab.analysis.inside import Explanation, UnknownPart, explain, parts, plot_inside, switched_off
 from cnnlab.config import make_config
+from cnnlab.inference.explain import Explanation, explain
 from cnnlab.models import branched_blocks, create_model, list_models, residual_blocks
-from cnnlab.runs.model import TrainedModel
+from cnnlab.models.switches import UnknownPart, parts, switched_off
+from cnnlab.plotting import plot_inside
+from cnnlab.runs.checkpoint import Checkpoint
+from cnnlab.runs.forward import model_input
+from cnnlab.runs.trained import TrainedModel
 
 MODELS = list_models()
 
@@ -35,7 +39,8 @@ def _trained(name: str, **kwargs) -> TrainedModel:
             nn.init.normal_(m.bias, 0, 0.2)
             m.running_mean.normal_(0, 0.2)
             m.running_var.uniform_(0.5, 1.5)
-    return TrainedModel(network.eval(), make_config(name, channels_last=False), {}, Path("untrained"))
+    cfg = make_config(name, channels_last=False)
+    return TrainedModel(network.eval(), cfg, Checkpoint(model_state={}, config=cfg.to_dict()), Path("untrained"))
 
 
 def _seven(size: int = 28) -> np.ndarray:
@@ -49,8 +54,6 @@ def _seven(size: int = 28) -> np.ndarray:
 
 def _input_of(trained: TrainedModel, module: nn.Module, picture: np.ndarray) -> torch.Tensor:
     """What `module` receives when `trained` reads `picture` (prepared as predict does) with nothing switched off."""
-    from cnnlab.runs.model import model_input
-
     got = []
     handle = module.register_forward_hook(lambda m, args, out: got.append(args[0]))
     try:
@@ -217,8 +220,9 @@ def test_explain_leaves_the_model_as_it_was_when_the_forward_raises():
     the first convolution, after the hooks are in."""
     torch.manual_seed(0)
     network = create_model("inception_net", in_channels=3).eval()
-    trained = TrainedModel(network, make_config("inception_net", channels_last=False), {"model_kwargs": {"in_channels": 1}},
-                           Path("untrained"))
+    cfg = make_config("inception_net", channels_last=False)
+    record = Checkpoint(model_state={}, config=cfg.to_dict(), model_kwargs={"in_channels": 1})
+    trained = TrainedModel(network, cfg, record, Path("untrained"))
     x = torch.randn(2, 3, 28, 28)
     with torch.inference_mode():
         before = network(x)
