@@ -197,3 +197,22 @@ def test_a_time_budget_run_warms_up_briefly_at_twice_the_rate_unless_told_otherw
     assert make_config("resnet", time_budget=8.0, lr=0.03).lr == 0.03
     assert make_config("resnet", "course", time_budget=8.0).lr == make_config("resnet", "course").lr
     assert make_config("resnet", dataset="imagefolder:/photos", time_budget=8.0).lr is None  # fitted to the folder
+
+
+def test_a_resume_that_fails_before_training_leaves_the_run_directory_unlocked(tiny_mnist, tmp_path):
+    """The lock a resume takes is released however its start fails, not when the garbage collector gets to it: the
+    failure is kept here, as a notebook keeps its last traceback (and with it the failed run's frames)."""
+    import dataclasses
+
+    from cnnlab.train import resume
+
+    from ..support.runs import as_stopped
+
+    run = as_stopped(fit(_quick(), tiny_mnist, out_root=tmp_path, progress=False).run_dir)
+    fewer = dataclasses.replace(tiny_mnist, train_images=tiny_mnist.train_images[:300],
+                                train_labels=tiny_mnist.train_labels[:300])
+    with pytest.raises(CheckpointError, match="batches per epoch") as failed:
+        resume(run, fewer, progress=False)
+    assert failed.value.__traceback__ is not None
+    result = resume(run, tiny_mnist, progress=False)  # not RunDirBusy
+    assert result.run_dir == run and (run / "summary.json").exists()

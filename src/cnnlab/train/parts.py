@@ -43,7 +43,6 @@ class Splits:
 class Parts:
     """A run's working parts, as a fresh run builds them (a resume then fills them from its checkpoint)."""
 
-    spec: RunSpec
     cfg: TrainConfig  # the run's config once its data are known (config.for_data), as config.json records it
     note: str | None  # what was chosen from the data and why (config.fit_note); None for a resumed run
     world: World
@@ -82,7 +81,7 @@ def build_parts(spec: RunSpec, data: ImageSet, world: World, device: torch.devic
     plan = _plan(cfg, splits, loader, world, t_start, total_steps)
     optimizer = build_optimizer(model, cfg)
     return Parts(
-        spec=spec, cfg=cfg, note=note,
+        cfg=cfg, note=note,
         world=world, device=device, classes=tuple(data.classes), splits=splits, model=model,
         trained=distributed.wrap(model, world, device), model_kwargs=model_kwargs, loader=loader, generator=generator,
         augment=pipeline(cfg, generator, (first_row, loader.batch_size)), plan=plan, optimizer=optimizer,

@@ -161,14 +161,14 @@ def resume(run_dir: str | Path, data: ImageSet | None = None, progress: Progress
     spec = resolve(replace(TrainConfig.from_dict(ckpt.config), **changes))
     main = distributed.world_from_env().is_main
     writer = RunWriter.lock(run_dir) if main else None  # before touching anything: the run may still be going
-    if ckpt.finished and (run_dir / "summary.json").exists():  # nothing to train: say so, once its files are checked
-        try:
+    with contextlib.ExitStack() as unlock:
+        if writer is not None:
+            unlock.callback(writer.close, stopped=False)
+        if ckpt.finished and (run_dir / "summary.json").exists():  # nothing to train: say so, once its files are checked
             return finished_run(run_dir, ckpt, Terminal(progress_mode(progress) if main else "off"), writer)
-        finally:
-            if writer is not None:
-                writer.close(stopped=False)
-    run = Run(spec, data, progress, observers, world, checkpoint=ckpt, run_dir=run_dir, writer=writer, say_data=say_data)
-    run.resumed_note = fallback
+        run = Run(spec, data, progress, observers, world, checkpoint=ckpt, writer=writer, say_data=say_data,
+                  resumed_note=fallback)
+        unlock.pop_all()  # from here the run releases it, however it ends
     return run.run()
 
 
@@ -177,17 +177,19 @@ class Run:
 
     def __init__(self, spec: RunSpec, data: ImageSet | None, progress: Progress, observers: Sequence[Observer],
                  world: World | None, *, out_root: Path | None = None, say_data: bool = False,
-                 checkpoint: Checkpoint | None = None, run_dir: Path | None = None, writer: RunWriter | None = None):
+                 checkpoint: Checkpoint | None = None, writer: RunWriter | None = None, resumed_note: str = ""):
         self.t_start = time.perf_counter()
         self.spec, self.data, self.checkpoint = spec, data, checkpoint
-        self.out_root, self.run_dir, self.writer, self.say_data = out_root, run_dir, writer, say_data
+        self.out_root, self.writer, self.say_data, self.resumed_note = out_root, writer, say_data, resumed_note
+        self.run_dir: Path | None = None  # every rank's, once rank 0 has opened it
         self.world, self.device = distributed.init(resolve_device(spec.config.device)) if world is None else \
             (world, _device_of(world, spec.config.device))
         self.mode = progress_mode(progress) if self.world.is_main else "off"
         terminal = Terminal(self.mode)
         asked = _asked_for(spec.config)  # first: a missing package is said before any work
         self.observers = Observers([*observers, *asked, terminal], main=self.world.is_main)
-        self.resumed_note = ""
+        # Those that may stop the run or want its steps: only then does every log step ask all processes.
+        self.watched = bool(observers or asked)
         self.epoch, self.steps = 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {"val": -1.0, "epoch": 0, "test": float("nan")}
@@ -198,16 +200,18 @@ class Run:
 
     def run(self) -> RunResult:
         """Build the parts, restore if resuming, open the run directory, train epoch after epoch, finish."""
-        cores = self._start_threads()
-        data = self.data if self.data is not None else _load(self.spec, self.world, self.mode == "bar", self.checkpoint)
-        ckpt = self.checkpoint
-        self.p = build_parts(self.spec, data, self.world, self.device, self.t_start,
-                             recorded=self.spec.config if ckpt else None, total_steps=ckpt.total_steps if ckpt else None)
-        if ckpt is not None:
-            self._restore(ckpt)
-        if self.say_data:
-            self._say_data(data)
         with contextlib.ExitStack() as cleanup:
+            if self.writer is not None:  # a stopped run's directory, locked before anything in it was read
+                cleanup.callback(self.writer.close, stopped=False)
+            cores = self._start_threads()
+            data = self.data if self.data is not None else _load(self.spec, self.world, self.mode == "bar", self.checkpoint)
+            ckpt = self.checkpoint
+            self.p = build_parts(self.spec, data, self.world, self.device, self.t_start,
+                                 recorded=self.spec.config if ckpt else None, total_steps=ckpt.total_steps if ckpt else None)
+            if ckpt is not None:
+                self._restore(ckpt)
+            if self.say_data:
+                self._say_data(data)
             self._open_dir(cleanup)
             cleanup.push(mark_stop(self.run_dir))
             hooks = StepHooks([h for h in (self.p.recorder, cores, self._bar(), Watch(self), Saver(self)) if h])
@@ -281,10 +285,9 @@ class Run:
         cfg, main = self.p.cfg, self.world.is_main
         if self.checkpoint is None and main:
             self.writer = RunWriter.new(self.out_root, cfg.model, cfg.run_name, cfg.to_dict())
-        if self.writer is not None:
             cleanup.push(lambda exc_type, exc, tb: self.writer.close(stopped=exc is not None))
-            if self.checkpoint is not None:
-                self.writer.reopen(cfg.to_dict(), self.history)
+        elif self.writer is not None:
+            self.writer.reopen(cfg.to_dict(), self.history)
         where = self.writer.run_dir if self.writer is not None else None
         self.run_dir = Path(distributed.broadcast_object(str(where) if where else None, self.world))
         if self.checkpoint is None:
@@ -396,8 +399,8 @@ class Watch(StepHook):
     def __init__(self, run: Run) -> None:
         self.run = run
 
-    def __bool__(self) -> bool:  # only the observers that can stop a run or want its steps need the collective
-        return any(not isinstance(o, Terminal) for o in self.run.observers.all)
+    def __bool__(self) -> bool:
+        return self.run.watched
 
     def at_log(self, step: int, steps: int, loss: float, sums: torch.Tensor) -> bool:
         r = self.run
