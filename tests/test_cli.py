@@ -65,7 +65,7 @@ def test_unknown_model_exits_2_before_any_work(capsys):
     assert code == 2
     assert err.strip().splitlines() == [
         "cnnlab train: error: unknown model 'vgg'; choose from: basic_cnn, inception_net, resnet, resnet_bn, "
-        "inception_bn, lecture or all"
+        "inception_bn, designed, lecture or all"
     ]
 
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cnnlab.models import create_model
+from cnnlab.models.stages import stage_lines
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "lecture.ipynb"
 
 
@@ -29,7 +32,12 @@ def test_the_lecture_notebook_runs_from_top_to_bottom(real_mnist, tmp_path, monk
 
     text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "concatenated   -> (1, 88, 12, 12)" in text
-    assert "incep2  Inception     -> (1, 88, 4, 4)" in text and "fc      Linear        -> (1, 10)" in text
+    # the stages the notebook prints are the page's and plot_inside's (cnnlab.models.stages.lines), with the
+    # lecture's arithmetic
+    for model in ("inception_net", "resnet"):
+        for line in stage_lines(create_model(model)):
+            assert line in text, line
+    assert "28 − 5 + 1 = 24" in text and "16 + 24 + 24 + 24 = 88" in text and "88 × 4 × 4 = 1408" in text
     assert "120,422,400" in text and "12,443,648" in text
     assert "after 20 steps" in text
     assert "incep1.5x5 off:" in text and "rblock2.skip off:" in text

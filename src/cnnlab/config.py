@@ -75,6 +75,10 @@ class TrainConfig:
     """Everything a run depends on. Stored in config.json and in every checkpoint."""
 
     model: str = "resnet"  # a name from the model registry
+    # The block of a model that takes a design (designed: models/designed.py), as its canonical spec, its default
+    # when none is given; "" for every other model, and in the record of a run from before designs existed.
+    block: str = _flag("", "designed: the block of your own design, e.g. 'inception:1x1=16,5x5=4>24,pool=24' or "
+                       "'residual:16,noskip' (default: the lecture's Inception block)", "design", "SPEC")
     recipe: str = _setting("default", choices=("default", "course"))  # the recipe these values came from, for the record
     dataset: str = "mnist"  # a --dataset name of the data set registry (data/sets/registry.py): "mnist", "imagefolder:PATH"...
     # An image folder's side. The lecture's networks are for small pictures (a folder's inferred side is 16..64);
@@ -275,8 +279,10 @@ class RunSpec:
 
 
 def resolve(cfg: TrainConfig) -> RunSpec:
-    """A config's names looked up in their registries (a ValueError naming the choices when one is unknown)."""
-    return RunSpec(get_model(cfg.model), lookup(cfg.dataset), cfg)
+    """A config's names looked up in their registries (a ValueError naming the choices when one is unknown), its
+    block design checked against its model."""
+    entry = get_model(cfg.model)
+    return RunSpec(entry, lookup(cfg.dataset), _with_block(entry, cfg))
 
 
 def make_spec(model: str | ModelSpec, recipe: str = "default", dataset: str | Dataset = "mnist",
@@ -285,7 +291,14 @@ def make_spec(model: str | ModelSpec, recipe: str = "default", dataset: str | Da
     are looked up here, once; an entry already looked up is taken as it is."""
     entry = model if isinstance(model, ModelSpec) else get_model(model)
     data = dataset if isinstance(dataset, Dataset) else lookup(dataset)
-    return RunSpec(entry, data, _recipe(entry, recipe, data, overrides))
+    return RunSpec(entry, data, _with_block(entry, _recipe(entry, recipe, data, overrides)))
+
+
+def _with_block(model: ModelSpec, cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its block as the model records it: a design's canonical spec (its default for none), "" for a
+    model that takes no design (a ValueError when one was given to it)."""
+    block = model.check_block(cfg.block)
+    return cfg if block == cfg.block else replace(cfg, block=block)
 
 
 def make_config(model: str, recipe: str = "default", dataset: str = "mnist", **overrides: Any) -> TrainConfig:

@@ -152,32 +152,69 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
         fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower() or None)
 
 
-def png_data_url(image: np.ndarray, compress_level: int = 6) -> str:
-    """A uint8 image as a PNG data URL: (H, W) grey, or (C, H, W) as a model reads it with C 1 (grey) or 3 (RGB).
-    `compress_level`: zlib's, 0 to 9 (6, its default, unless speed matters more than bytes)."""
+def png_data_url(image: np.ndarray, compress_level: int = 6, channels_last: bool = False) -> str:
+    """A uint8 image as a PNG data URL: (H, W) grey, or (C, H, W) as a model reads it with C 1 (grey) or 3 (RGB);
+    with `channels_last`, (H, W, C) with C 3 (RGB) or 4 (RGBA). `compress_level`: zlib's, 0 to 9 (6, its default,
+    unless speed matters more than bytes)."""
     from PIL import Image
 
-    pixels = image if image.ndim == 2 else (image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+    if channels_last:
+        pixels = image
+    else:
+        pixels = image if image.ndim == 2 else (image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG", compress_level=compress_level)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+# The diverging colour scale of every feature map: -1 blue, 0 near-white, +1 red, straight lines between (the page's
+# legend is a CSS gradient through the same three stops, so it matches the maps exactly).
+DIVERGING = ("#2166ac", "#f7f7f7", "#b2182b")
+
+
+def _stops() -> np.ndarray:
+    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in DIVERGING], np.float32)
+
+
+_LUT = np.concatenate([
+    np.vstack([np.interp(np.linspace(0, 1, 256), [0, 0.5, 1], _stops()[:, k]) for k in range(3)]).T,
+    np.full((256, 1), 255.0)], axis=1).round().astype(np.uint8)  # 256 x RGBA
+
+
+def diverging_rgba(values: np.ndarray) -> np.ndarray:
+    """Values in [-1, 1] (any shape) -> uint8 RGBA on the diverging scale (shape + (4,)): 0 is the middle colour."""
+    index = np.clip(np.rint((np.asarray(values, np.float32) + 1) * 127.5), 0, 255).astype(np.intp)
+    return _LUT[index]
+
+
+def diverging_colormap():
+    """The same scale as a matplotlib colormap, for colour bars."""
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(_LUT[:, :3] / 255.0, name="cnnlab-diverging")
+
+
 def plot_inside(explanation: "Explanation", path: str | Path | None = None, title: str = "") -> "Figure":
-    """The inside view as a matplotlib Figure (also written to `path` unless None): the image and the probabilities
-    (with nothing switched off as outlines when parts are), then a row per layer: its maps, and each branch's maps
-    and share or each residual path's maps and norm; a vector layer as bars."""
+    """The inside view as a matplotlib Figure (also written to `path` unless None), with the web page's stages and
+    colours: the image and the probabilities (with nothing switched off as outlines when parts are), then a row per
+    stage: its name, what it does, its shape and the arithmetic that gives it, and its maps on the diverging scale
+    with their range; a block's row adds each branch's maps and share or each path's maps and norm (nothing for a
+    part that is off); the logits as bars around zero. The stages in words (`explanation.lines`) are the figure's
+    last panel, as the notebook prints them."""
     from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched
 
     e = explanation
-    cols = 1 + max([len(layer.branches) or len(layer.paths) for layer in e.layers] + [1])
-    fig = Figure(figsize=(2.4 * cols, 2.3 * (1 + len(e.layers))))
-    grid = fig.add_gridspec(1 + len(e.layers), cols)
+    shown = [layer for layer in e.layers if layer.maps is not None or layer.kind == "linear"]
+    cols = 1 + max([len(layer.branches) or len(layer.paths) - 1 if layer.paths else len(layer.branches)
+                    for layer in shown] + [1])
+    rows = 1 + len(shown) + 1
+    fig = Figure(figsize=(2.6 * cols, 2.3 * (rows - 1) + 0.16 * len(e.lines) + 0.5), layout="constrained")
+    grid = fig.add_gridspec(rows, cols, height_ratios=[2.3] * (rows - 1) + [0.16 * len(e.lines) + 0.3])
 
     image = e.image if e.image.ndim == 2 else (e.image[0] if e.image.shape[0] != 3 else e.image.transpose(1, 2, 0))
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(image, cmap="gray")
-    ax.set_title(f"input {'x'.join(map(str, e.image.shape))}", fontsize=8)
+    ax.set_title(f"input {' × '.join(map(str, e.image.shape))}", fontsize=8)
     ax.set_axis_off()
     ax = fig.add_subplot(grid[0, 1:])
     pos = range(len(e.classes))
@@ -189,22 +226,42 @@ def plot_inside(explanation: "Explanation", path: str | Path | None = None, titl
     ax.set_ylim(0, 1)
     ax.tick_params(labelsize=7)
 
-    for r, layer in enumerate(e.layers, start=1):
-        ax = fig.add_subplot(grid[r, 0])
-        ax.set_title(f"{layer.name} ({layer.kind}) {'x'.join(map(str, layer.shape))}", fontsize=8)
-        if layer.maps is None:
-            ax.bar(range(len(layer.values or ())), layer.values or ())
-            ax.tick_params(labelsize=6)
-            continue
-        ax.imshow(layer.maps.atlas, cmap="gray", interpolation="nearest")
+    def maps_panel(cell, maps, heading: str, colour: str = "black") -> None:
+        ax = fig.add_subplot(cell)
         ax.set_axis_off()
-        views = [(b.maps, f"{b.name}: {100 * b.share:.0f}%", b.silenced) for b in layer.branches]
-        views += [(p.maps, f"{p.name}: |{p.norm:.3g}|", p.silenced) for p in layer.paths]
+        ax.set_title(heading, fontsize=7, color=colour)
+        if maps is None:
+            ax.text(0.5, 0.5, "off: gives nothing", ha="center", va="center", fontsize=8, color="tab:red",
+                    transform=ax.transAxes)
+            return
+        atlas = maps.atlas.copy()
+        atlas[atlas[..., 3] == 0] = (200, 204, 209, 255)  # gaps and empty slots grey: a dead map is white
+        ax.imshow(atlas, interpolation="nearest")
+        limit = max(maps.limits) if maps.limits else 0.0
+        span = f"each map its own range, up to ±{limit:.3g}" if maps.scope == "map" else f"range ±{limit:.3g}"
+        ax.text(0.5, -0.04, span, ha="center", va="top", fontsize=6, color="#57606a", transform=ax.transAxes)
+
+    for r, layer in enumerate(shown, start=1):
+        heading = f"{layer.name}: {' × '.join(map(str, layer.shape))}\n{layer.arithmetic}"
+        if layer.maps is None:  # the logits, around zero
+            ax = fig.add_subplot(grid[r, :])
+            values = layer.values or []
+            ax.bar(range(len(values)), values, color=["tab:blue" if v >= 0 else "tab:red" for v in values])
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_xticks(range(len(values)), e.classes[:len(values)], fontsize=7, fontfamily=font_family(*e.classes))
+            ax.set_title(f"{heading}  (logits, before softmax)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            continue
+        maps_panel(grid[r, 0], layer.maps, heading)
+        views = [(b.maps, f"{b.name}: " + ("off" if b.silenced else f"share {100 * (b.share or 0):.0f}%"), b.silenced)
+                 for b in layer.branches]
+        views += [(p.maps, f"{p.name}: " + ("off" if p.silenced else f"norm {p.norm:.3g}"), p.silenced)
+                  for p in layer.paths if p.part is not None]
         for c, (maps, label, off) in enumerate(views, start=1):
-            ax = fig.add_subplot(grid[r, c])
-            ax.imshow(maps.atlas, cmap="gray", interpolation="nearest", alpha=0.35 if off else 1.0)
-            ax.set_title(label + (" (off)" if off else ""), fontsize=8, color="tab:red" if off else "black")
-            ax.set_axis_off()
+            maps_panel(grid[r, c], maps, label, "tab:red" if off else "black")
+    ax = fig.add_subplot(grid[rows - 1, :])
+    ax.set_axis_off()
+    ax.text(0, 1, "\n".join(e.lines), ha="left", va="top", fontsize=6.5, family="monospace", transform=ax.transAxes)
     off = f" with {', '.join(e.silenced)} off" if e.silenced else ""
     heading = title or f"{e.model}{off}: {e.classes[e.top]} ({100 * e.probabilities[e.top]:.1f}%)"
     fig.suptitle(heading, fontfamily=font_family(heading))

@@ -20,7 +20,8 @@ from cnnlab.config import make_config
 from cnnlab.inference.explain import Explanation, explain
 from cnnlab.models import branched_blocks, create_model, list_models, residual_blocks
 from cnnlab.models.switches import UnknownPart, parts, switched_off
-from cnnlab.plotting import plot_inside
+from cnnlab.models.stages import stage_lines
+from cnnlab.plotting import diverging_rgba, plot_inside
 from cnnlab.runs.checkpoint import Checkpoint
 from cnnlab.runs.forward import model_input
 from cnnlab.runs.trained import TrainedModel
@@ -100,32 +101,135 @@ def test_every_part_can_be_switched_off_and_is_reported_so(name):
         assert [v.part for v in views.values() if v.silenced] == [part.name]
 
 
+def _module_outputs(trained: TrainedModel, picture: np.ndarray) -> dict[str, tuple[int, ...]]:
+    """The output shape (without the batch) of every module of the network in its own forward, by dotted name."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def keep(name: str):
+        def hook(module, args, out) -> None:
+            shapes.setdefault(name, tuple(out.shape[1:]))
+        return hook
+
+    handles = [m.register_forward_hook(keep(n)) for n, m in trained.network.named_modules() if n]
+    try:
+        trained.predict(picture)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_the_layers_are_the_top_level_stages_with_their_shapes(name):
+def test_the_stages_are_the_forward_s_own_with_their_shapes(name):
+    """Every stage with a module of its own (a convolution, a batch norm, a linear layer) has that module's output
+    shape in the network's own forward; every block its block's; the maps are drawn at those shapes."""
     trained = _trained(name)
     e = explain(trained, _seven(), max_maps=8)
-    children = [n for n, _ in trained.network.named_children()]
-    stages = [n for n in children if n != "stages"] + [f"stages.{i}" for i in range(len(getattr(trained.network, "stages", ())))]
-    assert sorted(layer.name for layer in e.layers) == sorted(stages)
-    assert e.layers[-1].kind == "linear" and e.layers[-1].maps is None
-    assert len(e.layers[-1].values) == len(e.classes) == e.layers[-1].shape[0]
-    for layer in e.layers[:-1]:
-        c, h, w = layer.shape
-        assert layer.maps.channels == c and layer.maps.count == min(c, 8) and layer.maps.size == (h, w)
-        rows, cols = layer.maps.grid
-        assert rows * cols >= layer.maps.count > (rows - 1) * cols
-        assert layer.maps.atlas.shape == (rows * h, cols * w) and layer.maps.atlas.dtype == np.uint8
+    own = _module_outputs(trained, _seven())
+    modules = dict(trained.network.named_modules())
+    seen = 0
+    for layer in e.layers:
+        stages = [layer] if layer.kind not in ("inception", "residual") else [
+            *layer.join, *(s for b in layer.branches for s in b.stages), *(s for p in layer.paths for s in p.stages)]
+        if layer.kind in ("inception", "residual"):
+            assert layer.shape == own[layer.name]
+            seen += 1
+        for s in stages:
+            if s.name in modules and not isinstance(modules[s.name], nn.Sequential):
+                assert s.shape == own[s.name], s.name
+                seen += 1
+        if layer.maps is not None:
+            c, h, w = layer.shape
+            assert layer.maps.channels == c and layer.maps.count == min(c, 8) and layer.maps.size == (h, w)
+            rows, cols = layer.maps.grid
+            assert rows * cols >= layer.maps.count > (rows - 1) * cols
+            assert layer.maps.atlas.shape == (rows * (h + 1) - 1, cols * (w + 1) - 1, 4)
         if layer.kind == "inception":
+            c, h, w = layer.shape
             assert sum(b.shape[0] for b in layer.branches) == c
             assert all(b.shape[1:] == (h, w) for b in layer.branches)
+    assert seen >= 3
+    assert e.layers[-1].kind == "linear" and e.layers[-1].maps is None
+    assert len(e.layers[-1].values) == len(e.classes) == e.layers[-1].shape[0]
+    with torch.inference_mode():
+        logits = trained.network(model_input(torch.from_numpy(trained.prepare(_seven())).unsqueeze(0), trained.config))
+    assert e.layers[-1].values == pytest.approx(logits[0].tolist(), abs=1e-5)
 
 
-def test_a_convolution_is_shown_with_the_pooling_and_relu_the_forward_applies():
+def test_the_lecture_s_stages_and_arithmetic():
+    """inception_net as the lecture draws it: conv, pool, ReLU each a stage with its true shape, 28 - 5 + 1 = 24,
+    24 / 2 = 12, the Inception block's 16 + 24 + 24 + 24 = 88 and the flatten's 88 x 4 x 4 = 1408."""
     e = explain(_trained("inception_net"), _seven())
-    assert [(layer.name, layer.shape) for layer in e.layers] == [
-        ("conv1", (10, 12, 12)), ("incep1", (88, 12, 12)), ("conv2", (20, 4, 4)), ("incep2", (88, 4, 4)), ("fc", (10,))]
-    conv1 = e.layer("conv1").maps
-    assert all(conv1.tile(i).min() == 0 for i in range(conv1.count))  # min-max scaled: each map's lowest value is 0
+    assert [(layer.name, layer.kind, layer.shape) for layer in e.layers] == [
+        ("conv1", "conv", (10, 24, 24)), ("pool1", "pool", (10, 12, 12)), ("relu1", "relu", (10, 12, 12)),
+        ("incep1", "inception", (88, 12, 12)),
+        ("conv2", "conv", (20, 8, 8)), ("pool2", "pool", (20, 4, 4)), ("relu2", "relu", (20, 4, 4)),
+        ("incep2", "inception", (88, 4, 4)), ("flatten", "flatten", (1408,)), ("fc", "linear", (10,))]
+    rules = {layer.name: layer.arithmetic for layer in e.layers}
+    assert rules["conv1"].startswith("28 − 5 + 1 = 24") and rules["pool1"] == "24 / 2 = 12"
+    assert rules["conv2"].startswith("12 − 5 + 1 = 8") and rules["pool2"] == "8 / 2 = 4"
+    assert rules["incep1"] == rules["incep2"] == "16 + 24 + 24 + 24 = 88"
+    assert rules["flatten"] == "88 × 4 × 4 = 1408" and rules["fc"] == "1408 → 10"
+    five = e.layer("incep1").branches[1]
+    assert five.name == "5x5" and [(s.op, s.shape) for s in five.stages] == [("conv", (16, 12, 12)), ("conv", (24, 12, 12))]
+    assert five.stages[1].arithmetic.startswith("12 + 2×2 − 5 + 1 = 12")
+    assert e.layer("flatten").values is None  # only the logits are sent as numbers
+    resnet = explain(_trained("resnet"), _seven())
+    block = resnet.layer("rblock1")
+    assert [p.name for p in block.paths] == ["skip", "conv", "sum"]
+    assert block.paths[0].stages == ()  # the skip is x itself
+    assert [s.op for s in block.paths[1].stages] == ["conv", "relu", "conv"]
+    assert [j.op for j in block.join] == ["sum", "relu"]  # relu(F(x) + x)
+    assert block.join[0].shape == block.shape == (16, 12, 12)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_page_plot_inside_and_the_notebook_show_the_same_stages(name, tmp_path):
+    """The notebook prints `stage_lines` of the bare network; `explain` (the page's answer and plot_inside's input)
+    carries the same lines, and its layers are those lines' top-level stages with the same shapes."""
+    trained = _trained(name)
+    e = explain(trained, _seven())
+    assert list(e.lines) == stage_lines(create_model(name))
+    top = [line for line in e.lines[1:] if not line.startswith(" ")]
+    assert [line.split()[0] for line in top] == [layer.name for layer in e.layers]
+    for line, layer in zip(top, e.layers):
+        assert f"-> {' × '.join(map(str, layer.shape))} " in line + " "
+    d = e.as_dict()
+    assert [(l["name"], tuple(l["shape"]), l["arithmetic"]) for l in d["layers"]] == [
+        (layer.name, layer.shape, layer.arithmetic) for layer in e.layers]
+    fig = plot_inside(e, tmp_path / "inside.png")
+    titles = " ".join(ax.get_title() for ax in fig.axes)
+    drawn = [layer for layer in e.layers if layer.maps is not None or layer.values is not None]  # not the flatten
+    assert len(drawn) >= len(e.layers) - 1
+    assert all(f"{layer.name}: {' × '.join(map(str, layer.shape))}" in titles for layer in drawn)
+    assert all(line in fig.axes[-1].texts[0].get_text() for line in e.lines)
+
+
+@pytest.mark.parametrize("scale", ["stage", "map", "global"])
+def test_each_map_is_coloured_by_its_value_on_the_scale_it_says(scale):
+    """Zero is the middle colour, a value at the limit the end colour, and the limits span what `scale` says."""
+    e = explain(_trained("resnet"), _seven(), scale=scale)
+    drawn = [layer.maps for layer in e.layers if layer.maps is not None]
+    everything = max(float(m.values.abs().max()) for m in drawn)
+    for maps in drawn:
+        assert maps.scope == scale and len(maps.limits) == maps.count
+        per_map = maps.values.abs().amax(dim=(1, 2)).tolist()
+        if scale == "map":
+            assert maps.limits == pytest.approx(per_map)
+        elif scale == "stage":
+            assert maps.limits == pytest.approx([max(per_map)] * maps.count)
+        else:
+            assert maps.limits == pytest.approx([everything] * maps.count)
+        for i in range(maps.count):
+            tile, v = maps.tile(i), maps.values[i].numpy()
+            assert (tile[..., 3] == 255).all()  # a map is opaque; only gaps and empty slots are transparent
+            expected = diverging_rgba(np.clip(v / (maps.limits[i] or 1.0), -1, 1))
+            assert np.abs(tile.astype(int) - expected.astype(int)).max() <= 1
+    conv1 = explain(_trained("inception_net"), _seven(), scale=scale).layer("conv1").maps  # 10 maps in a 4 x 3 grid
+    rows, cols = conv1.grid
+    assert conv1.count < rows * cols and (conv1.atlas[-conv1.size[0]:, -conv1.size[1]:, 3] == 0).all()  # empty slot
+    with pytest.raises(ValueError, match="scale"):
+        explain(_trained("resnet"), _seven(), scale="log")
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if branched_blocks(create_model(n))])
@@ -138,8 +242,11 @@ def test_branch_shares_sum_to_one_and_probabilities_to_one(name):
             assert sum(probs) == pytest.approx(1.0, abs=1e-5)
         for layer in e.layers:
             if layer.kind == "inception":
-                assert sum(b.share for b in layer.branches) == pytest.approx(1.0)
-                assert all(0 <= b.share <= 1 for b in layer.branches)
+                on = [b for b in layer.branches if not b.silenced]
+                assert sum(b.share for b in on) == pytest.approx(1.0)
+                assert all(0 <= b.share <= 1 for b in on)
+                # a branch that is off shows nothing: no share, no maps
+                assert all(b.share is None and b.maps is None for b in layer.branches if b.silenced)
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if branched_blocks(create_model(n))])
@@ -154,8 +261,8 @@ def test_silencing_every_branch_of_a_block_makes_its_output_zero(name):
         with torch.inference_mode():
             assert torch.count_nonzero(block(x)) > 0  # switched on again
         e = explain(trained, _seven(), everything)
-        assert not e.layer(block_name).maps.atlas.any()
-        assert all(b.silenced for b in e.layer(block_name).branches)
+        assert not e.layer(block_name).maps.values.any()  # what the network goes on with: zeros
+        assert all(b.silenced and b.maps is None for b in e.layer(block_name).branches)
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if residual_blocks(create_model(n))])
@@ -178,7 +285,7 @@ def test_silencing_a_skip_leaves_relu_of_the_conv_path_and_the_reverse(name):
     with torch.inference_mode():
         skip, conv = residual_blocks(model)[first].paths(x)
     paths = {p.name: p for p in explain(trained, _seven(), [f"{first}.skip"]).layer(first).paths}
-    assert paths["skip"].norm == pytest.approx(float(skip.norm()), rel=1e-4) and paths["skip"].silenced
+    assert paths["skip"].norm is None and paths["skip"].maps is None and paths["skip"].silenced  # off: nothing
     assert paths["conv"].norm == pytest.approx(float(conv.norm()), rel=1e-4) and not paths["conv"].silenced
     assert paths["sum"].norm == pytest.approx(float(F.relu(conv).norm()), rel=1e-4, abs=1e-6)
     assert paths["sum"].part is None
@@ -211,7 +318,7 @@ def test_explain_leaves_the_model_as_it_was(name):
     e = explain(trained, _seven(), [p.name for p in parts(trained.network)])
     with torch.inference_mode():
         assert torch.equal(trained.network(x), before)
-    assert all(not m._forward_hooks for m in trained.network.modules())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in trained.network.modules())
     assert e.probabilities_full == pytest.approx(trained.predict(_seven()).probabilities, abs=1e-6)
 
 
@@ -230,7 +337,7 @@ def test_explain_leaves_the_model_as_it_was_when_the_forward_raises():
         explain(trained, _seven())
     with pytest.raises(RuntimeError), switched_off(network, ["incep1.5x5"]):
         network(torch.randn(2, 1, 28, 28))
-    assert all(not m._forward_hooks for m in network.modules())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in network.modules())
     with torch.inference_mode():
         assert torch.equal(network(x), before)
 
@@ -289,7 +396,7 @@ def test_threads_sharing_one_model_each_get_their_own_answer():
                 assert (g["name"], g["shape"]) == (w["name"], w["shape"])
                 assert [b["silenced"] for b in g.get("branches", [])] == [b["silenced"] for b in w.get("branches", [])]
                 assert [b["share"] for b in g.get("branches", [])] == pytest.approx([b["share"] for b in w.get("branches", [])], abs=1e-6)
-    assert all(not m._forward_hooks for m in trained.network.modules())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in trained.network.modules())
 
 
 @pytest.mark.parametrize("name", ["inception_net", "resnet_bn"])
@@ -302,17 +409,22 @@ def test_as_dict_is_json_with_pngs_of_the_stated_sizes(name):
     assert d["top"] == int(np.argmax(d["probabilities"]))
     for layer in d["layers"]:
         mapsets = [layer["maps"]] + [b["maps"] for b in layer.get("branches", [])] + [p["maps"] for p in layer.get("paths", [])]
-        if layer["kind"] == "linear":
-            assert layer["maps"] is None and len(layer["values"]) == layer["shape"][0]
+        if layer["kind"] in ("linear", "flatten"):
+            assert layer["maps"] is None
+            assert layer["kind"] == "flatten" or len(layer["values"]) == layer["shape"][0]
             continue
         assert "values" not in layer
         assert ("branches" in layer) == (layer["kind"] == "inception") and ("paths" in layer) == (layer["kind"] == "residual")
         for maps in mapsets:
+            if maps is None:  # a part that is off
+                continue
             (rows, cols), (h, w) = maps["grid"], maps["size"]
-            assert _png_size(maps["png"]) == (rows * h, cols * w)
+            assert _png_size(maps["png"]) == (rows * (h + 1) - 1, cols * (w + 1) - 1)
+            assert len(maps["limits"]) == maps["count"] and maps["scope"] == "stage" and maps["gap"] == 1
             assert maps["count"] == min(maps["channels"], 12)
         for p in layer.get("paths", []):
-            assert p["norm"] >= 0 and [p["name"] for p in layer["paths"]] == ["skip", "conv", "sum"]
+            assert (p["norm"] is None) == p["silenced"] and (p["norm"] is None or p["norm"] >= 0)
+            assert [p["name"] for p in layer["paths"]] == ["skip", "conv", "sum"]
 
 
 @pytest.mark.parametrize("name", ["inception_net", "resnet", "basic_cnn"])
@@ -324,5 +436,7 @@ def test_plot_inside_draws_every_layer(name, tmp_path):
     fig = plot_inside(e, tmp_path / "inside.png")
     assert (tmp_path / "inside.png").stat().st_size > 0
     images = sum(len(ax.images) for ax in fig.axes)
-    views = sum(1 + len(layer.branches) + len(layer.paths) for layer in e.layers if layer.maps is not None)
-    assert images == 1 + views  # the input, and every layer's, branch's and path's maps
+    views = sum(1 + sum(b.maps is not None for b in layer.branches)
+                + sum(p.maps is not None for p in layer.paths if p.part is not None)
+                for layer in e.layers if layer.maps is not None)
+    assert images == 1 + views  # the input, and every stage's, branch's and path's maps (none for a part that is off)

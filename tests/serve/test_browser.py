@@ -5,7 +5,8 @@ Needs Debian's chromium (/usr/bin/chromium, or $CNNLAB_CHROMIUM) and the playwri
 missing the test skips and says which, except in CI (CI=true), where .ci/run installs both and it must run.
 
 With CNNLAB_SCREENSHOTS=<dir>, the screenshots of the inside view (inside.png) and of the Chinese page
-(inside-zh.png) are also written there (docs/img holds the ones the READMEs show); they always go to tmp_path.
+(inside-zh.png) are also written there; they always go to tmp_path. The ones under docs/img, which the READMEs show,
+are taken by docs/screenshots.py from a served `make run`.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def _switch_off_and_compare(page, url: str, part: str) -> dict:
 
 
 def _count_cards(page, url: str, model: str) -> None:
-    """One card per layer or block of /api/explain's answer, with its maps drawn; an Inception block's four branches
+    """One card per stage or block of /api/explain's answer, with its maps drawn; an Inception block's four branches
     and a residual block's skip, conv path and sum each with maps."""
     with _requests(page) as requests:
         _draw(page, DIGITS["7"])
@@ -192,9 +193,12 @@ def _count_cards(page, url: str, model: str) -> None:
         parts = layer.get("branches") or layer.get("paths") or []
         if parts:
             assert card.locator(".part").count() == len(parts)
-        # a block is shown as its parts (an Inception block's output is its branches side by side, a residual
-        # block's is the sum); every other layer as its own maps. Each is on the page as a loaded image.
+        # a block is shown as its parts and what joins them (an Inception block's branches side by side, then
+        # their concatenation; a residual block's skip, conv path and sum); every other stage as its own maps. Each
+        # is on the page as a loaded image.
         drawn = [p for p in parts if p.get("maps")] if parts else [layer] if layer.get("maps") else []
+        if layer["kind"] == "inception":
+            drawn.append(layer)
         images = card.locator("img.maps")
         assert images.count() == len(drawn), layer["name"]
         for i in range(images.count()):

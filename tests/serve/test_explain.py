@@ -94,3 +94,44 @@ def test_unknown_models_and_parts_name_the_valid_ones(client):
                                                          "model": resnet["id"], "silence": ["rblock9.conv", "rblock1.skip"]}),
                     headers={"content-type": "application/json"})
     assert r.status_code == 422 and "rblock9.conv" in r.json()["error"]
+
+
+def _model_id(client, name: str) -> str:
+    return next(m["id"] for m in client.get("/api/model").json()["models"] if m["model"] == name)
+
+
+def test_the_colour_scale_is_the_one_asked_for_and_an_unknown_one_is_refused(client):
+    image = "data:image/png;base64," + base64.b64encode(_seven()).decode("ascii")
+    model = _model_id(client, "inception_net")
+    for scale in ("stage", "map", "global"):
+        answer = client.post("/api/explain", json={"image": image, "model": model, "scale": scale}).json()
+        assert answer["scale"] == scale and len(answer["colours"]) == 3
+        drawn = [l["maps"] for l in answer["layers"] if l["maps"]]
+        assert all(m["scope"] == scale and len(m["limits"]) == m["count"] for m in drawn)
+        if scale == "global":
+            assert len({m["limits"][0] for m in drawn}) == 1
+    refused = client.post("/api/explain", json={"image": image, "model": model, "scale": "log"})
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "scale.unknown" and "stage" in refused.json()["error"]
+
+
+def test_a_value_s_arithmetic_through_the_api_and_bad_positions_refused(client):
+    image = "data:image/png;base64," + base64.b64encode(_seven()).decode("ascii")
+    model = _model_id(client, "resnet")
+    layers = client.post("/api/explain", json={"image": image, "model": model}).json()["layers"]
+    conv1 = next(l for l in layers if l["name"] == "conv1")
+    answer = client.post("/api/value", json={"image": image, "model": model, "stage": conv1["stage"],
+                                             "channel": 1, "y": 4, "x": 5}).json()
+    conv = answer["steps"][0]
+    assert conv["op"] == "conv" and answer["at"] == [1, 4, 5]
+    assert conv["computed"] == pytest.approx(answer["value"], abs=1e-5)
+    assert [s["op"] for s in answer["steps"]][1:] == ["maxpool", "relu"]
+    # the same through the query string, with the image as bytes
+    query = client.post(f"/api/value?model={model}&stage={conv1['stage']}&channel=1&y=4&x=5", content=_seven(),
+                        headers={"Content-Type": "image/png"})
+    assert query.status_code == 200 and query.json()["value"] == answer["value"]
+    for bad in ({"stage": 10_000, "channel": 0, "y": 0, "x": 0}, {"stage": conv1["stage"], "channel": 0, "y": 99, "x": 0},
+                {"stage": conv1["stage"], "channel": "a", "y": 0, "x": 0}, {"stage": conv1["stage"]}):
+        refused = client.post("/api/value", json={"image": image, "model": model, **bad})
+        assert refused.status_code == 422, bad
+        assert refused.json()["code"] == "value.missing"

@@ -31,7 +31,8 @@ def compare_rows(runs: list[Run]) -> list[list[str]]:
     rows = []
     for r in runs:
         kwargs = r.summary.get("model_kwargs", {})  # runs from before it was recorded: MNIST's 1 x 28 x 28
-        model = r.network if r.network is not None else create_model(r.config["model"], **kwargs)
+        model = r.network if r.network is not None else create_model(r.config["model"], block=r.config.get("block", ""),
+                                                                     **kwargs)
         s = r.summary
         val = s.get("best_val_acc")
         rows.append(

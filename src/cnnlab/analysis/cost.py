@@ -1,4 +1,5 @@
-"""What a model costs: parameters, and FLOPs counted on the real modules by torch.utils.flop_counter."""
+"""What a model costs, as tables: parameters and forward FLOPs of the model, its blocks and each Inception branch
+(counted by cnnlab.models.cost), and the lecture's 1x1 saving on real layers."""
 
 from __future__ import annotations
 
@@ -6,35 +7,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils import flop_counter
-from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.eager import skip_compiler_import
 from cnnlab.models.blocks import BranchedBlock, Inception, ResidualBlock
+from cnnlab.models.cost import conv_flops, forward_flops, module_flops
 
-
-
-def _count(model: nn.Module, in_channels: int, image_size: int) -> FlopCounterMode:
-    """Run one zero image through `model` in eval mode under a FLOP counter; the model's mode is restored."""
-    mode = getattr(flop_counter, "_FlopCounterMode", None)  # the dispatch mode FlopCounterMode enters
-    if mode is not None:
-        skip_compiler_import(mode.__torch_dispatch__)  # nothing of torch.compile runs here (cnnlab.eager)
-    was_training = model.training
-    model.eval()
-    x = torch.zeros(1, in_channels, image_size, image_size, device=next(model.parameters()).device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    model.train(was_training)
-    return counter
-
-
-def forward_flops(model: nn.Module, in_channels: int = 1, image_size: int = 28) -> int:
-    """FLOPs of one forward pass on one image, as torch.utils.flop_counter counts them.
-
-    These are FLOPs, not multiply-adds: a multiply-add counts as 2. The counter covers convolutions
-    and matrix products (where nearly all the work is); pooling, ReLU and additions are not counted.
-    """
-    return int(_count(model, in_channels, image_size).get_total_flops())
+__all__ = ["CostRow", "conv_flops", "cost_rows", "forward_flops", "inception_reduction_costs", "lecture_1x1_example",
+           "module_flops"]
 
 
 @dataclass
@@ -51,19 +29,6 @@ class CostRow:
         return self.flops // 2
 
 
-def module_flops(model: nn.Module, in_channels: int = 1, image_size: int = 28) -> dict[str, int]:
-    """Forward FLOPs of one image per module, keyed by the module's dotted name ('' for the whole model)."""
-    counter = _count(model, in_channels, image_size)
-    root = type(model).__name__
-    out = {}
-    for key, ops in counter.get_flop_counts().items():
-        if key == "Global":
-            continue
-        name = key[len(root) + 1 :] if key.startswith(root + ".") else ("" if key == root else key)
-        out[name] = int(sum(ops.values()))
-    return out
-
-
 def cost_rows(model: nn.Module, in_channels: int = 1, image_size: int = 28) -> list[CostRow]:
     """The model, each top-level block, and each branch of every top-level Inception-like block: parameters
     and forward FLOPs."""
@@ -77,14 +42,6 @@ def cost_rows(model: nn.Module, in_channels: int = 1, image_size: int = 28) -> l
                 branch_params = sum(p.numel() for p in child.branch_parameters(branch))
                 rows.append(CostRow(f"{name}.{branch}", "branch", branch_params, sum(flops.get(f"{name}.{m}", 0) for m in members)))
     return rows
-
-
-def conv_flops(conv: nn.Conv2d, in_size: int) -> int:
-    """FLOPs of one image through `conv`, counted by running it (not by a formula)."""
-    x = torch.zeros(1, conv.in_channels, in_size, in_size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        conv(x)
-    return int(counter.get_total_flops())
 
 
 def lecture_1x1_example() -> dict[str, int]:
@@ -122,11 +79,10 @@ def inception_reduction_costs(cases: tuple[tuple[int, int], ...] = ((10, 12), (2
     out = []
     for c, size in cases:
         for variant, block in (("with 1x1 reductions", Inception(c)), ("without", InceptionWithoutReductions(c))):
-            x = torch.zeros(1, c, size, size)
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
-                y = block(x)
+            with torch.no_grad():
+                y = block(torch.zeros(1, c, size, size))
             out.append(
                 dict(in_channels=c, size=size, variant=variant, out_channels=y.shape[1],
-                     parameters=sum(p.numel() for p in block.parameters()), macs=int(counter.get_total_flops()) // 2)
+                     parameters=sum(p.numel() for p in block.parameters()), macs=module_flops(block, c, size)[""] // 2)
             )
     return out

@@ -84,6 +84,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
             extra["choices"] = kind
         elif kind == "name":  # a run's name: one plain folder name
             extra["type"] = _run_name
+        elif kind == "design":  # a block design (models/designed.py): read now, so that a bad one is a usage error
+            extra["type"] = _design
         else:  # a number: parsed, then checked against the range the field declares
             extra["type"] = in_range(f.metadata["range"])
         if f.metadata["metavar"]:
@@ -138,6 +140,15 @@ def _run_name(s: str) -> str:
 
     try:
         return check_run_name(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _design(s: str) -> str:
+    from cnnlab.models.designed import Design
+
+    try:
+        return Design.parse(s).spec
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

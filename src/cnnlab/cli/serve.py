@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from typing import TYPE_CHECKING
 
 from cnnlab.cli.args import UsageError, add_device, port, use_device
 
+if TYPE_CHECKING:
+    from cnnlab.serve.models import ServedModel
+
 HELP = "a web page to draw on, look inside the networks and train them, and a JSON API"
-EPILOG = ("examples:\n  cnnlab serve                                   # the newest finished run of each model under runs/\n"
+EPILOG = ("examples:\n  cnnlab serve                                   # the best finished run of each model under runs/\n"
           "  cnnlab serve runs/*-resnet runs/*-inception_net --port 8000")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="*", default=[], metavar="RUN",
-                   help="run directories or checkpoint files to serve (default: the newest finished run of each model "
-                   "under --runs-root; none there: the page opens ready to train one)")
+                   help="run directories or checkpoint files to serve (default: the finished run of each model under "
+                   "--runs-root with the best validation accuracy, the newest of equals; none there: the page opens "
+                   "ready to train one)")
     p.add_argument("--runs-root", default="runs", help="where runs are looked for, and trainings from the page go (default: runs)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
     p.add_argument("--port", type=port, default=8000, help="port (default: 8000)")
@@ -42,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
                      allow_hosts=args.allow_host)  # bad runs fail here
     for line in app.state.skipped:
         print(f"cnnlab serve: skipped {line}", file=sys.stderr)
+    for line in chosen_lines(app.state.shelf.served()):
+        print(f"cnnlab serve: {line}")
     served = [m["id"] for m in app.state.shelf.describe()]
     what = ", ".join(served) if served else f"no model yet (none finished under {args.runs_root}/): train one on the page"
     print(f"cnnlab serve: {what} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
@@ -50,6 +58,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"cnnlab serve: {warning}", file=sys.stderr)
     run_server(app, args.host, args.port)
     return 0
+
+
+def chosen_lines(served: list[ServedModel]) -> list[str]:
+    """One line for each model chosen from the runs folder: the run it serves and why, and a newer run it passed
+    over ("resnet on mnist: runs/20261206-2110-resnet (best validation accuracy 99.57% of 3 finished runs)")."""
+    lines = []
+    for model in served:
+        chosen = model.chosen
+        if chosen is None:
+            continue
+        run = chosen.run
+        lines.append(f"{run.network} on {run.dataset}: {run.path} ({chosen.why})")
+        if chosen.newer is not None:
+            newer = chosen.newer
+            val = f"validation accuracy {100 * newer.val_acc:.2f}%" if newer.val_acc is not None else "no validation accuracy"
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(newer.finished))
+            lines.append(f"{run.network} on {run.dataset}: not serving the newer {newer.path} ({val}, finished {when})")
+    return lines
 
 
 def _host_name(s: str) -> str:

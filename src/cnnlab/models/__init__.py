@@ -2,6 +2,8 @@
 
 from cnnlab.models import nets as _nets  # noqa: F401  (registers the lecture's networks)
 from cnnlab.models import bn_nets as _bn_nets  # noqa: F401  (registers the stronger ones, after them)
+from cnnlab.models import designed as _designed  # noqa: F401  (registers the network of a student's own block, last)
+from cnnlab.models.designed import Design, DesignError
 from cnnlab.models.blocks import (
     BranchedBlock, Inception, ResidualBlock, SkipBlock, branched_blocks, models_with_branches, residual_blocks,
 )
@@ -12,6 +14,8 @@ from cnnlab.models.switches import Part, UnknownPart, parts, switched_off
 __all__ = [
     "BasicCNN",
     "BranchedBlock",
+    "Design",
+    "DesignError",
     "Inception",
     "ModelSpec",
     "Part",

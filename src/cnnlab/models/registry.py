@@ -19,6 +19,8 @@ class ModelSpec:
         summary: one line for people (the builder's docstring).
         default_epochs: epochs of the default recipe on MNIST-sized data.
         lecture: one of the lecture's networks (`--model lecture`, `make run`).
+        design: for a network whose block a student designs (`--block`): the design's canonical spec from a given one
+            ("" is its default design), a ValueError naming what is wrong with it; None for a network that takes none.
     """
 
     name: str
@@ -26,19 +28,39 @@ class ModelSpec:
     summary: str
     default_epochs: int
     lecture: bool
+    design: Callable[[str], str] | None = None
+
+    def check_block(self, block: str) -> str:
+        """`block` as a run of this model records it: the design's canonical spec ("" gives its default design), or
+        "" for a model that takes no design (a ValueError when one is given to it)."""
+        if self.design is not None:
+            return self.design(block)
+        if block:
+            takers = [name for name, spec in _REGISTRY.items() if spec.design is not None]
+            raise ValueError(f"model {self.name!r} takes no block design (--block); {' and '.join(takers) or 'none'} "
+                             f"{'does' if len(takers) == 1 else 'do'}")
+        return ""
+
+    def create(self, block: str = "", **kwargs) -> nn.Module:
+        """The network, built with `block` (a design's spec) when it takes one; kwargs go to its builder."""
+        if self.design is not None:
+            return self.build(block=block, **kwargs)
+        self.check_block(block)
+        return self.build(**kwargs)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, epochs: int = 15, lecture: bool = False):
+def register_model(fn: Callable[..., nn.Module] | None = None, *, epochs: int = 15, lecture: bool = False,
+                   design: Callable[[str], str] | None = None):
     """Decorator, bare or with facts: `@register_model(epochs=12, lecture=True)` stores a builder under its name."""
 
     def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if f.__name__ in _REGISTRY:
             raise ValueError(f"model {f.__name__!r} is already registered")
         summary = (f.__doc__ or f.__name__).strip().splitlines()[0]
-        _REGISTRY[f.__name__] = ModelSpec(f.__name__, f, summary, epochs, lecture)
+        _REGISTRY[f.__name__] = ModelSpec(f.__name__, f, summary, epochs, lecture, design)
         return f
 
     return add(fn) if fn is not None else add
@@ -60,9 +82,10 @@ def lecture_models() -> list[str]:
     return [name for name, spec in _REGISTRY.items() if spec.lecture]
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model by name; kwargs go to its builder (in_channels, num_classes, image_size)."""
-    return get_model(name).build(**kwargs)
+def create_model(name: str, block: str = "", **kwargs) -> nn.Module:
+    """Build a registered model by name, with its block design `block` if it takes one (a run's config.block);
+    kwargs go to its builder (in_channels, num_classes, image_size)."""
+    return get_model(name).create(block, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

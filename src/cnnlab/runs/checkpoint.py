@@ -351,13 +351,14 @@ def _limits(path: Path, state: dict[str, Any]) -> _Limits:
     from cnnlab.config import TrainConfig
     from cnnlab.models import create_model, list_models
 
-    name = TrainConfig.from_dict(state["config"]).model  # record_problem has checked it
+    cfg = TrainConfig.from_dict(state["config"])  # record_problem has checked it
+    name = cfg.model
     if name not in list_models():
         raise CheckpointError(f"{path} holds model {name!r}, which this cnnlab does not have "
                               f"(it has: {', '.join(list_models())})")
     try:
         with torch.device("meta"):
-            network = create_model(name, **state.get("model_kwargs", {}))
+            network = create_model(name, block=cfg.block, **state.get("model_kwargs", {}))
     except (ValueError, RuntimeError) as e:  # model_kwargs the network cannot take
         raise CheckpointError(f"{path}: model {name!r} cannot be built as recorded ({str(e)[:200]})") from None
     tensors = list(network.state_dict().values())

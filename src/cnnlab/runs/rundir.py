@@ -448,21 +448,38 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[str]]:
     return runs, skipped
 
 
-def newest_finished(root: str | Path, skipped: list[str] | None = None) -> list[Path]:
-    """The newest finished run of each model under `root` (what `cnnlab serve` serves when given no run), by
-    model name. Finished means summary.json and best.pt are there; newest is by the time summary.json was
-    written, so a resumed run counts from its finish, not from its start. Unreadable directories are passed by:
-    this is a search, not a command about one run. An absent `root` holds none.
+@dataclass(frozen=True)
+class FoundRun:
+    """A finished run met by a search of a runs folder (`finished_runs`), as read from its config.json and
+    summary.json."""
 
-    Each config.json is read as any run file is (`read_run_file`): a folder of runs may come from someone else, and
-    one config.json made a named pipe or a link to /dev/zero must not hang or fill the search. Given a list
+    path: Path
+    model: str
+    dataset: str  # as config.json names it: "mnist", "imagefolder:<folder>"
+    finished: float  # when summary.json was written (Unix seconds): a resumed run counts from its finish
+    val_acc: float | None  # summary.json's best_val_acc, what the run chose its best epoch by; None: no hold-out
+    test_acc: float | None  # shown beside it; never what a run is chosen by (the test set judges, it does not choose)
+    block: str = ""  # config.json's design of the block, for a model that takes one ("" for the others)
+
+    @property
+    def network(self) -> str:
+        """The network it trained, in words: the model's name, with its design when it has one."""
+        return f"{self.model} {self.block}" if self.block else self.model
+
+
+def finished_runs(root: str | Path, skipped: list[str] | None = None) -> list[FoundRun]:
+    """The finished runs under `root`, by directory name. Finished means summary.json and best.pt are there.
+    Unreadable directories are passed by: this is a search, not a command about one run. An absent `root` holds none.
+
+    Each config.json and summary.json is read as any run file is (`read_run_file`): a folder of runs may come from
+    someone else, and one made a named pipe or a link to /dev/zero must not hang or fill the search. Given a list
     `skipped`, one line is added to it for each finished run passed by: its directory's name and why."""
     root = Path(root)
-    newest: dict[str, tuple[float, Path]] = {}
     try:
         candidates = sorted(p for p in root.iterdir() if p.is_dir())
     except OSError:
         return []
+    found = []
     for path in candidates:
         try:
             if not (path / "best.pt").is_file():
@@ -471,18 +488,90 @@ def newest_finished(root: str | Path, skipped: list[str] | None = None) -> list[
         except OSError:
             continue  # not finished: stopped, still training, or not a run
         try:
-            config = json.loads(read_run_file(path / "config.json"))
+            found.append(_found_run(path, finished))
         except RunDirError as e:
-            why = str(e).removeprefix(f"{path}{os.sep}")
+            if skipped is not None:
+                skipped.append(f"{path.name}: {str(e).removeprefix(f'{path}{os.sep}')}")
+    return found
+
+
+def _found_run(path: Path, finished: float) -> FoundRun:
+    documents = []
+    for name in ("config.json", "summary.json"):
+        try:
+            documents.append(json.loads(read_run_file(path / name)))
         except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested beyond the parser
-            why = "config.json is not JSON"
-        else:
-            model = config.get("model") if isinstance(config, dict) else None
-            if isinstance(model, str):
-                if model not in newest or finished >= newest[model][0]:
-                    newest[model] = (finished, path)
-                continue
-            why = "config.json names no model"
-        if skipped is not None:
-            skipped.append(f"{path.name}: {why}")
-    return [newest[m][1] for m in sorted(newest)]
+            raise RunDirError(f"{name} is not JSON") from None
+    config, summary = documents
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, str):
+        raise RunDirError("config.json names no model")
+    if not isinstance(summary, dict):
+        raise RunDirError("summary.json is not a summary cnnlab wrote (not a mapping)")
+    dataset = config.get("dataset", TrainConfig.dataset)
+    block = config.get("block") or ""
+    return FoundRun(path, model, dataset if isinstance(dataset, str) else repr(dataset), finished,
+                    _accuracy(summary.get("best_val_acc")), _accuracy(summary.get("test_acc")),
+                    block if isinstance(block, str) else repr(block))
+
+
+def _accuracy(value: Any) -> float | None:
+    """An accuracy as summary.json holds it (a fraction), or None: null, absent, or not a fraction at all."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        return None  # NaN fails the comparison too
+    return float(value)
+
+
+def newest_finished(root: str | Path, skipped: list[str] | None = None) -> list[Path]:
+    """The newest finished run of each model under `root`, by model name (`finished_runs`; newest by the time
+    summary.json was written)."""
+    newest: dict[str, FoundRun] = {}
+    for run in finished_runs(root, skipped):
+        if run.model not in newest or run.finished >= newest[run.model].finished:
+            newest[run.model] = run
+    return [newest[m].path for m in sorted(newest)]
+
+
+@dataclass(frozen=True)
+class BestRun:
+    """The finished run chosen for one model on one data set (`best_finished`), and what it was chosen among."""
+
+    run: FoundRun
+    runs: int  # finished runs of that model on that data set
+    tied: int  # other runs among them with the same validation accuracy (the newest of the tied is chosen)
+    unranked: int  # runs among them without a validation accuracy (trained with no hold-out): ranked last
+    newer: FoundRun | None  # the newest of them, when it is not the one chosen
+
+    @property
+    def why(self) -> str:
+        """Why it was chosen, in words: "best validation accuracy 99.57% of 3 finished runs"."""
+        if self.runs == 1:
+            return "the only finished run"
+        if self.run.val_acc is None:
+            return (f"the newest of {self.runs} finished runs: none has a validation accuracy "
+                    "(trained without a hold-out)")
+        notes = ([f"tied with {self.tied} other{'s' if self.tied > 1 else ''}: the newest of them"] if self.tied else [])
+        notes += [f"{self.unranked} without a validation accuracy ranked last"] if self.unranked else []
+        return (f"best validation accuracy {100 * self.run.val_acc:.2f}% of {self.runs} finished runs"
+                + (f" ({'; '.join(notes)})" if notes else ""))
+
+
+def best_finished(root: str | Path, skipped: list[str] | None = None) -> list[BestRun]:
+    """The finished run to serve of each network on each data set under `root` (what `cnnlab serve` serves when
+    given no run), by model (and design, for a designed block) and data set name: the one with the best validation accuracy, which is what each run chose
+    its own best epoch by, never the test accuracy; of runs with the same, the newest. A run trained without a
+    hold-out has no validation accuracy and ranks below every run that has one; among such runs, the newest wins.
+    Runs on different data sets, and designs of different blocks, are never compared. `skipped` as in
+    `finished_runs`."""
+    groups: dict[tuple[str, str, str], list[FoundRun]] = {}
+    for run in finished_runs(root, skipped):
+        groups.setdefault((run.model, run.block, run.dataset), []).append(run)
+    chosen = []
+    for key in sorted(groups):
+        runs = groups[key]
+        best = max(runs, key=lambda r: (r.val_acc is not None, r.val_acc or 0.0, r.finished, r.path.name))
+        newest = max(runs, key=lambda r: (r.finished, r.path.name))
+        tied = sum(1 for r in runs if r is not best and r.val_acc is not None and r.val_acc == best.val_acc)
+        chosen.append(BestRun(best, len(runs), tied, sum(1 for r in runs if r.val_acc is None),
+                              None if newest is best else newest))
+    return chosen

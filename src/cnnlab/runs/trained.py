@@ -66,6 +66,7 @@ class TrainedModel:
         """What it is, in plain values and without a file-system path (a server passes this on to its clients)."""
         return {
             "model": self.config.model,
+            "block": self.config.block,  # its block design's spec ("" for a model that takes none)
             "dataset": self.dataset.shown,
             "data_title": self.dataset.shown if self.dataset.entry.takes_path else self.dataset.title,
             "classes": list(self.classes),
@@ -161,12 +162,12 @@ def _network(checkpoint: str | Path, cfg: TrainConfig, record: Checkpoint) -> nn
     """The network a record names, built as recorded, with its weights (on the CPU)."""
     try:  # first on the meta device: the shapes alone, so that weights that do not fit cost no memory
         with torch.device("meta"):
-            problem = weights_problem(create_model(cfg.model, **record.model_kwargs), record.model_state)
+            problem = weights_problem(create_model(cfg.model, block=cfg.block, **record.model_kwargs), record.model_state)
     except ValueError as e:  # model_kwargs the network cannot take
         raise CheckpointError(f"{checkpoint}: model {cfg.model!r} cannot be built as recorded ({e})") from None
     if problem:
         raise CheckpointError(f"{checkpoint}: the weights do not fit model {cfg.model!r} ({problem})")
-    network = create_model(cfg.model, **record.model_kwargs)
+    network = create_model(cfg.model, block=cfg.block, **record.model_kwargs)
     load_weights(network, record.model_state, checkpoint, cfg.model)
     return network
 

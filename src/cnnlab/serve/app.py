@@ -2,23 +2,30 @@
 
     GET  /                    the page (static/index.html); GET /static/<file>: its scripts, styles, images
     GET  /api/health          {"status": "ok"}
-    GET  /api/model           the served models (id, label, classes, accuracy, parts), the default one, what can
-                              be trained and whether a training runs
+    GET  /api/model           the served models (id, label, classes, accuracy, parts, a newer run than the one
+                              chosen), the default one, what can be trained and whether a training runs
     POST /api/predict         an image -> top classes and all probabilities. The image: a multipart upload (field
                               "file"), JSON {"image": "data:image/...;base64,..."}, or raw bytes with an image/*
                               content type; the model: ?model=<id> or the JSON field "model" (default: the first)
     POST /api/explain         the same, plus parts to switch off (?silence=incep1.5x5, repeated, or the JSON list
-                              "silence") -> every layer's maps, branch shares, residual path norms, probabilities
-    POST /api/train           {"model", "budget" (s), "dataset"} -> 202: a training starts in its own process
+                              "silence") and the colour scale ("scale": stage, map or global) -> every stage's
+                              shape, arithmetic and maps, branch shares, residual path norms, probabilities
+    POST /api/value           the same, plus "stage", "channel", "y", "x" -> how that value was computed (its
+                              window, kernel, products, bias; then the pooling and ReLU that follow)
+    POST /api/train           {"model", "budget" (s), "dataset", "block" (a design, for a model that takes one)}
+                              -> 202: a training starts in its own process
     POST /api/train/stop      {} -> 202: it stops at its next step, keeping what it trained
     GET  /api/train           the training's state and its events so far
     GET  /api/train/events    the same events as a stream (Server-Sent Events), live until `done` or `error`
+    POST /api/design          {"design": "inception:1x1=16,5x5=4>24"} -> what the network of that block costs,
+                              beside the lecture's own (serve/design.py)
 
 Models load once, when the app is made (and when a training finishes). The work on an image (decoding, preparing,
 the model) runs on a fixed pool of `workers` threads (default: the CPU cores): the event loop keeps answering,
 and at most `workers` images are held decoded at once (each bounded by the pixel budget of cnnlab.data.tensors.pictures),
 with at most IMAGE_REQUESTS request bodies held meanwhile: the memory a burst of requests can take is bounded. Every bad input gets a 4xx answer with
-{"error": "..."}, and no answer holds a path of the server's (a data set read from a folder is named by the folder's
+{"error": "<one English line>", "code": "<serve/inputs.ERROR_CODES>", "params": {...}} (the page words the code in
+its reader's language), and no answer holds a path of the server's (a data set read from a folder is named by the folder's
 own name: "imagefolder:photos").
 
 The API answers the page alone. A request naming a host the server was not started on is refused (403), whatever
@@ -51,13 +58,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cnnlab.data.tensors.pictures import ImageError, ImageTooLarge
 from cnnlab.data.sets.registry import entries as dataset_entries
 from cnnlab.data.sets.registry import lookup
-from cnnlab.inference.explain import explain
+from cnnlab.inference.explain import SCALES, explain
+from cnnlab.inference.values import NoSuchValue, explain_value
 from cnnlab.models import get_model, list_models
 from cnnlab.models.switches import UnknownPart
 from cnnlab.plotting import png_data_url
-from cnnlab.runs.rundir import newest_finished
+from cnnlab.runs.rundir import best_finished
 from cnnlab.serve.inputs import (BODY_LIMIT, READING_METHODS, RequestError, check_host, check_same_origin, json_order,
-                                 number_field, read_order, text_field)
+                                 number_field, picture_error, read_order, text_field)
+from cnnlab.serve.design import design_cost, order_block
 from cnnlab.serve.models import NoSuchModel, ServedModel, Shelf
 from cnnlab.serve.server import host_names
 from cnnlab.serve.training import BUDGET, Trainer
@@ -79,8 +88,8 @@ SSE_PING = 15.0  # seconds between keep-alive comments on an event stream that h
 def create_app(runs: Iterable[str | Path] = (), runs_root: str | Path = "runs", workers: int | None = None,
                training: bool = True, device: str = "cpu", host: str = "127.0.0.1",
                allow_hosts: Iterable[str] = ()) -> FastAPI:
-    """The app serving `runs` (run directories or checkpoint files; none: the newest finished run of each model
-    under `runs_root`, and none there serves nothing until a training from the page finishes).
+    """The app serving `runs` (run directories or checkpoint files; none: the best finished run of each model under
+    `runs_root` (runs/rundir.best_finished), and none there serves nothing until a training from the page finishes).
 
     Args:
         runs: what to serve; a run that cannot be loaded raises CheckpointError here, before anything is served.
@@ -132,26 +141,27 @@ class _Serving:
 
 
 def _shelf(runs: list[str | Path], runs_root: str | Path, device: str, skipped: list[str]) -> Shelf:
-    """The models to serve: `runs` (a bad one raises), else the newest finished run of each model under `runs_root`
+    """The models to serve: `runs` (a bad one raises), else the best finished run of each model under `runs_root`
     (a bad one is passed by, and said in `skipped`)."""
     shelf = Shelf(device)
     if runs:
         shelf.load_all(runs)
         return shelf
-    for found in newest_finished(runs_root, skipped):
+    for chosen in best_finished(runs_root, skipped):
         try:
-            shelf.load(found)
+            shelf.load(chosen.run.path, chosen)
         except Exception as e:  # a broken run among many is passed by, and said
-            skipped.append(f"{found.name}: {_first_line(e)}")
+            skipped.append(f"{chosen.run.path.name}: {_first_line(e)}")
     return shelf
 
 
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse(exc.answer(), status_code=exc.status)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    answer = RequestError(exc.status_code, str(exc.detail), "http.status", status=exc.status_code).answer()
+    return JSONResponse(answer, status_code=exc.status_code, headers=exc.headers)
 
 
 # ---- the page and its assets ----------------------------------------------------------------------------------
@@ -192,6 +202,10 @@ def _add_model_routes(app: FastAPI, serving: _Serving) -> None:
     async def explain_route(request: Request) -> dict:
         return await _answer(serving, request, _explained)
 
+    @app.post("/api/value")
+    async def value_route(request: Request) -> dict:
+        return await _answer(serving, request, _value)
+
 
 async def _answer(serving: _Serving, request: Request, work: Callable[[ServedModel, Any], dict]) -> dict:
     """Read an image request and answer it with `work(model, order)` on the pool; a slot is held from the first
@@ -211,20 +225,26 @@ async def _on_pool(pool: ThreadPoolExecutor, fn: Callable[[], Any]) -> Any:
     try:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
     except ImageTooLarge as e:
-        raise RequestError(413, str(e)) from None
+        raise picture_error(e, 413) from None
     except UnknownPart as e:
-        raise RequestError(422, str(e)) from None
+        names = ", ".join(map(str, e.unknown))
+        if e.valid:
+            raise RequestError(422, str(e), "part.unknown", parts=names, valid=", ".join(e.valid)) from None
+        raise RequestError(422, str(e), "part.no_parts", parts=names) from None
     except ImageError as e:
-        raise RequestError(422, str(e)) from None
+        raise picture_error(e, 422) from None
+    except NoSuchValue as e:
+        raise RequestError(422, str(e), "value.missing", reason=str(e)) from None
     except (ValueError, ArithmeticError) as e:  # a picture the preparation did not foresee: still the client's
-        raise RequestError(422, f"the image could not be prepared ({_first_line(e)})") from None
+        raise RequestError(422, f"the image could not be prepared ({_first_line(e)})", "image.unprepared",
+                           reason=_first_line(e)) from None
 
 
 def _chosen(shelf: Shelf, model_id: str | None) -> ServedModel:
     try:
         return shelf.get(model_id)
     except NoSuchModel as e:
-        raise RequestError(404 if e.served else 409, str(e)) from None
+        raise RequestError(404 if e.served else 409, str(e), e.code, **e.params) from None
 
 
 def _predicted(served: ServedModel, order) -> dict:
@@ -233,7 +253,26 @@ def _predicted(served: ServedModel, order) -> dict:
 
 
 def _explained(served: ServedModel, order) -> dict:
-    return explain(served.trained, order.image, order.silence).as_dict()
+    scale = order.fields.get("scale", "stage")
+    if scale not in SCALES:
+        raise RequestError(422, f"unknown scale {scale!r}; choose from {', '.join(SCALES)}", "scale.unknown",
+                           scale=str(scale)[:40], valid=", ".join(SCALES))
+    return explain(served.trained, order.image, order.silence, scale=scale).as_dict()
+
+
+def _value(served: ServedModel, order) -> dict:
+    """How one value of the inside view was computed: the order names its stage, channel, y and x."""
+    where = {}
+    for key in ("stage", "channel", "y", "x"):
+        v = order.fields.get(key)
+        if isinstance(v, str) and v.isdigit() and len(v) < 9:  # from the query string
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise RequestError(422, f"'{key}' must be a whole number", "value.missing",
+                               reason=f"'{key}' must be a whole number")
+        where[key] = v
+    return explain_value(served.trained, order.image, where["stage"], where["channel"], where["y"], where["x"],
+                         order.silence)
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
@@ -243,15 +282,16 @@ def _add_training_routes(app: FastAPI, serving: _Serving) -> None:
 
     def trainable() -> None:
         if not serving.training:
-            raise RequestError(403, "training from the page is switched off on this server (cnnlab serve --no-training)")
+            raise RequestError(403, "training from the page is switched off on this server (cnnlab serve --no-training)",
+                               "training.off")
 
     @app.post("/api/train", status_code=202)
     async def train(request: Request) -> dict:
         trainable()
         doc = await json_order(request)
-        model, budget, dataset = _training_order(doc)
-        job = trainer.start(model, budget, dataset)  # TrainingRefused is a RequestError: answered as one
-        return {"job": job.id, "model": job.model, "budget": job.budget}
+        model, budget, dataset, block = _training_order(doc)
+        job = trainer.start(model, budget, dataset, block)  # TrainingRefused is a RequestError: answered as one
+        return {"job": job.id, "model": job.model, "budget": job.budget, "block": job.block}
 
     @app.post("/api/train/stop", status_code=202)
     async def train_stop(request: Request) -> dict:
@@ -271,15 +311,22 @@ def _add_training_routes(app: FastAPI, serving: _Serving) -> None:
         return StreamingResponse(_sse(trainer), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    @app.post("/api/design")
+    async def design(request: Request) -> dict:
+        doc = await json_order(request)
+        return await asyncio.get_running_loop().run_in_executor(serving.pool, lambda: design_cost(doc))
 
-def _training_order(doc: dict) -> tuple[str, float, str]:
-    """(model, budget, data set) of a training order, each looked up in its registry (422 naming the valid ones);
-    the names go on to the training process, which holds the entries."""
+
+def _training_order(doc: dict) -> tuple[str, float, str, str]:
+    """(model, budget, data set, block design) of a training order, each looked up in its registry (422 naming the
+    valid ones), the design checked against the model (serve/design.order_block); the names go on to the training
+    process, which holds the entries."""
     model = text_field(doc, "model", required=True)
     try:
-        get_model(model)
+        entry = get_model(model)
     except ValueError:
-        raise RequestError(422, f"unknown model {model!r}; valid: {', '.join(list_models())}") from None
+        raise RequestError(422, f"unknown model {model!r}; valid: {', '.join(list_models())}", "training.model",
+                           model=model, valid=", ".join(list_models())) from None
     budget = number_field(doc, "budget", *BUDGET)
     dataset = text_field(doc, "dataset") or "mnist"
     try:
@@ -288,8 +335,9 @@ def _training_order(doc: dict) -> tuple[str, float, str]:
         named = None
     if named is None or named.entry.takes_path:  # a folder on the server's disk is not the page's to name
         datasets = [e.name for e in dataset_entries() if not e.takes_path]
-        raise RequestError(422, f"unknown dataset {dataset!r}; valid: {', '.join(datasets)}")
-    return model, budget, dataset
+        raise RequestError(422, f"unknown dataset {dataset!r}; valid: {', '.join(datasets)}", "training.dataset",
+                           dataset=dataset, valid=", ".join(datasets))
+    return model, budget, dataset, order_block(entry, doc)
 
 
 async def _sse(trainer: Trainer):
@@ -332,7 +380,7 @@ class _OwnPageOnly:
                     check_same_origin(scope.get("scheme", "http"), headers["host"], headers.get("origin"),
                                       headers.get("sec-fetch-site"))
             except RequestError as e:
-                await JSONResponse({"error": e.message}, status_code=e.status)(scope, receive, send)
+                await JSONResponse(e.answer(), status_code=e.status)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -353,7 +401,7 @@ def _assets() -> dict[str, Any]:
 def _asset(assets: dict[str, Any], name: str) -> Response:
     f = assets.get(name)
     if f is None:
-        raise RequestError(404, f"no such file: {name}")
+        raise RequestError(404, f"no such file: {name}", "page.missing", name=name)
     suffix = Path(name).suffix.lower()
     kind = TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
     return Response(f.read_bytes(), media_type=kind,

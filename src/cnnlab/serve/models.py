@@ -1,6 +1,6 @@
 """The models a server serves: each loaded once, named by its run directory, and listed for the page.
 
-A shelf starts with the runs it was given (or the newest finished run of each model under the runs folder) and
+A shelf starts with the runs it was given (or the best finished run of each model under the runs folder) and
 grows when a training from the page finishes. Adding happens in the event loop's thread while requests read it;
 a lock keeps the listing and the lookup consistent.
 """
@@ -15,15 +15,17 @@ from typing import Any, Iterable
 
 from cnnlab.models.switches import parts
 from cnnlab.runs.checkpoint import checkpoint_dir
+from cnnlab.runs.rundir import BestRun, FoundRun
 from cnnlab.runs.trained import TrainedModel, load
 
 
 class NoSuchModel(LookupError):
-    """A model id the shelf does not hold (the message names those it holds), or none served at all."""
+    """A model id the shelf does not hold (the message names those it holds), or none served at all; `code` and
+    `params` as the page is told (serve/inputs.ERROR_CODES)."""
 
-    def __init__(self, message: str, served: bool) -> None:
+    def __init__(self, message: str, served: bool, code: str, **params: str) -> None:
         super().__init__(message)
-        self.served = served
+        self.served, self.code, self.params = served, code, params
 
 
 @dataclass
@@ -33,17 +35,27 @@ class ServedModel:
     id: str  # its run directory's name: what the page and the API call it
     trained: TrainedModel
     finished: float  # when its run finished (Unix seconds), for its label
+    chosen: BestRun | None = None  # how it was chosen among the runs folder's runs; None: named, or trained here
 
     def describe(self) -> dict[str, Any]:
-        """What /api/model says of it: no file-system path (the server's layout is nobody's business)."""
+        """What /api/model says of it: no file-system path (the server's layout is nobody's business). `newer_run`:
+        a finished run of its model and data set that is newer than this one, chosen as the best (or None)."""
         info = self.trained.describe()
         acc = info["test_accuracy"]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.finished))
-        label = " · ".join([info["model"]] + ([f"{100 * acc:.2f}%"] if acc is not None else []) + [when])
+        name = f"{info['model']} {info['block']}" if info.get("block") else info["model"]  # a design names its block
+        label = " · ".join([name] + ([f"{100 * acc:.2f}%"] if acc is not None else []) + [when])
+        newer = self.chosen.newer if self.chosen else None
         return {
             "id": self.id, "label": label, **info,
             "parts": [{"name": p.name, "block": p.block, "kind": p.kind} for p in parts(self.trained.network)],
+            "val_accuracy": self.chosen.run.val_acc if self.chosen else None,
+            "newer_run": _found(newer) if newer else None,
         }
+
+
+def _found(run: FoundRun) -> dict[str, Any]:
+    return {"id": run.path.name, "finished": run.finished, "val_accuracy": run.val_acc, "test_accuracy": run.test_acc}
 
 
 class Shelf:
@@ -55,8 +67,9 @@ class Shelf:
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
 
-    def load(self, source: str | Path) -> ServedModel:
-        """Load a run directory or checkpoint file and serve it (CheckpointError for a bad one)."""
+    def load(self, source: str | Path, chosen: BestRun | None = None) -> ServedModel:
+        """Load a run directory or checkpoint file and serve it (CheckpointError for a bad one); `chosen`: how it
+        was chosen among the runs of a runs folder."""
         source = Path(source)
         trained = load(source, self.device)
         folder = checkpoint_dir(source)
@@ -72,7 +85,7 @@ class Shelf:
             while served_id in self._models:  # two checkpoints of one folder, or folders of one name
                 n += 1
                 served_id = f"{name}-{n}"
-            served = self._models[served_id] = ServedModel(served_id, trained, finished)
+            served = self._models[served_id] = ServedModel(served_id, trained, finished, chosen)
         return served
 
     def load_all(self, sources: Iterable[str | Path]) -> list[ServedModel]:
@@ -82,11 +95,12 @@ class Shelf:
         """The model of that id; None means the default. NoSuchModel names the valid ids."""
         with self._lock:
             if not self._models:
-                raise NoSuchModel("no model is served yet: train one", served=False)
+                raise NoSuchModel("no model is served yet: train one", False, "model.none")
             if model_id is None:
                 return self._models[self._default()]
             if model_id not in self._models:
-                raise NoSuchModel(f"unknown model {model_id!r}; valid: {', '.join(self._models)}", served=True)
+                raise NoSuchModel(f"unknown model {model_id!r}; valid: {', '.join(self._models)}", True,
+                                  "model.unknown", model=model_id, valid=", ".join(self._models))
             return self._models[model_id]
 
     @property
@@ -98,10 +112,12 @@ class Shelf:
         with_parts = (i for i, m in self._models.items() if parts(m.trained.network))
         return next(with_parts, next(iter(self._models)))
 
-    def describe(self) -> list[dict[str, Any]]:
+    def served(self) -> list[ServedModel]:
         with self._lock:
-            models = list(self._models.values())
-        return [m.describe() for m in models]
+            return list(self._models.values())
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [m.describe() for m in self.served()]
 
     def __len__(self) -> int:
         return len(self._models)

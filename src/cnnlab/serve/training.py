@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from cnnlab.serve.inputs import RequestError
+from cnnlab.serve.inputs import RequestError, coded
 
 BUDGET = (15, 300)  # seconds a training from the page may take: long enough to learn, short enough to watch
 TERMINAL = ("done", "error")
@@ -42,6 +42,7 @@ class Job:
     model: str
     budget: float
     dataset: str
+    block: str = ""  # the design of a model that takes one (its canonical spec), else ""
     t0: float = field(default_factory=time.monotonic)
     state: str = "starting"  # starting | running | finished | stopped | failed
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -74,17 +75,19 @@ class Trainer:
 
     # ---- orders ----------------------------------------------------------------------------------------------
 
-    def start(self, model: str, budget: float, dataset: str) -> Job:
-        """Start a training (TrainingRefused 409 while one runs). Called from the event loop."""
+    def start(self, model: str, budget: float, dataset: str, block: str = "") -> Job:
+        """Start a training of `model` (with the block design `block`, for a model that takes one; checked by the
+        order's reader) (TrainingRefused 409 while one runs). Called from the event loop."""
         self._loop = asyncio.get_running_loop()
         with self._lock:
             if self.job is not None and self.job.active:
                 j = self.job
                 raise TrainingRefused(409, f"a training is already running ({j.model}, {j.elapsed():.0f} s of "
-                                           f"{j.budget:.0f} s): wait for it or stop it")
+                                           f"{j.budget:.0f} s): wait for it or stop it", "training.busy",
+                                      model=j.model, elapsed=f"{j.elapsed():.0f}", budget=f"{j.budget:.0f}")
             self._jobs += 1
-            job = self.job = Job(self._jobs, model, budget, dataset)
-        order = {"model": model, "budget": budget, "dataset": dataset, "runs_root": str(self.runs_root),
+            job = self.job = Job(self._jobs, model, budget, dataset, block)
+        order = {"model": model, "block": block, "budget": budget, "dataset": dataset, "runs_root": str(self.runs_root),
                  "threads": self.threads, "device": "auto"}
         try:
             job.process = subprocess.Popen(
@@ -96,7 +99,9 @@ class Trainer:
             job.process.stdin.flush()
         except OSError as e:
             job.state, job.t_end = "failed", time.monotonic()
-            self._emit(job, "error", {"message": f"the training process could not start ({e.strerror or e})"})
+            reason = str(e.strerror or e)
+            self._emit(job, "error", {"message": f"the training process could not start ({reason})",
+                                      **coded("training.no_start", reason=reason)})
             return job
         self._emit(job, "status", self.status(job))
         stderr_tail: deque[str] = deque(maxlen=20)
@@ -109,7 +114,7 @@ class Trainer:
         with self._lock:
             job = self.job
             if job is None or not job.active or job.process is None:
-                raise TrainingRefused(409, "no training is running")
+                raise TrainingRefused(409, "no training is running", "training.idle")
             job.stop_asked = True
         self._ask_to_stop(job)
         return job
@@ -202,7 +207,7 @@ class Trainer:
 
     def _follow(self, job: Job, stderr_tail: deque) -> None:
         """Pass the child's events on until it ends; then serve its run, or say why it failed."""
-        finished = failed = None
+        finished = failed = None  # failed: the page's `error` event, {"message": an English line, "code", "params"}
         for line in job.process.stdout:
             try:
                 event = json.loads(line)
@@ -218,18 +223,27 @@ class Trainer:
             elif name == "finished":
                 finished = event
             elif name == "error":
-                failed = self._no_paths(str(event.get("message", "")))
+                said = self._no_paths(str(event.get("message", "")))
+                failed = {"message": said, **coded("training.failed", reason=said)}
         code = job.process.wait()
         job.t_end = time.monotonic()
         if finished is None and failed is None:
-            last = stderr_tail[-1] if stderr_tail else ""
-            failed = (f"the training process ended with code {code}" + (f": {self._no_paths(last)}" if last else "")
-                      if code >= 0 else f"the training process was killed (signal {-code})")
+            last = self._no_paths(stderr_tail[-1]) if stderr_tail else ""
+            if code < 0:
+                failed = {"message": f"the training process was killed (signal {-code})",
+                          **coded("training.killed", signal=-code)}
+            elif last:
+                failed = {"message": f"the training process ended with code {code}: {last}",
+                          **coded("training.exit_said", code=code, reason=last)}
+            else:
+                failed = {"message": f"the training process ended with code {code}", **coded("training.exit", code=code)}
         if finished is not None:
             try:
                 model_id = self.serve(self.runs_root / str(finished.get("run")))
             except Exception as e:  # a run that cannot be loaded is a failed training, not a failed server
-                failed = f"the trained run could not be served ({self._no_paths(str(e))})"
+                reason = self._no_paths(str(e))
+                failed = {"message": f"the trained run could not be served ({reason})",
+                          **coded("training.unservable", reason=reason)}
             else:
                 job.state = "stopped" if finished.get("stopped") else "finished"
                 self._emit(job, "status", self.status(job))
@@ -238,7 +252,7 @@ class Trainer:
                 return
         job.state = "failed"
         self._emit(job, "status", self.status(job))
-        self._emit(job, "error", {"message": failed})
+        self._emit(job, "error", failed)
 
     def _no_paths(self, message: str) -> str:
         """A message for the page, without the server's own folders in it: the runs folder by its name, and any

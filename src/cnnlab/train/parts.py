@@ -72,7 +72,7 @@ def build_parts(spec: RunSpec, data: ImageSet, world: World, device: torch.devic
     torch.manual_seed(cfg.seed)
     model_kwargs = dict(in_channels=1 if splits.train_x.dim() == 3 else splits.train_x.shape[1],
                         num_classes=len(data.classes), image_size=int(splits.train_x.shape[-1]))
-    model = spec.model.build(**model_kwargs).to(device)
+    model = spec.model.create(cfg.block, **model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

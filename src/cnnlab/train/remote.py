@@ -2,7 +2,8 @@
 
     python -m cnnlab.train.remote
 
-writes one JSON line, the order {"model", "budget", "dataset", "runs_root", "threads", "device"}, and reads JSON
+writes one JSON line, the order {"model", "block", "budget", "dataset", "runs_root", "threads", "device"} ("block": a
+design, for a model that takes one; optional), and reads JSON
 lines back, one an event: {"event": "started"|"step"|"epoch"|"finished"|"error", ...}. Writing "stop" (a line), or
 closing the pipe (the server went away), asks the run to stop: it ends at the next log step as an ordinary
 finished run, with what was trained kept (train/events.py).
@@ -87,8 +88,8 @@ class RemoteObserver(Observer):
         return round(time.perf_counter() - self.t0, 2)
 
     def started(self, run_dir: Path, config: dict[str, Any], total_steps: int, steps_per_epoch: int) -> None:
-        self.send("started", run=Path(run_dir).name, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                  elapsed=self.elapsed())
+        self.send("started", run=Path(run_dir).name, block=config.get("block", ""), total_steps=total_steps,
+                  steps_per_epoch=steps_per_epoch, elapsed=self.elapsed())
 
     def step(self, step: int, total_steps: int, epoch: int, loss: float) -> None:
         self.send("step", step=step, total_steps=total_steps, epoch=epoch, loss=float(loss), elapsed=self.elapsed())
@@ -129,8 +130,9 @@ def main() -> int:
         from cnnlab.config import make_spec
         from cnnlab.train import fit
 
-        spec = make_spec(order["model"], dataset=order.get("dataset", "mnist"), time_budget=float(order["budget"]),
-                         device=order.get("device", "auto"), threads=int(order.get("threads", 1)), log_every=LOG_EVERY)
+        spec = make_spec(order["model"], dataset=order.get("dataset", "mnist"), block=order.get("block") or None,
+                         time_budget=float(order["budget"]), device=order.get("device", "auto"),
+                         threads=int(order.get("threads", 1)), log_every=LOG_EVERY)
         result = fit(spec, out_root=order["runs_root"], progress=False, observers=[observer])
         observer.send("finished", run=Path(result.run_dir).name, test_acc=result.test_acc, stopped=stop.is_set(),
                       elapsed=observer.elapsed())

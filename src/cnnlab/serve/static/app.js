@@ -1,9 +1,9 @@
 // The page: pick a served model, draw or upload, and see inside it; switch parts off; compare every model;
 // train a new one. Talks only to the server that served it (/api/...).
 
-import { applyLanguage, currentLanguage, otherLanguage, percent, setLanguage, t } from "./i18n.js";
+import { Problem, applyLanguage, currentLanguage, otherLanguage, percent, setLanguage, t } from "./i18n.js";
 import { Pad } from "./pad.js";
-import { clearInside, showBars, showInside, topClass } from "./inside.js";
+import { clearInside, showBars, showInside, showValue, topClass } from "./inside.js";
 import { TrainingPanel } from "./train.js";
 
 const $ = id => document.getElementById(id);
@@ -19,6 +19,8 @@ const state = {
   inFlight: false,
   dirty: false,        // the picture or the switches changed since the last request was sent
   speak: false,        // tell screen readers the next answer (a stroke ended, a switch was pressed)
+  scale: "stage",      // what one colour scale of the maps spans: "stage", "map" or "global"
+  error: null,         // the Problem the status line shows, written again in a new language
 };
 
 const pad = new Pad($("pad"), {
@@ -35,16 +37,34 @@ const training = new TrainingPanel({
 });
 
 async function postJSON(url, body) {
-  const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  let answer;
-  try { answer = await res.json(); } catch { answer = {}; }
-  if (!res.ok) throw new Error(answer.error || `HTTP ${res.status}`);  // the server's one line: shown as it is
+  return askJSON(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+// The server's JSON answer, or a Problem: its error answer (a code the page words in its language), the server out of
+// reach, or an answer that is not JSON.
+async function askJSON(url, options = {}) {
+  let res;
+  try {
+    res = await fetch(url, options);
+  } catch (err) {
+    throw Problem.thrown(err);
+  }
+  let answer = null;
+  try { answer = await res.json(); } catch { /* not JSON: said below */ }
+  if (!res.ok || answer === null) throw Problem.from(answer, res.status);
   return answer;
 }
 
 function say(text, error = false) {
+  state.error = null;
   $("status").textContent = text;
   $("status").classList.toggle("error", error);
+}
+
+function sayError(err) {
+  const problem = Problem.thrown(err);
+  say(t("error", { message: problem }), true);
+  state.error = problem;
 }
 
 // ---- models ------------------------------------------------------------------------------------------------
@@ -52,10 +72,9 @@ function say(text, error = false) {
 async function loadModels(select = null) {
   let info;
   try {
-    const res = await fetch("/api/model");
-    info = await res.json();
+    info = await askJSON("/api/model");
   } catch (err) {
-    say(t("model.failed", { message: err.message }), true);
+    sayError(err);
     return;
   }
   state.info = info;
@@ -88,9 +107,29 @@ function chooseModel(id) {
   showBars($("bars"), state.model?.classes || [], null);
   $("inside-title").textContent = state.model ? t("inside.title", { model: state.model.model }) : "";
   document.body.dataset.model = state.model?.id || "";
+  noteNewer();
   hint();
   if (state.comparing) drawCompareCards();
   if (!pad.empty) { refresh(); compareAll(); }
+}
+
+// A newer finished run of the chosen model than the one served, which `cnnlab serve` passed over for the run with
+// the best validation accuracy: said, so that a student who just trained one knows where it went.
+function noteNewer() {
+  const newer = state.model?.newer_run;
+  $("model-note").hidden = !newer;
+  if (!newer) return;
+  const shown = v => (v == null ? "-" : percent(v, 2));
+  $("model-note").textContent = t("model.newer", {
+    run: newer.id, val: shown(newer.val_accuracy), when: localTime(newer.finished), mine: shown(state.model.val_accuracy),
+  });
+}
+
+// Unix seconds as "2026-12-06 21:10", the server's labels' form, in the reader's time zone.
+function localTime(seconds) {
+  const d = new Date(seconds * 1000);
+  const two = n => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}`;
 }
 
 function isDigits(classes) {
@@ -118,12 +157,12 @@ async function pump() {
   state.inFlight = true;
   document.body.dataset.busy = "1";
   const generation = state.generation;
-  const request = { image: pad.image(), model: state.model.id, silence: [...state.silence] };
+  const request = { image: pad.image(), model: state.model.id, silence: [...state.silence], scale: state.scale };
   try {
     const answer = await postJSON("/api/explain", request);
     if (generation === state.generation) show(answer);
   } catch (err) {
-    if (generation === state.generation) say(t("error", { message: err.message }), true);
+    if (generation === state.generation) sayError(err);
   } finally {
     state.inFlight = false;
     if (state.dirty) setTimeout(pump, MIN_GAP_MS);
@@ -134,7 +173,7 @@ async function pump() {
 function show(answer) {
   state.answer = answer;
   const classes = answer.classes || state.model.classes;
-  showInside($("inside"), answer, togglePart, currentLanguage());
+  showInside($("inside"), answer, togglePart, currentLanguage(), { onValue: askValue, onScale: chooseScale });
   showBars($("bars"), classes, answer);
   const probs = answer.probabilities;
   const best = topClass(answer);
@@ -142,6 +181,11 @@ function show(answer) {
   $("answer").textContent = name;
   $("confidence").textContent = t("sure", { percent: percent(probs[best]) })
     + (answer.silenced.length ? ` · ${t("off.count", { names: answer.silenced.join(", ") })}` : "");
+  const smoothing = answer.label_smoothing || 0;
+  $("confidence").title = smoothing > 0
+    ? t("sure.smoothing", { ls: smoothing, most: percent(1 - smoothing + smoothing / classes.length) }) : "";
+  $("confidence").dataset.smoothing = String(smoothing);
+  if (smoothing > 0) $("confidence").textContent += ` · ${t("sure.cap", { ls: smoothing, most: percent(1 - smoothing + smoothing / classes.length) })}`;
   say(`${state.model.model} · ${t("ms", { ms: answer.milliseconds ?? "?" })}`);
   document.body.dataset.prediction = String(best);
   document.body.dataset.explained = String(Number(document.body.dataset.explained || 0) + 1);
@@ -150,6 +194,29 @@ function show(answer) {
     state.speak = false;
   }
   if (state.comparing) updateCompareCard(state.model.id, answer);
+}
+
+// ---- one value's arithmetic, and the colour scale --------------------------------------------------------
+
+const valuePanel = Object.assign(document.createElement("section"), { className: "value-panel", id: "value", hidden: true });
+valuePanel.setAttribute("aria-live", "polite");
+
+// A value of a map was clicked: ask the server how it was computed for the picture and switches shown now.
+async function askValue({ stage, channel, y, x, anchor }) {
+  if (pad.empty || !state.model) return;
+  const generation = state.generation;
+  const anchorNode = anchor || valuePanel.previousElementSibling;
+  try {
+    const answer = await postJSON("/api/value", { image: pad.image(), model: state.model.id, silence: [...state.silence], stage, channel, y, x });
+    if (generation === state.generation) showValue(valuePanel, answer, anchorNode, askValue);
+  } catch (err) {
+    if (generation === state.generation) sayError(err);
+  }
+}
+
+function chooseScale(scale) {
+  state.scale = scale;
+  refresh();
 }
 
 function togglePart(part) {
@@ -200,7 +267,7 @@ async function compareAll() {
       const answer = await postJSON("/api/predict", { image, model: m.id });
       if (generation === state.generation) updateCompareCard(m.id, answer);
     } catch (err) {
-      say(t("error", { message: err.message }), true);
+      sayError(err);
     }
   }));
 }
@@ -236,6 +303,9 @@ $("compare").addEventListener("click", () => {
     drawCompareCards();
     if (state.answer) updateCompareCard(state.model.id, state.answer);
     compareAll();
+    // the cards are below the pad and the bars, often below the fold: brought into view, or the click seems lost
+    const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+    $("compare-box").scrollIntoView({ behavior: still ? "auto" : "smooth", block: "nearest" });
   }
 });
 
@@ -264,7 +334,7 @@ $("upload").addEventListener("change", async ev => {
   try {
     await pad.load(file);
   } catch (err) {
-    say(t("error", { message: err.message }), true);
+    sayError(err);
   }
 });
 
@@ -282,6 +352,7 @@ $("lang").addEventListener("click", () => {
 
 // Everything the scripts wrote in the old language, written again.
 function relabel() {
+  const error = state.error;
   applyLanguage();
   $("inside-title").textContent = state.model ? t("inside.title", { model: state.model.model }) : "";
   training.relabel(state.info);
@@ -290,6 +361,8 @@ function relabel() {
   if (!state.info?.models?.length && state.info) {
     $("model").replaceChildren(new Option(t("model.none"), ""));
   }
+  noteNewer();
+  if (error) sayError(error);
 }
 
 applyLanguage();

@@ -1,5 +1,7 @@
 // The drawing pad: pointer events, so a mouse, a finger and a pen all draw; an uploaded image replaces the drawing.
 
+import { Problem } from "./i18n.js";
+
 const STROKE = 22;  // px on the 280 px pad: about MNIST's stroke width once the digit is scaled to its 20 px box
 
 export class Pad {
@@ -96,14 +98,19 @@ export class Pad {
     this.on.finished();
   }
 
-  /** Show a user's image file on the pad (fitted, centred) and keep its bytes to send. */
+  /** Show a user's image file on the pad (fitted, centred) and keep its bytes to send; a file that cannot be read
+   *  at all is a Problem ("client.file"). */
   async load(file) {
-    const url = await new Promise((resolve, reject) => {
+    if (!file.size) throw new Problem("image.empty");  // the server's words for it; nothing to send
+    const read = await new Promise((resolve, reject) => {
       const reader = new FileReader();
       reader.onload = () => resolve(reader.result);
-      reader.onerror = () => reject(reader.error);
+      reader.onerror = () => reject(new Problem("client.file", {}, String(reader.error?.message ?? "")));
       reader.readAsDataURL(file);
     });
+    // The server reads a file by its bytes, whatever type the browser gave it (none, text/plain, a format it does not
+    // know): sent as an image, so that the server says what it is (and, for a file that is no picture, that it is not).
+    const url = read.replace(/^data:(?!image\/)[^;,]*/, "data:image/unknown");
     this.clear();
     const img = new Image();
     try {
