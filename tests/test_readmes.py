@@ -1,6 +1,6 @@
-"""The two READMEs, English and Chinese: every command they show is one the CLI accepts, both name the course and
-lecture the way its students know them and link each other, and the Chinese one quotes no figure the English one
-does not."""
+"""The two READMEs, English and Chinese, and the pages of docs/: every command they show is one the CLI accepts,
+both READMEs name the course and lecture the way its students know them, link each other and every page of docs/,
+stay short, and quote the same figures; every relative link leads to a file."""
 
 import re
 import shlex
@@ -69,10 +69,50 @@ def _figures(text: str) -> set[str]:
     return set(re.findall(r"\d+(?:[.,]\d+)+", text))
 
 
-def test_every_figure_the_chinese_readme_quotes_is_one_the_english_readme_quotes():
+def test_both_readmes_quote_the_same_figures():
     chinese, english = _figures(_text("README.zh-CN.md")), _figures(_text("README.md"))
-    assert len(chinese) >= 20  # it quotes the results, so this checks something
-    assert sorted(chinese - english) == []
+    assert len(english) >= 20  # they quote the results, so this checks something
+    assert sorted(english - chinese) == [], "figures of README.md missing from README.zh-CN.md"
+    assert sorted(chinese - english) == [], "figures of README.zh-CN.md that README.md does not quote"
+
+
+@pytest.mark.parametrize("name", READMES)
+def test_the_readme_is_a_front_door(name):
+    """Short, with the two set-up commands and the three steps to the page on its first screen, and every page of
+    docs/ linked."""
+    lines = _text(name).splitlines()
+    assert len(lines) <= 200, f"{name} has {len(lines)} lines"
+    first_screen = "\n".join(lines[:60])
+    for needed in ("make run", "make test", "cnnlab serve", "http://127.0.0.1:8000"):
+        assert needed in first_screen, f"{name}: {needed!r} is not on the first screen"
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    assert len(pages) >= 8
+    unlinked = [page for page in pages if f"](docs/{page}" not in _text(name)]
+    assert unlinked == [], f"{name} does not link {unlinked}"
+
+
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+def test_every_command_of_the_docs_is_accepted_by_the_cli(page, capsys):
+    parser = build_parser()
+    refused = []
+    for line, argv in _commands(page.read_text(encoding="utf-8")):
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            refused.append(f"{line}\n    {capsys.readouterr().err.strip()}")
+    assert refused == [], f"{page.name}: commands the CLI refuses:\n" + "\n".join(refused)
+
+
+@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+def test_every_relative_link_of_the_docs_and_readmes_leads_to_a_file(page):
+    for path in (page, ROOT / "README.md", ROOT / "README.zh-CN.md"):
+        for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target):
+                continue
+            assert (path.parent / target).exists(), f"{path.name} links {target}, which does not exist"
 
 
 def test_the_chinese_readme_shows_the_inside_view_screenshot():

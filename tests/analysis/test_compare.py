@@ -1,8 +1,11 @@
-"""Comparing runs when the shell pattern also matches runs that never finished."""
+"""Comparing finished runs: the table and the figure, also when the shell pattern matches runs that never finished."""
 
 from __future__ import annotations
 
+import re
 import shutil
+
+import pytest
 
 from cnnlab.cli import main
 from cnnlab.train import fit, make_config
@@ -41,3 +44,48 @@ def test_compare_skips_unfinished_runs_naming_each_and_compares_the_rest(tiny_mn
     reliability("compare", "a shell pattern matching finished, stopped and empty run directories", 2,
                 "the finished runs compared, one stderr line per skipped directory with its reason, exit 0; "
                 "nothing finished: one error line, exit 1")
+
+
+def _without_validation(tiny_mnist, root):
+    """A run of the course's loop: no validation split, so its best epoch is its last."""
+    cfg = make_config("basic_cnn", "course", steps=2, val_size=0, device="cpu")
+    return fit(cfg, tiny_mnist, out_root=root, progress=False).run_dir
+
+
+def test_a_run_without_validation_shows_a_dash_for_its_best_validation_accuracy_never_nan(tiny_mnist, tmp_path,
+                                                                                          capsys):
+    import json
+
+    from ..support.cli import run_cli
+
+    run = _without_validation(tiny_mnist, tmp_path / "runs")
+    code, out, _ = run_cli(capsys, "compare", str(run), "--out", str(tmp_path / "cmp.png"))
+    row = out.splitlines()[2].split()  # ... epochs, best val, test acc, train time
+    assert code == 0 and not re.search(r"\bnan\b", out, re.I), out
+    assert row[-3] == "-" and row[-2].endswith("%"), out
+
+    # A summary.json holding NaN for the missing accuracy (Python's json writes and reads it) shows the same dash.
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "best_val_acc": float("nan")}))
+    code, again, _ = run_cli(capsys, "compare", str(run), "--out", str(tmp_path / "cmp.png"))
+    assert code == 0 and not re.search(r"\bnan\b", again, re.I) and again.splitlines()[2].split()[-3] == "-", again
+
+
+def test_the_compare_figure_labels_each_runs_selected_epoch_with_its_tables_accuracies(tiny_mnist, tmp_path):
+    from cnnlab.analysis.compare import COMPARE_HEADERS, compare_rows, plot_compare
+    from cnnlab.runs.rundir import load_run
+
+    cfg = make_config("basic_cnn", epochs=2, batch_size=100, val_size=100, device="cpu")
+    with_val = fit(cfg, tiny_mnist, out_root=tmp_path / "runs", progress=False).run_dir
+    runs = [load_run(with_val), load_run(_without_validation(tiny_mnist, tmp_path / "runs"))]
+    rows = [dict(zip(COMPARE_HEADERS, row)) for row in compare_rows(runs)]
+    assert rows[0]["best val"] != "-" and rows[1]["best val"] == "-"
+    expected = [f"val {rows[0]['best val']}, test {rows[0]['test acc']}", f"test {rows[1]['test acc']}"]
+    fig = plot_compare(runs, None)
+    labels = {t.get_text(): t for t in fig.axes[1].texts}  # the held-out error panel
+    assert sorted(labels) == sorted(expected)
+    # Each label points at its run's selected epoch on the curve it labels: validation error, or test error without one.
+    for run, key, text in zip(runs, ("val_acc", "test_acc"), expected):
+        best = run.summary["best_epoch"]
+        (at,) = [m for m in run.metrics if m["epoch"] == best]
+        assert labels[text].xy == pytest.approx((best, 100 * (1 - at[key])))

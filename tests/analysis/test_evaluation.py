@@ -57,3 +57,42 @@ def test_chinese_class_names_are_drawn_with_a_cjk_font(tmp_path, caplog):
     font = font_manager.findfont(font_manager.FontProperties(family=cjk), fallback_to_default=False)
     assert {ord(c) for c in "猫狗鸟"} <= set(font_manager.get_font(font).get_charmap())
     assert not Path(font).resolve().is_relative_to(Path(cnnlab.__file__).resolve().parent)
+
+
+def test_each_count_is_written_in_the_colour_that_reads_on_its_cell_and_the_colour_bar_counts_whole_numbers():
+    import re
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_rgb
+
+    from cnnlab.analysis.evaluation import Evaluation
+
+    # Mistakes colour the cells (the diagonal is left white): 3 of them at (0, 1) is the darkest red, 1 a light one.
+    cm = torch.tensor([[40, 3, 1], [0, 35, 1], [1, 0, 38]])
+    ev = Evaluation("basic_cnn", 113 / 119, [40 / 44, 35 / 36, 38 / 39], cm, [(0, 1, 3), (0, 2, 1)], ("0", "1", "2"))
+    fig = plot_confusion(ev, None)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3] / 255
+    ax, bar = fig.axes
+
+    def luminance(rgb) -> float:  # WCAG 2's relative luminance
+        c = np.asarray(rgb, dtype=float)
+        return float(np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4) @ [0.2126, 0.7152, 0.0722])
+
+    def cell(t: int, p: int) -> float:  # the cell's colour as drawn, read beside its number
+        x, y = ax.transData.transform((p + 0.35, t + 0.35))
+        return luminance(pixels[round(pixels.shape[0] - y), round(x)])
+
+    texts = {(round(s.get_position()[1]), round(s.get_position()[0])): luminance(to_rgb(s.get_color())) for s in ax.texts}
+    assert sorted(texts) == [(t, p) for t in range(3) for p in range(3) if cm[t, p]]
+    assert cell(0, 1) < 0.1 and texts[(0, 1)] > 0.9  # the darkest cell: light text
+    assert cell(0, 2) > 0.4 and texts[(0, 2)] < 0.2 and texts[(1, 2)] < 0.2  # a light cell: dark text
+    assert all(cell(k, k) > 0.9 and texts[(k, k)] < 0.2 for k in range(3))  # the white diagonal: dark (dimmed) text
+    for (t, p), text in texts.items():  # WCAG's contrast for small text: at least 4.5 to 1
+        light, dark = max(text, cell(t, p)), min(text, cell(t, p))
+        assert (light + 0.05) / (dark + 0.05) >= 4.5, (t, p)
+
+    ticks = [label.get_text() for label in bar.yaxis.get_ticklabels() if label.get_text()]
+    assert len(ticks) >= 2 and all(re.fullmatch(r"\d+", t) for t in ticks), ticks

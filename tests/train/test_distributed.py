@@ -233,7 +233,7 @@ def test_under_torchrun_a_dead_worker_ends_the_whole_run(procs, tmp_path, reliab
 
 @pytest.mark.slow
 def test_the_readme_two_machine_command_works_with_two_agents_on_this_host(procs, tmp_path, real_mnist):
-    # Two torchrun agents meeting at one rendezvous endpoint stand for two machines (the README's command
+    # Two torchrun agents meeting at one rendezvous endpoint stand for two machines (docs/distributed.md's command
     # with --nproc-per-node 1 and 127.0.0.1 for the first machine's name).
     port = free_port()
     cmd = [

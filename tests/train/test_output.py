@@ -4,6 +4,7 @@ that read as lines."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -137,3 +138,14 @@ def test_on_a_terminal_ctrl_c_during_a_bar_starts_its_message_at_the_start_of_a_
     assert shown.strip() == "", repr(before[-300:])
     (run,) = out.glob("*-basic_cnn")
     assert f"\ncnnlab train --resume {run}\r\n" in text  # a terminal ends lines with CR LF
+
+
+def test_the_closing_table_of_a_run_without_validation_shows_a_dash_for_best_val_not_nan(noise_folder, tmp_path, capsys):
+    from cnnlab.cli import main
+
+    code = main(["train", "--model", "basic_cnn", "--recipe", "course", "--dataset", f"imagefolder:{noise_folder}",
+                 "--batch-size", "8", "--steps", "2", "--out", str(tmp_path / "runs"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "chosen by being last" in out and not re.search(r"\bnan\b", out, re.I), out
+    header, _, row = out[out.index("model "):].splitlines()[:3]
+    assert header.split()[-6:-4] == ["best", "val"] and row.split()[-3] == "-", out  # then test acc, train time

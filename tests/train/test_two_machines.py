@@ -1,5 +1,5 @@
 """Two machines on one host: two network namespaces joined by a veth pair, named node1 and node2, each running the
-README's two-machine torchrun command. They share this host's disk, as machines with one file system do.
+two-machine torchrun command of docs/distributed.md. They share this host's disk, as machines with one file system do.
 
 Needs root and `ip netns`. Where they are not permitted the tests skip and say why; in CI (CI=true) they fail
 instead, as the browser test does, so that they always run there.
@@ -24,7 +24,7 @@ from ..support.processes import kill_tree
 
 pytestmark = pytest.mark.netns  # processes comes with the procs fixture (tests/conftest.py)
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "distributed.md"  # the page the README links for torchrun
 SUBNET = "10.123.45"  # inside the namespaces only: nothing on the host sees it
 
 
@@ -90,24 +90,24 @@ def machines(procs):
         m.remove()
 
 
-def readme_two_machine_command() -> list[str]:
-    """The README's two-machine torchrun command, as words."""
-    text = README.read_text()
+def two_machine_command() -> list[str]:
+    """The two-machine torchrun command of docs/distributed.md, as words."""
+    text = DOCS.read_text()
     match = re.search(r"^torchrun --nnodes .*?(?<!\\)$", text, flags=re.M | re.S)
-    assert match, "the README has no two-machine torchrun command"
+    assert match, "docs/distributed.md has no two-machine torchrun command"
     return shlex.split(match.group(0).replace("\\\n", " "))
 
 
 def _agent(words: list[str], train_args: list[str]) -> list[str]:
-    """The README's torchrun options as written, but 1 process a machine; the test's own training arguments."""
+    """The page's torchrun options as written, but 1 process a machine; the test's own training arguments."""
     torchrun = words[1 : words.index("-m")]
     torchrun[torchrun.index("--nproc-per-node") + 1] = "1"
     return [sys.executable, "-m", "torch.distributed.run", *torchrun, "-m", "cnnlab", "train", *train_args]
 
 
 @pytest.mark.slow
-def test_the_readme_two_machine_command_runs_on_two_namespaces_and_survives_losing_one(machines, procs, tmp_path, noise_folder, reliability):
-    words = readme_two_machine_command()
+def test_the_two_machine_command_runs_on_two_namespaces_and_survives_losing_one(machines, procs, tmp_path, noise_folder, reliability):
+    words = two_machine_command()
     assert "node1:29500" in words and "--max-restarts" in words and words[words.index("--nnodes") + 1] == "1:2"
     name = words[words.index("--run-name") + 1]
     out = tmp_path / "runs"
@@ -141,7 +141,7 @@ def test_the_readme_two_machine_command_runs_on_two_namespaces_and_survives_losi
     import torch
 
     assert torch.load(run / "last.pt", weights_only=True)["world_size"] == 1
-    reliability("distributed training", "two machines (network namespaces node1 and node2, the README's torchrun command "
+    reliability("distributed training", "two machines (network namespaces node1 and node2, docs/distributed.md's torchrun command "
                 "with --nnodes 1:2 --max-restarts 3); node2 killed (agent and worker) after 3 epochs", 1,
                 f"node1's agent started its group again alone, which resumed the run; it ended {time.monotonic() - lost:.0f} s "
                 f"after the loss (the whole test {time.monotonic() - started:.0f} s), exit 0, one run directory, each epoch once")
@@ -152,7 +152,7 @@ def test_a_rendezvous_host_that_never_answers_ends_the_readme_command_within_its
     # node1 is lost before the run starts: its address no longer answers (no ARP reply, so no refusal either).
     # What the user sees is torchrun's own report, bounded by --rdzv-conf read_timeout; cnnlab never starts.
     _ip("-n", machines.ns["node1"], "addr", "flush", "dev", f"cv{machines.ns['node1'][3:]}")
-    words = readme_two_machine_command()
+    words = two_machine_command()
     at = words.index("-m")
     words = [*words[:at], "--rdzv-conf", "read_timeout=5", *words[at:]]
     cmd = _agent(words, ["--out", str(tmp_path / "runs")])
@@ -167,7 +167,7 @@ def test_a_rendezvous_host_that_never_answers_ends_the_readme_command_within_its
     last = err.rstrip().splitlines()[-1]
     assert said and "RendezvousConnectionError: The connection to the C10d store has failed" in last, err[-3000:]
     assert not (tmp_path / "runs").exists()
-    reliability("distributed training", "the rendezvous host (node1 of the README's command) never answers "
+    reliability("distributed training", "the rendezvous host (node1 of docs/distributed.md's command) never answers "
                 "(--rdzv-conf read_timeout=5)", 1,
                 f"torchrun on node2 ended {waited:.0f} s later, exit {p.returncode}, before cnnlab started; its traceback "
                 f"says '{said[0][34:].split(' The client socket has failed to connect to ')[0][:120]}' and ends "

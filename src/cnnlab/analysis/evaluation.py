@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from cnnlab.data import ImageSet
@@ -55,6 +56,7 @@ def plot_confusion(ev: Evaluation, path: str | Path | None) -> Figure:
     """Counts per (true, predicted) cell, the diagonal dimmed so mistakes stand out: the Figure, also written to
     `path` (confusion.png) unless it is None."""
     from matplotlib.figure import Figure  # not pyplot's: nothing to close or leak, no backend switched (rundir.plot_curves)
+    from matplotlib.ticker import MaxNLocator
 
     from cnnlab.plotting import font_family
 
@@ -65,10 +67,12 @@ def plot_confusion(ev: Evaluation, path: str | Path | None) -> Figure:
     fig = Figure(figsize=(6.4, 5.6))
     ax = fig.subplots()
     im = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(1, int(off.max())))  # no mistakes: white, not one flat colour
+    dark = _luminance(im.cmap(im.norm(off))) < _WHITE_TEXT_BELOW  # each cell's colour as drawn
     for t in range(k):
         for p in range(k):
             if cm[t, p]:
-                ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=7, color="grey" if t == p else "black")
+                colour = "white" if dark[t, p] else "dimgrey" if t == p else "black"  # the diagonal's counts dimmed
+                ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=7, color=colour)
     names = list(ev.classes) if len(ev.classes) == k else [str(i) for i in range(k)]
     title = f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% (colour: errors only)"
     family = font_family(title, *names)  # class names are folder names: 猫 狗 鸟 need a CJK font
@@ -80,10 +84,22 @@ def plot_confusion(ev: Evaluation, path: str | Path | None) -> Figure:
     if any(display_width(n) > 2 for n in names):
         for tick in ax.get_xticklabels():
             tick.set(rotation=45, ha="right")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, ticks=MaxNLocator(integer=True), format="{x:.0f}")  # counts: whole numbers
     fig.tight_layout()
     if path is not None:
         from cnnlab.plotting import save_figure  # matplotlib is imported only where a figure is made
 
         save_figure(fig, path)
     return fig
+
+
+# White text on a background darker than this relative luminance, black on a lighter one: the threshold where the
+# two have the same contrast ratio in WCAG 2's formula, (1 + 0.05) / (L + 0.05) = (L + 0.05) / (0 + 0.05).
+_WHITE_TEXT_BELOW = 0.179
+
+
+def _luminance(rgba: np.ndarray) -> np.ndarray:
+    """WCAG 2's relative luminance of sRGB colours (..., 4), 0 for black to 1 for white."""
+    c = rgba[..., :3]
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return linear @ np.array([0.2126, 0.7152, 0.0722])
