@@ -213,7 +213,6 @@ class Run:
             if self.say_data:
                 self._say_data(data)
             self._open_dir(cleanup)
-            cleanup.push(mark_stop(self.run_dir))
             hooks = StepHooks([h for h in (self.p.recorder, cores, self._bar(), Watch(self), Saver(self)) if h])
             self.observers.started(self.run_dir, self.p.cfg.to_dict(), self.p.plan.total_steps, len(self.p.loader))
             self.last_saved = time.monotonic()
@@ -281,7 +280,9 @@ class Run:
                 p.recorder.load_state(pos["recorder"])
 
     def _open_dir(self, cleanup: contextlib.ExitStack) -> None:
-        """Rank 0 makes a new run directory or reopens the stopped one; every rank learns where it is."""
+        """Rank 0 makes a new run directory or reopens the stopped one; every rank learns where it is. From then on
+        an error that stops the run carries its directory (progress.mark_stop), for the message that says what was
+        kept."""
         cfg, main = self.p.cfg, self.world.is_main
         if self.checkpoint is None and main:
             self.writer = RunWriter.new(self.out_root, cfg.model, cfg.run_name, cfg.to_dict())
@@ -289,7 +290,11 @@ class Run:
         elif self.writer is not None:
             self.writer.reopen(cfg.to_dict(), self.history)
         where = self.writer.run_dir if self.writer is not None else None
+        if where is not None:  # named on whatever stops the run from here, the broadcast's lost peer included
+            cleanup.push(mark_stop(where))
         self.run_dir = Path(distributed.broadcast_object(str(where) if where else None, self.world))
+        if where is None:
+            cleanup.push(mark_stop(self.run_dir))
         if self.checkpoint is None:
             self.say(f"{cfg.model}: run directory {self.run_dir}")
             if self.p.note:
