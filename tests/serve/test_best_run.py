@@ -185,6 +185,7 @@ def test_the_command_line_says_which_run_it_serves_and_why(three_runs):
 
 @pytest.mark.processes  # cnnlab serve in a process of its own
 def test_cnnlab_serve_prints_its_choice(three_runs):
+    from ..support.processes import stop
     from ..support.servers import free_port
 
     port = free_port()
@@ -204,12 +205,7 @@ def test_cnnlab_serve_prints_its_choice(three_runs):
         assert f"cnnlab serve: basic_cnn on mnist: not serving the newer {three_runs / 'c-newest'} (" in text, text
         assert f"cnnlab serve: b-best at http://127.0.0.1:{port}/" in text, text
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.mark.browser

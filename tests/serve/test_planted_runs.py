@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from cnnlab.serve.app import create_app  # noqa: E402
 
+from ..support.processes import stop  # noqa: E402
 from ..support.servers import free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"),
@@ -94,9 +95,4 @@ def test_cnnlab_serve_says_which_runs_it_passed_by_and_serves(planted):
         assert r.status_code == 200 and [m["id"] for m in r.json()["models"]] == ["c-good"]
         assert httpx.get(f"{base}/api/model", headers={"Host": "attacker.example"}, timeout=10).status_code == 403
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

@@ -96,3 +96,13 @@ def kill_tree(p: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     p.wait(timeout=30)
+
+
+def stop(p: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM a process and wait for it; SIGKILL it if it has not ended within `grace` seconds."""
+    p.terminate()
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
