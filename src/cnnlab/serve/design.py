@@ -15,7 +15,7 @@ counted). A residual design has no branches: its per_branch
 is empty, its per_block says what each block costs.
 
 A design that cannot be built is a 422 with {"error", "code", "params"}: the codes of models/designed.DesignError,
-declared in the server's ERROR_CODES when this module is imported.
+declared among the server's (serve/inputs.ERROR_CODES).
 """
 
 from __future__ import annotations
@@ -28,16 +28,10 @@ from torch import nn
 from cnnlab.models import BranchedBlock, ModelSpec, SkipBlock, count_parameters, create_model
 from cnnlab.models.cost import module_flops
 from cnnlab.models.designed import LECTURE, LECTURE_MODELS, MAX_SPEC, Design, DesignError, PlainBlock, designed
-from cnnlab.serve.inputs import ERROR_CODES, RequestError, text_field
+from cnnlab.serve.inputs import RequestError, text_field
 
 MODEL = designed.__name__  # the registered network a design is trained as
 MNIST = {"in_channels": 1, "num_classes": 10, "image_size": 28}  # what the page trains on (MNIST, Fashion-MNIST)
-
-# The design's codes beside the server's, so that a refused design is answered as every refused request is.
-_CODES = {**DesignError.CODES, "design.not_taken": ("model",)}
-if any(ERROR_CODES.get(code, params) != params for code, params in _CODES.items()):
-    raise RuntimeError("a design error code is declared twice, with other parameters")
-ERROR_CODES.update(_CODES)
 
 
 def refused(e: DesignError) -> RequestError:

@@ -24,6 +24,7 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 
 from cnnlab.data.tensors.pictures import MAX_BYTES, ImageError
+from cnnlab.models.designed import DesignError
 from cnnlab.serve.server import split_host
 
 # A data URL or multipart body is larger than the image it carries (base64: 4/3); allow for that.
@@ -102,6 +103,9 @@ ERROR_CODES: dict[str, tuple[str, ...]] = {
     "training.exit_said": ("code", "reason"),
     "training.killed": ("signal",),
     "training.unservable": ("reason",),
+    # a block design the page's designer or a training order names (models/designed.DesignError says which)
+    **DesignError.CODES,
+    "design.not_taken": ("model",),  # a design for a model that takes none
     # the page's files, and routes that do not exist
     "page.missing": ("name",),
     "http.status": ("status",),
