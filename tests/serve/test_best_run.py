@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -185,27 +182,15 @@ def test_the_command_line_says_which_run_it_serves_and_why(three_runs):
 
 @pytest.mark.processes  # cnnlab serve in a process of its own
 def test_cnnlab_serve_prints_its_choice(three_runs):
-    from ..support.processes import stop
+    from ..support.processes import cnnlab_serve
     from ..support.servers import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", "--runs-root", str(three_runs), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    try:
-        end = time.monotonic() + 60
-        while not any(" at http://" in line for line in lines):
-            assert proc.poll() is None and time.monotonic() < end, "".join(lines)[-2000:]
-            time.sleep(0.1)
-        text = "".join(lines)
+    with cnnlab_serve(["--runs-root", str(three_runs), "--port", str(port)]) as text:
         assert (f"cnnlab serve: basic_cnn on mnist: {three_runs / 'b-best'} (best validation accuracy 50.00% of 3 "
                 "finished runs)\n") in text, text
         assert f"cnnlab serve: basic_cnn on mnist: not serving the newer {three_runs / 'c-newest'} (" in text, text
         assert f"cnnlab serve: b-best at http://127.0.0.1:{port}/" in text, text
-    finally:
-        stop(proc)
 
 
 @pytest.mark.browser

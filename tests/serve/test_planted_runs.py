@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from cnnlab.serve.app import create_app  # noqa: E402
 
-from ..support.processes import stop  # noqa: E402
+from ..support.processes import cnnlab_serve  # noqa: E402
 from ..support.servers import free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"),
@@ -66,19 +64,7 @@ def test_create_app_passes_planted_config_files_by_and_names_them(planted, relia
 @pytest.mark.processes  # cnnlab serve in a process of its own
 def test_cnnlab_serve_says_which_runs_it_passed_by_and_serves(planted):
     port = free_port()
-    cmd = [sys.executable, "-m", "cnnlab", "serve", "--runs-root", str(planted), "--port", str(port),
-           "--allow-host", "lab.example"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    try:
-        end = time.monotonic() + 60
-        while not any(" at http://" in line for line in lines):
-            assert proc.poll() is None and time.monotonic() < end, "".join(lines)[-2000:]
-            time.sleep(0.1)
-        text = "".join(lines)
+    with cnnlab_serve(["--runs-root", str(planted), "--port", str(port), "--allow-host", "lab.example"]) as text:
         assert "cnnlab serve: skipped a-pipe: config.json is a named pipe" in text, text
         assert "cnnlab serve: skipped b-zero: config.json is a device" in text, text
         assert f"cnnlab serve: c-good at http://127.0.0.1:{port}/" in text, text
@@ -94,5 +80,3 @@ def test_cnnlab_serve_says_which_runs_it_passed_by_and_serves(planted):
                 time.sleep(0.1)
         assert r.status_code == 200 and [m["id"] for m in r.json()["models"]] == ["c-good"]
         assert httpx.get(f"{base}/api/model", headers={"Host": "attacker.example"}, timeout=10).status_code == 403
-    finally:
-        stop(proc)

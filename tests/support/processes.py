@@ -3,12 +3,15 @@ test."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 WORKER = Path(__file__).resolve().parents[1] / "train" / "ddp_worker.py"  # trains through the library (fit or resume)
 
@@ -106,3 +109,21 @@ def stop(p: subprocess.Popen, grace: float = 30) -> None:
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+
+
+@contextlib.contextmanager
+def cnnlab_serve(args: list[str], timeout: float = 60) -> Iterator[str]:
+    """`cnnlab serve ARGS` in a process of its own, until it prints the line that says where it serves: what it
+    printed by then (stdout and stderr), for the block; stopped after it."""
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    try:
+        end = time.monotonic() + timeout
+        while not any(" at http://" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < end, "".join(lines)[-2000:]
+            time.sleep(0.1)
+        yield "".join(lines)
+    finally:
+        stop(proc)
