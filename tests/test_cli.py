@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cnnlab.cli import main
+from cnnlab.models import list_models
 from cnnlab.train import fit, make_config
 from cnnlab.runs import save_checkpoint
 
@@ -64,9 +65,7 @@ def test_unknown_model_exits_2_before_any_work(capsys):
     code, _, err = run_cli(capsys, "train", "--model", "resnet", "vgg")
     assert code == 2
     assert err.strip().splitlines() == [
-        "cnnlab train: error: unknown model 'vgg'; choose from: basic_cnn, inception_net, resnet, resnet_bn, "
-        "inception_bn, designed, lecture or all"
-    ]
+        f"cnnlab train: error: unknown model 'vgg'; choose from: {', '.join(list_models())}, lecture or all"]
 
 
 def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys):

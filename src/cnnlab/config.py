@@ -75,10 +75,12 @@ class TrainConfig:
     """Everything a run depends on. Stored in config.json and in every checkpoint."""
 
     model: str = "resnet"  # a name from the model registry
-    # The block of a model that takes a design (designed: models/designed.py), as its canonical spec, its default
-    # when none is given; "" for every other model, and in the record of a run from before designs existed.
+    # The design of a model that takes one (designed's block, models/designed.py; a family's depth and width,
+    # models/resunits.py and models/densenet.py), as its canonical spec, its default when none is given; "" for every other model, and in the record of a run from before designs existed.
     block: str = _flag("", "designed: the block of your own design, e.g. 'inception:1x1=16,5x5=4>24,pool=24' or "
-                       "'residual:16,noskip' (default: the lecture's Inception block)", "design", "SPEC")
+                       "'residual:16,noskip' (default: the lecture's Inception block); the res_* family and "
+                       "densenet_bc: depth and width, e.g. 'depth=56,width=16' or 'depth=40,growth=12' (default: each "
+                       "model's)", "design", "SPEC")
     recipe: str = _setting("default", choices=("default", "course"))  # the recipe these values came from, for the record
     dataset: str = "mnist"  # a --dataset name of the data set registry (data/sets/registry.py): "mnist", "imagefolder:PATH"...
     # An image folder's side. The lecture's networks are for small pictures (a folder's inferred side is 16..64);

@@ -99,7 +99,7 @@ def test_branch_groups_hold_every_parameter_of_every_branch_once_and_record_thei
     recorder.step()
     for group, params in groups.items():
         assert recorder.last[group] == pytest.approx(sum(float(p.grad.pow(2).sum()) for p in params), rel=1e-5)
-        assert recorder.last[group] > 0, group
+        assert recorder.last[group] > 0 or not params, group  # a dense layer's "given" has no parameters
     recorder.close()
 
 

@@ -76,7 +76,7 @@ def test_the_cost_table_has_a_row_per_branch_and_the_branches_split_their_block(
     for block in blocks:
         assert rows[block].kind == "block"
         parts = [rows[f"{block}.{n}"] for n in blocks[block].branch_names]
-        assert all(r.flops > 0 for r in parts)
+        assert all(r.flops > 0 for r in parts if r.parameters)  # a dense layer's "given" is its input: no work
         assert sum(r.flops for r in parts) == rows[block].flops
         assert sum(r.parameters for r in parts) == rows[block].parameters
 

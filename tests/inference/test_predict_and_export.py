@@ -21,13 +21,15 @@ from ..support.pictures import off_centre_dark_on_light, one_per_class, png_byte
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Callable[[str], Path]:
-    """tiny_run(model): the run directory of a registered model trained two steps on synthetic noise (made once per
-    model). An export must compute what PyTorch computes whatever the weights, so no real data is needed."""
+    """tiny_run(model): the run directory of a registered model trained 20 steps on synthetic noise (made once per
+    model). An export must compute what PyTorch computes whatever the weights, so no real data is needed; 20 steps
+    rather than 2 so that every network's logits already differ between pictures (a deep unit that halves its
+    shortcut, res_scaling, gives nearly the same logits for every picture after 2)."""
     runs: dict[str, Path] = {}
 
     def run_of(model: str) -> Path:
         if model not in runs:
-            cfg = make_config(model, steps=2, batch_size=50, val_size=100, device="cpu")
+            cfg = make_config(model, steps=20, batch_size=50, val_size=100, device="cpu")
             runs[model] = fit(cfg, synthetic_mnist(), out_root=tmp_path_factory.mktemp(model), progress=False).run_dir
         return runs[model]
 

@@ -142,6 +142,7 @@ BAD_ORDERS = {
                                               "design.not_taken"),
     "a design that cannot be built": ({"model": "designed", "budget": 15, "block": "inception:1x1=99"}, "design.width"),
     "a design of no branch": ({"model": "designed", "budget": 15, "block": "inception:"}, "design.no_branch"),
+    "a depth a family cannot take": ({"model": "res_preact", "budget": 15, "block": "depth=21"}, "design.family"),
 }
 
 
@@ -160,7 +161,7 @@ def test_every_design_error_has_words_in_both_languages():
     en, zh = text.split("\n  zh: {", 1)
     keys = lambda table: set(re.findall(r'^\s+"((?:design|error\.design)\.[^"]+)":', table, flags=re.M))  # noqa: E731
     assert keys(en) == keys(zh)
-    for code in [*DesignError.CODES, "design.not_taken"]:
+    for code in [*DesignError.CODES, "design.not_taken", "design.family"]:
         assert f"error.{code}" in keys(en), code
     used = set(re.findall(r'"(design\.[a-z0-9.]+)"', (STATIC / "design.js").read_text(encoding="utf-8")))
     used |= set(re.findall(r'data-i18n="(design\.[^"]+)"', (STATIC / "index.html").read_text(encoding="utf-8")))

@@ -30,17 +30,21 @@ class CostRow:
 
 
 def cost_rows(model: nn.Module, in_channels: int = 1, image_size: int = 28) -> list[CostRow]:
-    """The model, each top-level block, and each branch of every top-level Inception-like block: parameters
-    and forward FLOPs."""
+    """The model, each top-level module, and each Inception-like block (at any depth: a dense layer inside a dense
+    block too) with each of its branches: parameters and forward FLOPs."""
     flops = module_flops(model, in_channels, image_size)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     rows = [CostRow(type(model).__name__, "model", params(model), flops.get("", 0))]
     for name, child in model.named_children():
         rows.append(CostRow(name, "block" if isinstance(child, (BranchedBlock, ResidualBlock)) else "layer", params(child), flops.get(name, 0)))
-        if isinstance(child, BranchedBlock):
-            for branch, members in child.branch_modules.items():
-                branch_params = sum(p.numel() for p in child.branch_parameters(branch))
-                rows.append(CostRow(f"{name}.{branch}", "branch", branch_params, sum(flops.get(f"{name}.{m}", 0) for m in members)))
+        for sub, block in child.named_modules(prefix=name):
+            if not isinstance(block, BranchedBlock):
+                continue
+            if sub != name:  # a block inside a top-level module (a dense block's layers)
+                rows.append(CostRow(sub, "block", params(block), flops.get(sub, 0)))
+            for branch, members in block.branch_modules.items():
+                branch_params = sum(p.numel() for p in block.branch_parameters(branch))
+                rows.append(CostRow(f"{sub}.{branch}", "branch", branch_params, sum(flops.get(f"{sub}.{m}", 0) for m in members)))
     return rows
 
 

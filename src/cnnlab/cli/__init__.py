@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from cnnlab.cli import analyze, compare, evaluate, export, models, predict, report, serve, train
+from cnnlab.cli import analyze, compare, evaluate, export, models, predict, report, serve, study, train
 from cnnlab.cli.args import Parser, formatter
 from cnnlab.errors import CnnlabError
 
@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   cnnlab analyze cost                           # the 1x1 claim and where each network's work is
   cnnlab analyze depth                          # plain against residual stacks, depth 2 to 32
   cnnlab report                                 # everything above in one Markdown report
+  cnnlab study identity-mappings                # the reading list: residual units side by side, beside the paper
 """
 
 # The commands, in the order --help lists them.
@@ -41,6 +42,7 @@ COMMANDS = {
     "export": export,
     "analyze": analyze,
     "report": report,
+    "study": study,
 }
 
 

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=Parser)
     cost = sub.add_parser("cost", help="parameters, multiply-adds and FLOPs per model, block and branch; the 1x1 claim",
                           formatter_class=formatter)
-    cost.add_argument("--model", nargs="+", metavar="NAME", help="models (default: all)")
+    cost.add_argument("--model", nargs="+", metavar="NAME",
+                      help="models (default: the lecture's, the batch-norm ones and designed; cnnlab models lists all)")
     cost.add_argument("--out", default="analysis", help="directory for cost.png (default: analysis)")
     branches = sub.add_parser("branches", help="what each Inception branch contributes in trained inception_net or "
                               "inception_bn models", formatter_class=formatter,

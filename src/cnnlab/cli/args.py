@@ -145,8 +145,12 @@ def _run_name(s: str) -> str:
 
 
 def _design(s: str) -> str:
+    """A block of your own design ("kind:...") read now; a family's depth and width ("depth=56,width=16") are
+    checked against the model it is given to, once the models are known (ModelSpec.check_block)."""
     from cnnlab.models.designed import Design
 
+    if ":" not in s:
+        return s
     try:
         return Design.parse(s).spec
     except ValueError as e:

@@ -1,4 +1,4 @@
-"""cnnlab models: the registered models with their parameters and FLOPs."""
+"""cnnlab models: the registered models, by family, with their parameters and FLOPs."""
 
 from __future__ import annotations
 
@@ -14,15 +14,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.analysis.cost import forward_flops
-    from cnnlab.models import count_parameters, create_model, list_models
+    from cnnlab.models import count_parameters, create_model, get_model, list_models
+    from cnnlab.models.registry import FAMILIES
     from cnnlab.tables import format_table
 
-    rows = []
-    for name in list_models():
-        m = create_model(name)
-        flops = forward_flops(m)
-        rows.append([name, f"{count_parameters(m):,}", f"{flops:,}", f"{flops // 2:,}"])
-    print(format_table(["model", "parameters", "FLOPs/image", "multiply-adds/image"], rows))
-    print("\nFLOPs of one forward pass on a 1x28x28 image (torch.utils.flop_counter: convolutions and linear layers;")
+    for family, title in FAMILIES.items():
+        rows = []
+        for name in list_models():
+            spec = get_model(name)
+            if spec.family != family:
+                continue
+            m = create_model(name)
+            flops = forward_flops(m)
+            design = spec.check_block("") if spec.design is not None else ""
+            rows.append([name, f"{count_parameters(m):,}", f"{flops:,}", f"{flops // 2:,}", design or "-"])
+        if rows:
+            print(f"{title}:")
+            print(format_table(["model", "parameters", "FLOPs/image", "multiply-adds/image", "default design (--block)"],
+                               rows))
+            print()
+    print("FLOPs of one forward pass on a 1x28x28 image (torch.utils.flop_counter: convolutions and linear layers;")
     print("a multiply-add counts as 2 FLOPs).")
     return 0

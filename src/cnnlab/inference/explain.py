@@ -130,9 +130,10 @@ class LayerView:
     join: tuple[StageView, ...] = ()  # a block's: its concatenation, or its sum and what follows it
     in_shape: tuple[int, ...] = ()
     settings: dict = field(default_factory=dict)
+    title: str = ""  # a block's: what it is called ("inception", "dense" or "residual": the page's kind.<title>)
 
     def as_dict(self) -> dict:
-        out = {"name": self.name, "kind": self.kind, "op": self.op, "shape": list(self.shape),
+        out = {"name": self.name, "kind": self.kind, "title": self.title or self.kind, "op": self.op, "shape": list(self.shape),
                "in_shape": list(self.in_shape), "arithmetic": self.arithmetic, "stage": self.stage,
                "settings": _plain(self.settings), "maps": None if self.maps is None else self.maps.as_dict()}
         if self.values is not None:
@@ -215,7 +216,8 @@ def explain(trained: TrainedModel, picture: Picture, silence: Iterable[str] | st
     - a branch's share and maps, and a skip's or conv path's norm and maps, as computed in the switched network (an
       earlier switch changes what later blocks receive); a part that is off shows nothing (it gives nothing). Shares
       are of the sum of squares over the branches that are on, so they sum to 1;
-    - a residual block's "sum" is its output: relu(skip + conv), or relu of the path left on.
+    - a residual block's "sum" is its output: relu(skip + conv), or relu of the path left on (the block's own `after`
+      in place of the ReLU: nothing after a pre-activation unit's sum).
 
     Raises UnknownPart for a part the model does not have, cnnlab.data.tensors.pictures.ImageError for a picture that
     cannot be read, ValueError for max_maps < 1 or an unknown scale. The model is left as it was, and other threads
@@ -297,7 +299,8 @@ def _block_view(trace: Trace, block: Block, off: set[str], later) -> dict:
     in_shape = tuple(trace.tensor(block.input).shape)
     common = {"cls": LayerView, "name": name, "kind": block.kind, "shape": tuple(out.shape), "maps": later(out),
               "arithmetic": block.arithmetic, "op": block.kind, "stage": block.join[-1].index if block.join else INPUT,
-              "join": tuple(_view(s) for s in block.join), "in_shape": in_shape}
+              "join": tuple(_view(s) for s in block.join), "in_shape": in_shape,
+              "title": getattr(block.module, "TITLE", block.kind)}
     if block.kind == "inception":
         outputs = {b.name: trace.tensor(b.output) for b in block.branches}
         on = {b: t for b, t in outputs.items() if f"{name}.{b}" not in off}

@@ -2,6 +2,8 @@
 
 from cnnlab.models import nets as _nets  # noqa: F401  (registers the lecture's networks)
 from cnnlab.models import bn_nets as _bn_nets  # noqa: F401  (registers the stronger ones, after them)
+from cnnlab.models import densenet as _densenet  # noqa: F401  (registers DenseNet-BC)
+from cnnlab.models import resunits as _resunits  # noqa: F401  (registers the identity-mappings family of residual units)
 from cnnlab.models import designed as _designed  # noqa: F401  (registers the network of a student's own block, last)
 from cnnlab.models.designed import Design, DesignError
 from cnnlab.models.blocks import (

@@ -18,6 +18,7 @@ class BranchedBlock(nn.Module):
     description and hooks the real block, so it works for any subclass without knowing its layers.
     """
 
+    TITLE = "inception"  # what the inside view calls it (kind.<TITLE> on the page; a dense layer is one too)
     branch_names: tuple[str, ...]
     branch_channels: tuple[int, ...]  # output channels of each branch, in concatenation order
     branch_modules: dict[str, tuple[str, ...]]  # branch -> attribute names of its modules
@@ -118,21 +119,30 @@ class Inception(BranchedBlock):
 
 
 class SkipBlock(nn.Module):
-    """A residual block: relu(skip(x) + F(x)), a skip path and a conv path added, then rectified.
+    """A residual block: after(skip(x) + F(x)), a skip path and a conv path added, then `after` (a ReLU in the
+    lecture's block and ResNet's; nothing in a pre-activation unit, whose output is the sum itself).
 
-    Subclasses implement `paths(x) -> (skip, conv)`; `forward` only adds and rectifies. Analysis (the inside view,
-    switching the skip or the conv path off) calls `paths` on the real block, so it works for any subclass without
-    knowing its layers (as `BranchedBlock.branches` does for Inception blocks).
+    Subclasses implement `paths(x) -> (skip, conv)` and, where the sum is not rectified, `after`; `forward` only adds
+    and applies `after`. Analysis (the inside view, switching the skip or the conv path off) calls `paths` and `after`
+    on the real block, so it works for any subclass without knowing its layers (as `BranchedBlock.branches` does for
+    Inception blocks).
     """
 
+    TITLE = "residual"  # what the inside view calls it
+
     def paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(skip, conv): the skip path's output (x itself, or a projection of it) and the conv path's F(x)."""
+        """(skip, conv): the skip path's output (x itself, or a projection, a scaling or a gating of it) and the conv
+        path's F(x) (scaled or gated where the unit does)."""
         raise NotImplementedError
+
+    def after(self, y: torch.Tensor) -> torch.Tensor:
+        """What follows the sum: a ReLU here."""
+        return F.relu(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity, out = self.paths(x)
         out = out + identity  # the gradient flows through this sum unchanged
-        return F.relu(out)
+        return self.after(out)
 
 
 def residual_blocks(model: nn.Module) -> dict[str, SkipBlock]:

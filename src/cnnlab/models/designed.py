@@ -283,7 +283,7 @@ class DesignedNet(_Net):
         return x
 
 
-@register_model(epochs=12, design=canonical)
+@register_model(epochs=12, design=canonical, family="designed")
 def designed(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, block: str = "") -> DesignedNet:
     """The lecture's skeleton with a block of your own design (--block; default: the lecture's Inception block)."""
     return DesignedNet(in_channels, num_classes, image_size, design_of(block))

@@ -19,8 +19,10 @@ class ModelSpec:
         summary: one line for people (the builder's docstring).
         default_epochs: epochs of the default recipe on MNIST-sized data.
         lecture: one of the lecture's networks (`--model lecture`, `make run`).
-        design: for a network whose block a student designs (`--block`): the design's canonical spec from a given one
-            ("" is its default design), a ValueError naming what is wrong with it; None for a network that takes none.
+        design: for a network that takes a design (`--block`: a student's own block, or the depth and width of a
+            family of networks), the design's canonical spec from a given one ("" is its default design), a ValueError
+            naming what is wrong with it; None for a network that takes none.
+        family: the group `cnnlab models` lists it in (a key of FAMILIES).
     """
 
     name: str
@@ -29,6 +31,7 @@ class ModelSpec:
     default_epochs: int
     lecture: bool
     design: Callable[[str], str] | None = None
+    family: str = "stronger"
 
     def check_block(self, block: str) -> str:
         """`block` as a run of this model records it: the design's canonical spec ("" gives its default design), or
@@ -37,7 +40,9 @@ class ModelSpec:
             return self.design(block)
         if block:
             takers = [name for name, spec in _REGISTRY.items() if spec.design is not None]
-            raise ValueError(f"model {self.name!r} takes no block design (--block); {' and '.join(takers) or 'none'} "
+            named = " and ".join(takers) if len(takers) <= 2 else \
+                f"{', '.join(takers[:2])} and {len(takers) - 2} more (cnnlab models lists them)"
+            raise ValueError(f"model {self.name!r} takes no block design (--block); {named or 'none'} "
                              f"{'does' if len(takers) == 1 else 'do'}")
         return ""
 
@@ -51,16 +56,30 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
+# The groups of networks, in the order `cnnlab models` lists them: the lecture's own, networks in its spirit with
+# batch norm, and the papers of the lecture's reading list, each reproduced as a family.
+FAMILIES = {
+    "lecture": "the lecture's networks",
+    "stronger": "the same two ideas with batch norm, width and depth (not in the lecture)",
+    "designed": "a block of your own design in the lecture's skeleton",
+    "identity-mappings": "residual units of He et al., Identity Mappings in Deep Residual Networks (ECCV 2016)",
+    "densenet": "Huang et al., Densely Connected Convolutional Networks (CVPR 2017)",
+}
+
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, epochs: int = 15, lecture: bool = False,
-                   design: Callable[[str], str] | None = None):
-    """Decorator, bare or with facts: `@register_model(epochs=12, lecture=True)` stores a builder under its name."""
+                   design: Callable[[str], str] | None = None, family: str | None = None):
+    """Decorator, bare or with facts: `@register_model(epochs=12, lecture=True)` stores a builder under its name.
+    `family` defaults to "lecture" for the lecture's networks and "stronger" for the others."""
+    group = family or ("lecture" if lecture else "stronger")
+    if group not in FAMILIES:
+        raise ValueError(f"unknown family {group!r}; choose from {', '.join(FAMILIES)}")
 
     def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if f.__name__ in _REGISTRY:
             raise ValueError(f"model {f.__name__!r} is already registered")
         summary = (f.__doc__ or f.__name__).strip().splitlines()[0]
-        _REGISTRY[f.__name__] = ModelSpec(f.__name__, f, summary, epochs, lecture, design)
+        _REGISTRY[f.__name__] = ModelSpec(f.__name__, f, summary, epochs, lecture, design, group)
         return f
 
     return add(fn) if fn is not None else add

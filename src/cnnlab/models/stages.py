@@ -46,6 +46,7 @@ def _ops() -> dict[Callable, str]:
         torch.Tensor.add_: "sum", torch.Tensor.__iadd__: "sum",
         torch.mul: "scale", torch.Tensor.mul: "scale", torch.Tensor.__mul__: "scale", torch.Tensor.__rmul__: "scale",
         torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.Tensor.sigmoid: "sigmoid",
+        torch.Tensor.__rsub__: "complement", torch.rsub: "complement",  # 1 - g: a gate's other side
         torch.flatten: "flatten", torch.Tensor.flatten: "flatten",
         F.linear: "linear", torch._C._nn.linear: "linear",
         F.dropout: "dropout",
@@ -65,7 +66,8 @@ class Stage:
     """One operation of a forward, for the first image of the batch."""
 
     index: int  # its place in the forward, from 0
-    op: str  # conv | maxpool | avgpool | globalpool | relu | bn | concat | sum | scale | sigmoid | flatten | linear | dropout
+    op: str  # conv | maxpool | avgpool | globalpool | relu | bn | concat | sum | scale | sigmoid | complement | flatten
+    # | linear | dropout
     module: str  # the dotted name of the module that ran it ("conv1", "incep1.branch5x5_2", "stem.0"); "" for the network
     inputs: tuple[int, ...]  # the stages its tensor inputs came from, in argument order (INPUT: the network's input)
     shape: tuple[int, ...]  # its output's shape, without the batch axis
@@ -187,6 +189,11 @@ def _settings(op: str, func, args, kwargs, module: nn.Module | None) -> dict[str
     if op == "linear":
         weight = arg(1, "weight", None)
         return {"in_features": int(weight.shape[1]), "out_features": int(weight.shape[0])}
+    if op in ("scale", "complement"):  # by a number (a constant scaling, 1 - g) or by a tensor (a gate)
+        number = next((a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)), None)
+        return {"factor": float(number)} if number is not None else {}
+    if op == "dropout":
+        return {"p": float(arg(1, "p", 0.5)), "training": bool(arg(2, "training", True))}
     return {}
 
 
@@ -446,7 +453,14 @@ def arithmetic(stage: Stage) -> str:
     if s.op == "sum":
         return "F(x) + x" if len(s.inputs) == 2 else "sum"
     if s.op == "scale":
-        return "x · a"
+        if "factor" in st:
+            return f"x · {st['factor']:g}"
+        return "x · g" if len(s.inputs) == 2 else "x · a"  # a product of two maps: one gates the other
+    if s.op == "complement":
+        return f"{st.get('factor', 1):g} − g"
+    if s.op == "dropout":
+        return f"each value kept with probability {1 - st.get('p', 0.5):g}, ×{1 / (1 - st.get('p', 0.5)):g}" \
+            if st.get("training") else "the identity (evaluation)"
     if s.op == "sigmoid":
         return "1 / (1 + e^−x)"
     return ""
@@ -457,7 +471,11 @@ def arithmetic(stage: Stage) -> str:
 OP_WORDS = {"conv": "convolution", "maxpool": "max pooling", "avgpool": "average pooling",
             "globalpool": "global average pooling", "relu": "ReLU", "bn": "batch norm", "concat": "concatenation",
             "sum": "sum", "flatten": "flatten", "linear": "linear", "scale": "scaling", "sigmoid": "sigmoid",
+            "complement": "one minus",
             "dropout": "dropout"}
+
+
+TITLES = {"inception": "Inception block", "residual": "residual block", "dense": "dense layer"}  # a block's TITLE
 
 
 def describe(op: str, settings: dict) -> str:
@@ -489,7 +507,7 @@ def lines(trace: Trace) -> list[str]:
         if isinstance(item, Stage):
             out.append(line("", item.name, describe(item.op, item.settings), item.shape, item.arithmetic))
             continue
-        what = "Inception block" if item.kind == "inception" else "residual block"
+        what = TITLES.get(getattr(item.module, "TITLE", item.kind), item.kind)
         out.append(line("", item.name, what, item.shape, item.arithmetic))
         for branch in item.branches:
             if not branch.stages:

@@ -2,7 +2,8 @@
 
 A *part* is what a student can switch off:
 - a branch of an Inception-like block (`BranchedBlock`), "incep1.5x5": its channels of the block's output are zeros;
-- a residual block's skip (`SkipBlock`), "rblock2.skip": the block outputs relu(F(x)), its conv path alone;
+- a residual block's skip (`SkipBlock`), "rblock2.skip": the block outputs relu(F(x)), its conv path alone (the block's
+  own `after` in place of the ReLU: nothing in a pre-activation unit);
 - a residual block's conv path, "rblock2.conv": the block outputs relu(skip(x)), its skip alone.
 
 The model runs on its real modules, through forward hooks that call the blocks' own `branches`/`paths` split, so any
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models.blocks import BranchedBlock, SkipBlock
@@ -123,7 +123,7 @@ def _block_hook(block: nn.Module, off: set[str], record: dict | None) -> Hook:
             if not off:
                 return None
             kept = [path for name, path in (("skip", skip), ("conv", conv)) if name not in off]
-            return F.relu(kept[0]) if kept else torch.zeros_like(output)
+            return module.after(kept[0]) if kept else torch.zeros_like(output)
 
         return hook
 

@@ -59,8 +59,10 @@ def order_block(model: ModelSpec, doc: dict[str, Any]) -> str:
         return model.check_block(block)
     except DesignError as e:
         raise refused(e) from None
-    except ValueError as e:  # a design for a model that takes none
-        raise RequestError(422, str(e), "design.not_taken", model=model.name) from None
+    except ValueError as e:  # a design for a model that takes none, or a family's depth and width it cannot take
+        if model.design is None:
+            raise RequestError(422, str(e), "design.not_taken", model=model.name) from None
+        raise RequestError(422, str(e), "design.family", model=model.name, default=model.check_block("")) from None
 
 
 @functools.lru_cache(maxsize=256)  # the page asks again for designs it had (a width moved back and forth)

@@ -106,6 +106,7 @@ ERROR_CODES: dict[str, tuple[str, ...]] = {
     # a block design the page's designer or a training order names (models/designed.DesignError says which)
     **DesignError.CODES,
     "design.not_taken": ("model",),  # a design for a model that takes none
+    "design.family": ("model", "default"),  # a depth and width a family's model cannot take
     # the page's files, and routes that do not exist
     "page.missing": ("name",),
     "http.status": ("status",),

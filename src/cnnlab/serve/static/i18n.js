@@ -40,6 +40,7 @@ export const STRINGS = {
     "kind.conv": "convolution",
     "kind.inception": "Inception block",
     "kind.residual": "residual block",
+    "kind.dense": "dense layer",
     "kind.linear": "linear layer",
     "kind.other": "layer",
     "maps.some": "{count} of {channels} feature maps",
@@ -70,6 +71,7 @@ export const STRINGS = {
     "op.linear": "linear layer",
     "op.scale": "scaling",
     "op.sigmoid": "sigmoid",
+    "op.complement": "one minus",
     "op.dropout": "dropout",
     "op.switched": "switched",
     "op.stride": "stride {n}",
@@ -257,6 +259,7 @@ export const STRINGS = {
     "error.design.width": "{what}: “{value}” is not a width: choose a whole number from {low} to {high}",
     "error.design.skip": "a residual design is residual:WIDTH,skip or residual:WIDTH,noskip, not “{part}”",
     "error.design.not_taken": "{model} takes no block of your design",
+    "error.design.family": "{model} cannot take that design; its default is {default}",
   },
   zh: {
     "lang.name": "中文",
@@ -295,6 +298,7 @@ export const STRINGS = {
     "kind.conv": "卷积层",
     "kind.inception": "Inception 块",
     "kind.residual": "残差块",
+    "kind.dense": "稠密层",
     "kind.linear": "全连接层",
     "kind.other": "层",
     "maps.some": "{channels} 张特征图中的 {count} 张",
@@ -325,6 +329,7 @@ export const STRINGS = {
     "op.linear": "全连接层",
     "op.scale": "缩放",
     "op.sigmoid": "sigmoid 函数",
+    "op.complement": "1 减去（门的另一侧）",
     "op.dropout": "dropout 随机失活",
     "op.switched": "已关闭",
     "op.stride": "步长 {n}",
@@ -511,6 +516,7 @@ export const STRINGS = {
     "error.design.width": "{what}：“{value}”不是有效的通道数，请填 {low} 到 {high} 之间的整数",
     "error.design.skip": "残差块的设计要写成 residual:通道数,skip 或 residual:通道数,noskip，而不是“{part}”",
     "error.design.not_taken": "{model} 不能使用你设计的块",
+    "error.design.family": "{model} 不能使用这个设计；它的默认设计是 {default}",
   },
 };
 

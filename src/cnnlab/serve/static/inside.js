@@ -232,7 +232,7 @@ function partView(title, toggleLabel, partName, onToggle, onValue, stages, ident
 }
 
 function kindText(layer) {
-  if (layer.kind === "inception" || layer.kind === "residual") return word(`kind.${layer.kind}`, layer.kind);
+  if (layer.kind === "inception" || layer.kind === "residual") return word(`kind.${layer.title || layer.kind}`, layer.kind);
   return opName(layer.op, layer.settings);
 }
 
