@@ -160,3 +160,20 @@ def test_the_colour_scale_follows_the_picker_and_an_off_branch_shows_nothing(eve
         assert "energy" in page.inner_text('#inside .layer[data-layer="incep1"] .explain-line')
         # label smoothing is explained beside "sure"
         assert "label smoothing" in page.inner_text("#confidence")
+
+
+@pytest.mark.parametrize("name, output", [("res_original", "relu(F(x) + x)"), ("res_bn_after_add", "relu(BN(F(x) + x))"),
+                                          ("res_preact", "F(x) + x")])
+def test_a_residual_unit_says_what_follows_its_sum(every_model, name, output):
+    """The page reads what a unit outputs off its own stages: a ReLU after the sum, BN and ReLU, or nothing (a
+    pre-activation unit passes the sum itself on)."""
+    url, runs = every_model
+    with _browser(url) as browser:
+        page = browser.page()
+        _open_model(page, url, runs[name])
+        _draw(page, DIGITS["7"])
+        card = page.inner_text('#inside .layer[data-layer="units.0"]')
+        assert f"output {output}\n" in card
+        line = page.inner_text('#inside .layer[data-layer="units.0"] .explain-line')
+        assert f"The block outputs {output}" in line
+        assert ("the ReLU cuts" in line) == output.startswith("relu(")

@@ -271,10 +271,12 @@ function layerCard(layer, index, onToggle, onValue) {
     card.append(row, joined);
     updates.push(e => join.set(e.layers[index].maps, layer.name, e.layers[index].stage));
   } else if (layer.paths) {
-    card.append(el("p", { class: "explain-line", text: t("explain.paths") }));
+    const formula = outputFormula(layer);
+    const rectified = formula.startsWith("relu(");
+    card.append(el("p", { class: "explain-line", text: t(rectified ? "explain.paths" : "explain.paths.plain", { formula }) }));
     const row = el("div", { class: "parts paths" });
     layer.paths.forEach((path, p) => {
-      const title = word(`path.${path.name}`, path.name);
+      const title = path.name === "sum" ? t("path.sum", { formula }) : word(`path.${path.name}`, path.name);
       const toggle = path.part ? t(`path.toggle.${path.name}`, { block: layer.name }) : "";
       const view = partView(title, toggle, path.part, onToggle, onValue, path.stages || [], layer.in_shape);
       row.append(view.node);
@@ -295,6 +297,17 @@ function layerCard(layer, index, onToggle, onValue) {
     updates.push(e => maps.set(e.layers[index].maps, layer.name, e.layers[index].stage));
   }
   return { node: card, update: e => updates.forEach(u => u(e)) };
+}
+
+// What a residual block outputs, read off the stages that follow its sum: relu(F(x) + x) in the lecture's block,
+// relu(BN(F(x) + x)) with batch norm after the addition, F(x) + x itself in a pre-activation unit.
+function outputFormula(layer) {
+  let formula = "F(x) + x";
+  for (const stage of (layer.join || []).slice(1)) {
+    if (stage.op === "relu") formula = `relu(${formula})`;
+    else if (stage.op === "bn") formula = `BN(${formula})`;
+  }
+  return formula;
 }
 
 function ruleText(layer) {
