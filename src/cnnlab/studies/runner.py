@@ -33,7 +33,7 @@ from cnnlab.config import make_spec
 from cnnlab.data import ImageSet
 from cnnlab.data.tensors.batching import normalize
 from cnnlab.errors import CnnlabError
-from cnnlab.models import SkipBlock, count_parameters, create_model, get_model
+from cnnlab.models import SkipBlock, count_parameters, create_model
 from cnnlab.models.cost import forward_flops
 from cnnlab.train.events import Observer
 from cnnlab.train.loop import NonFiniteLoss
@@ -266,7 +266,8 @@ class Study:
         curve = _Curve(self.out / "curves" / f"{job.name}.json", on_step)
         images, labels = probe_batch(data)
         torch.manual_seed(job.seed)
-        grad_init = unit_gradients(create_model(job.model, block=job.block), images, labels)
+        fresh = create_model(job.model, block=job.block)
+        grad_init = unit_gradients(fresh, images, labels)
         t0 = time.perf_counter()
         finished = self.out / "runs" / job.name / "summary.json"
         if finished.exists():  # trained, but stopped before its outcome was written: read back from its run
@@ -275,16 +276,14 @@ class Study:
             result = train([spec], data=data, out_root=self.out / "runs", progress=False, observers=[curve]).results[0]
         except NonFiniteLoss as e:
             outcome = Outcome(job.name, job.model, spec.config.block, job.dataset, job.seed,
-                              count_parameters(create_model(job.model, block=job.block)), job.steps,
+                              count_parameters(fresh), job.steps,
                               time.perf_counter() - t0, None, None, diverged_at=e.step, curve=curve.points,
                               grad_init=grad_init)
         else:
             points = curve.points
-            tail = points[-max(1, math.ceil(len(points) * TAIL)):]
             last_epoch = float(result.history[-1]["train_loss"])  # a run shorter than LOG_EVERY steps has no point
             outcome = Outcome(job.name, job.model, spec.config.block, job.dataset, job.seed, result.parameters,
-                              job.steps, result.train_seconds,
-                              sum(p[1] for p in tail) / len(tail) if tail else last_epoch,
+                              job.steps, result.train_seconds, final_loss(points, last_epoch),
                               100.0 * (1.0 - result.test_acc), curve=points, grad_init=grad_init,
                               grad_trained=unit_gradients(result.network.cpu(), images, labels))
         _write(self.result_path(job), asdict(outcome))
@@ -296,9 +295,8 @@ class Study:
 
         summary = json.loads(summary_path.read_text())
         trained = load(summary_path.parent, "cpu")
-        tail = points[-max(1, math.ceil(len(points) * TAIL)):]
         outcome = Outcome(job.name, job.model, trained.config.block, job.dataset, job.seed, summary["parameters"],
-                          job.steps, summary["train_seconds"], sum(p[1] for p in tail) / len(tail) if tail else None,
+                          job.steps, summary["train_seconds"], final_loss(points, None),
                           100.0 * (1.0 - summary["test_acc"]), curve=points, grad_init=grad_init,
                           grad_trained=unit_gradients(trained.network, images, labels))
         _write(self.result_path(job), asdict(outcome))
@@ -310,6 +308,12 @@ class Study:
         if o.diverged_at is not None:
             return f"{what} diverged at step {o.diverged_at}"
         return f"{what} training loss {o.train_loss:.4f}, test error {o.test_error:.2f}% ({o.train_seconds:.0f} s)"
+
+
+def final_loss(points: Sequence[tuple[int, float]], fallback: float | None) -> float | None:
+    """A run's final training loss: the mean of the last tenth (TAIL) of its curve's points; `fallback` without any."""
+    tail = list(points)[-max(1, math.ceil(len(points) * TAIL)):]
+    return sum(p[1] for p in tail) / len(tail) if tail else fallback
 
 
 def _duration(seconds: float) -> str:
@@ -345,7 +349,3 @@ def model_facts(model: str, block: str) -> tuple[int, int]:
     """(parameters, multiply-adds per 28x28 image) of a model with its design."""
     m = create_model(model, block=block)
     return count_parameters(m), forward_flops(m) // 2
-
-
-def family_of(model: str) -> str:
-    return get_model(model).family
