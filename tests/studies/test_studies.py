@@ -74,6 +74,10 @@ def test_a_study_directory_refuses_other_settings(capsys, tmp_path):
                            "--out", str(out))
     assert code == 1
     assert err.strip().count("\n") == 0 and "holds the study 'identity-mappings'" in err and "another --out" in err
+    result = next((out / "results").glob("*.json"))
+    result.write_text("{not json")  # a damaged outcome is named, not a traceback
+    code, _, err = run_cli(capsys, "study", "identity-mappings", "--small", "--variants", "original", "--out", str(out))
+    assert code == 1 and err.strip().count("\n") == 0 and f"{result} cannot be read" in err
 
 
 @pytest.mark.real_data

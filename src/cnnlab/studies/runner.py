@@ -87,9 +87,14 @@ class Outcome:
 
     @classmethod
     def read(cls, path: Path) -> "Outcome":
-        d = json.loads(path.read_text())
-        d["curve"] = [tuple(p) for p in d.get("curve", [])]
-        return cls(**d)
+        """A finished job's outcome; a StudyError naming the file when it cannot be read."""
+        try:
+            d = json.loads(path.read_text())
+            d["curve"] = [tuple(p) for p in d.get("curve", [])]
+            return cls(**d)
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            raise StudyError(f"{path} cannot be read ({e}); remove it and the same command reads that run "
+                             "back from its directory (or trains it again if that is gone)") from None
 
 
 def _write(path: Path, obj: Any) -> None:
