@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from cnnlab.analysis.branches import branch_energy, gradient_shares, silenced
+from cnnlab.analysis.branches import ablate, branch_energy, gradient_shares, silenced
 from cnnlab.models import branched_blocks, create_model, models_with_branches
 from cnnlab.train import make_config
+from cnnlab.runs.forward import evaluate, predict_logits
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 
 
@@ -81,6 +82,61 @@ def test_silencing_any_branch_of_any_model_zeroes_exactly_its_channels(name):
             expected[:, channels] = 0
             assert torch.count_nonzero(full[:, channels]) > 0, (block_name, branch)  # so the zeros are the hook's
             assert torch.equal(out, expected), (block_name, branch)
+
+
+def _slow_ablation(model, images, labels, cfg):
+    """Every branch silenced, and kept alone, each by a whole evaluation of the silenced model."""
+    without, only = {}, {}
+    for b, block in branched_blocks(model).items():
+        for n in block.branch_names:
+            with silenced(model, {b: {n}}):
+                without[f"{b}.{n}"] = evaluate(model, images, labels, cfg)[1]
+            with silenced(model, {b: set(block.branch_names) - {n}}):
+                only[f"{b}.{n}"] = evaluate(model, images, labels, cfg)[1]
+    return evaluate(model, images, labels, cfg)[1], without, only
+
+
+class _Untraceable(torch.nn.Module):
+    """A network whose forward branches on a tensor's value, which torch.fx cannot trace."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) if x.sum() > -1e30 else -self.net(x)
+
+
+@pytest.mark.parametrize("mirror", [False, True], ids=["plain", "mirror-averaged"])
+@pytest.mark.parametrize("name", models_with_branches())
+def test_ablation_in_one_pass_gives_every_accuracy_and_share_that_whole_evaluations_give(name, mirror):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():  # BN statistics of a trained net's size: the random net's outputs then differ by image
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.fill_(0.1)
+    images = torch.randint(0, 256, (48, 28, 28), dtype=torch.uint8)
+    cfg = make_config(name, eval_batch_size=20, tta_hflip=mirror)  # batches of 20, 20 and 8
+    labels = predict_logits(model, images, cfg).argmax(1)  # the model's own answers: 100% until a branch is silenced
+    done = []
+    fast = ablate(model, images, labels, cfg, step=done.append)
+    assert done == [20, 20, 8]
+    base, without, only = _slow_ablation(model, images, labels, cfg)
+    assert (fast.accuracy, fast.without, fast.only) == (base, without, only)  # the same values, to the bit
+    assert fast.energy == branch_energy(model, images, cfg)
+    assert base == 1.0 and min(only.values()) < 1.0  # silencing changes what the model answers
+
+
+def test_a_network_fx_cannot_trace_is_ablated_by_whole_forwards_with_the_same_results():
+    torch.manual_seed(0)
+    model = _Untraceable(create_model("inception_net")).eval()
+    images, labels = torch.randint(0, 256, (30, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (30,))
+    cfg = make_config("inception_net", eval_batch_size=16)
+    fast = ablate(model, images, labels, cfg)
+    base, without, only = _slow_ablation(model, images, labels, cfg)
+    assert (fast.accuracy, fast.without, fast.only) == (base, without, only)
+    assert set(without) == {f"net.incep{i}.{n}" for i in (1, 2) for n in ("1x1", "5x5", "3x3dbl", "pool")}
 
 
 @pytest.mark.parametrize("name", models_with_branches())

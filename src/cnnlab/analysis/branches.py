@@ -17,17 +17,18 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet
 from cnnlab.models.blocks import BranchedBlock, branched_blocks
-from cnnlab.models.switches import switched_off
+from cnnlab.models.switches import switched_off, thread_hooks
 from cnnlab.runs.checkpoint import checkpoint_dir
-from cnnlab.runs.forward import evaluate, predict_logits
+from cnnlab.device import autocast, autocast_dtype
+from cnnlab.runs.forward import model_input, predict_logits
 from cnnlab.runs.trained import load
 
 if TYPE_CHECKING:
@@ -48,11 +49,8 @@ def silenced(model: nn.Module, branches: dict[str, set[str]]):
         yield model
 
 
-@torch.no_grad()
-def branch_energy(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
-    """'<block>.<branch>' -> that branch's share of its block's output energy over `images`."""
-    blocks = branched_blocks(model)
-    sums: dict[str, torch.Tensor] = {}
+def _energy_hooks(blocks: dict[str, BranchedBlock], sums: dict[str, torch.Tensor]):
+    """Forward hooks that add each branch's sum of squares of its block's output to sums['<block>.<branch>']."""
 
     def make_hook(block_name: str, block: BranchedBlock):
         def hook(module, inputs, output):
@@ -62,18 +60,98 @@ def branch_energy(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> d
 
         return hook
 
-    handles = [b.register_forward_hook(make_hook(n, b)) for n, b in blocks.items()]
-    try:
-        predict_logits(model, images, cfg)
-    finally:
-        for h in handles:
-            h.remove()
+    return [(b, make_hook(n, b)) for n, b in blocks.items()]
+
+
+def _shares(blocks: dict[str, BranchedBlock], sums: dict[str, torch.Tensor]) -> dict[str, float]:
     shares = {}
     for block_name, block in blocks.items():
         total = sum(float(sums[f"{block_name}.{n}"]) for n in block.branch_names)
         for n in block.branch_names:
             shares[f"{block_name}.{n}"] = float(sums[f"{block_name}.{n}"]) / total if total else float("nan")
     return shares
+
+
+@torch.no_grad()
+def branch_energy(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+    """'<block>.<branch>' -> that branch's share of its block's output energy over `images`."""
+    blocks = branched_blocks(model)
+    sums: dict[str, torch.Tensor] = {}
+    with thread_hooks(_energy_hooks(blocks, sums)):
+        predict_logits(model, images, cfg)
+    return _shares(blocks, sums)
+
+
+class _BlockTracer(fx.Tracer):
+    """Traces a network with its Inception-like blocks kept whole: one node each, whose output can be replaced."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, BranchedBlock) or super().is_leaf_module(m, qualname)
+
+
+class _Keeping(fx.Interpreter):
+    """Runs the graph and keeps the values of the nodes in `keep` (in `kept`)."""
+
+    def __init__(self, module: fx.GraphModule, keep: set[fx.Node]) -> None:
+        super().__init__(module)
+        self.keep, self.kept = keep, {}
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        if n in self.keep:
+            self.kept[n] = out.clone()  # as computed: a later in-place op (a ReLU) must not change it
+        return out
+
+
+class _Resumable:
+    """The network as a torch.fx graph that can run again from any block's output: silencing a branch only zeroes
+    its channels of its block's output, so everything before the block is the same as in the unsilenced forward
+    and need not run again. The same modules, called in the same order on the same tensors as `model.forward`,
+    so every value is the one the whole forward gives."""
+
+    def __init__(self, model: nn.Module, blocks: dict[str, BranchedBlock]) -> None:
+        graph = _BlockTracer().trace(model)
+        self.module = fx.GraphModule(model, graph)  # holds the model's own modules, not copies
+        calls = [n for n in graph.nodes if n.op == "call_module"]
+        self.node: dict[str, fx.Node] = {}  # block name -> its one node (a block called twice is left out)
+        for name in blocks:
+            found = [n for n in calls if n.target == name]
+            if len(found) == 1:
+                self.node[name] = found[0]
+        self.before: dict[str, list[fx.Node]] = {}  # block name -> the nodes that do not depend on its output
+        self.read: dict[str, list[fx.Node]] = {}  # ... and those of them that a node after the block reads
+        for name, node in self.node.items():
+            after, todo = set(), [node]
+            while todo:
+                for user in todo.pop().users:
+                    if user not in after:
+                        after.add(user)
+                        todo.append(user)
+            self.before[name] = [n for n in graph.nodes if n not in after and n is not node]
+            self.read[name] = [n for n in self.before[name] if any(u in after for u in n.users)]
+        self.keeping = _Keeping(self.module, set(self.node.values()).union(*self.read.values()))
+        self.resuming = fx.Interpreter(self.module)  # keeps nothing: `kept` stays the unsilenced forward's
+
+    @classmethod
+    def of(cls, model: nn.Module, blocks: dict[str, BranchedBlock]) -> _Resumable | None:
+        """None for a network that torch.fx cannot trace (a forward that branches on a tensor's values)."""
+        try:
+            return cls(model, blocks)
+        except Exception:  # fx raises many kinds (TraceError, TypeError, ...): the whole forward is the fallback
+            return None
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[fx.Node, torch.Tensor]]:
+        """The logits, and the values that running again from a block needs: each block's output and what
+        the nodes after it read from before it."""
+        self.keeping.kept = {}
+        return self.keeping.run(x), self.keeping.kept
+
+    def resume(self, block: str, output: torch.Tensor, kept: dict[fx.Node, torch.Tensor]) -> torch.Tensor:
+        """The logits with `block`'s output replaced by `output`, running only what comes after the block."""
+        env: dict[fx.Node, object] = {n: None for n in self.before[block]}  # present: not run again
+        env.update({n: kept[n].clone() for n in self.read[block]})  # clones: an in-place op must not change `kept`
+        env[self.node[block]] = output
+        return self.resuming.run(initial_env=env)
 
 
 def gradient_shares(run_dir: Path) -> dict[str, float] | None:
@@ -106,29 +184,80 @@ class BranchReport:
     rows: list[dict] = field(default_factory=list)  # one per block and branch
 
 
-def analyze_checkpoint(checkpoint: str | Path, data: ImageSet, device: str = "auto") -> BranchReport:
-    """Ablation accuracies, energy shares and (if recorded) gradient shares for one trained model."""
+@dataclass
+class Ablation:
+    accuracy: float  # test accuracy with nothing silenced
+    without: dict[str, float]  # '<block>.<branch>' -> accuracy with that branch silenced
+    only: dict[str, float]  # '<block>.<branch>' -> accuracy with every other branch of its block silenced
+    energy: dict[str, float]  # '<block>.<branch>' -> share of its block's output energy
+
+
+@torch.no_grad()
+def ablate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+           step: Callable[[int], object] = lambda n: None) -> Ablation:
+    """Every branch of every Inception-like block silenced in turn, and kept alone, on `images`: the accuracies
+    `evaluate` gives with `silenced` (same batches, same values), and the energy shares, in one pass over the
+    images. After each batch's unsilenced forward, a silenced one runs only what follows the block
+    (`_Resumable`); a network fx cannot trace runs whole. `step(n)` is called after each batch of n images."""
+    model.eval()
+    blocks = branched_blocks(model)
+    resumable = _Resumable.of(model, blocks)
+    cases = {("without", f"{b}.{n}"): (b, {n}) for b, block in blocks.items() for n in block.branch_names}
+    cases |= {("only", f"{b}.{n}"): (b, set(block.branch_names) - {n}) for b, block in blocks.items() for n in block.branch_names}
+    correct: dict[object, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor] = {}
+    dtype = autocast_dtype(images.device, cfg.amp)
+
+    def count(case, views: list[torch.Tensor], target: torch.Tensor) -> None:
+        logits = (views[0] + views[1]) / 2 if len(views) == 2 else views[0]  # tta_forward's mirror average
+        correct[case] = correct.get(case, 0) + (logits.float().argmax(1) == target).sum()
+
+    for i in range(0, len(images), cfg.eval_batch_size):
+        target = labels[i : i + cfg.eval_batch_size]
+        with autocast(images.device, dtype):
+            x = model_input(images[i : i + cfg.eval_batch_size], cfg)
+            views = [x, x.flip(-1)] if cfg.tta_hflip else [x]
+            with thread_hooks(_energy_hooks(blocks, sums)):
+                runs = [resumable.run(v) if resumable else (model(v), {}) for v in views]
+            count("base", [logits for logits, _ in runs], target)
+            for case, (block, off) in cases.items():
+                if resumable and block in resumable.node:
+                    node, slices = resumable.node[block], blocks[block].branch_slices()
+                    outs = []
+                    for _, kept in runs:
+                        out = kept[node].clone()
+                        for name in off:
+                            out[:, slices[name]] = 0
+                        outs.append(resumable.resume(block, out, kept))
+                else:
+                    with silenced(model, {block: off}):
+                        outs = [model(v) for v in views]
+                count(case, outs, target)
+        step(len(target))
+    acc = {case: c.item() / len(images) for case, c in correct.items()}
+    return Ablation(acc.pop("base"), {k: v for (kind, k), v in acc.items() if kind == "without"},
+                    {k: v for (kind, k), v in acc.items() if kind == "only"}, _shares(blocks, sums))
+
+
+def analyze_checkpoint(checkpoint: str | Path, data: ImageSet, device: str = "auto",
+                       step: Callable[[int], object] = lambda n: None) -> BranchReport:
+    """Ablation accuracies, energy shares and (if recorded) gradient shares for one trained model; `step(n)` is
+    called after each batch of n test images."""
     trained = load(checkpoint, device)
     model, cfg = trained.network, trained.config
     blocks = branched_blocks(model)
     if not blocks:
         raise ValueError(f"{checkpoint}: model {cfg.model!r} has no Inception blocks to analyse")
     dev = next(model.parameters()).device
-    x, y = data.test_images.to(dev), data.test_labels.to(dev)
-    _, base = evaluate(model, x, y, cfg)
-    energy = branch_energy(model, x, cfg)
+    result = ablate(model, data.test_images.to(dev), data.test_labels.to(dev), cfg, step)
     grads = gradient_shares(checkpoint_dir(checkpoint))
-    report = BranchReport(str(checkpoint), cfg.model, cfg.seed, base)
+    report = BranchReport(str(checkpoint), cfg.model, cfg.seed, result.accuracy)
     for block_name, block in blocks.items():
         for branch in block.branch_names:
-            with silenced(model, {block_name: {branch}}):
-                _, without = evaluate(model, x, y, cfg)
-            with silenced(model, {block_name: set(block.branch_names) - {branch}}):
-                _, only = evaluate(model, x, y, cfg)
             key = f"{block_name}.{branch}"
             report.rows.append(
-                dict(block=block_name, branch=branch, acc_without=without, acc_only=only,
-                     energy_share=energy[key], grad_share=None if grads is None else grads.get(key))
+                dict(block=block_name, branch=branch, acc_without=result.without[key], acc_only=result.only[key],
+                     energy_share=result.energy[key], grad_share=None if grads is None else grads.get(key))
             )
     return report
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from cnnlab.config import Range
 from cnnlab.data import ImageSet
 from cnnlab.data.tensors.batching import normalize
+from cnnlab.eager import eager_optimizer
 from cnnlab.train.gradients import GradNormRecorder
 
 if TYPE_CHECKING:
@@ -92,15 +93,28 @@ class DepthResult:
     losses: list[float] = field(default_factory=list)  # every step's loss
 
 
+# The training images on which a trained stack's accuracy is measured (the first ones of the split).
+PROBE_IMAGES = 5000
+
+
+def work(depth: int, steps: int = 200, batch_size: int = 64, probe: int = PROBE_IMAGES, **_) -> int:
+    """A stack's run counted in conv layers times images through them, a training step's image three times
+    (forward, and backward for the inputs and the weights), the probe's once. Every conv of a stack has the same
+    width and map, so this is proportional to its multiply-adds, and the sweep's time follows it (the estimator's
+    test, tests/analysis/test_depth.py)."""
+    return (depth + 1) * (3 * steps * batch_size + probe)
+
+
 def run_one(depth: int, residual: bool, data: ImageSet, steps: int = 200, batch_size: int = 64, lr: float = 0.05,
             width: int = 16, batch_norm: bool = False, early_steps: int = 20, seed: int = 0,
-            device: torch.device = torch.device("cpu")) -> DepthResult:
-    """Train one stack for `steps` SGD steps (momentum 0.9, constant lr) on the real training images, on `device`."""
+            device: torch.device = torch.device("cpu"), done: Callable[[int], object] = lambda w: None) -> DepthResult:
+    """Train one stack for `steps` SGD steps (momentum 0.9, constant lr) on the real training images, on `device`;
+    `done(w)` is told the `work` of each step and of the probe as it finishes."""
     torch.manual_seed(seed)
     model = Stack(depth, width, residual, batch_norm).to(device)
     convs = model.conv_layers()
     recorder = GradNormRecorder({name: [conv.weight] for name, conv in convs})
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    opt = eager_optimizer(torch.optim.SGD)(model.parameters(), lr=lr, momentum=0.9)  # no compiler import: 1.5 s
     gen = torch.Generator().manual_seed(seed)
     n = len(data.train_images)
     losses: list[torch.Tensor] = []
@@ -120,11 +134,13 @@ def run_one(depth: int, residual: bool, data: ImageSet, steps: int = 200, batch_
             early.append(recorder.last_vector())
         opt.step()
         losses.append(loss.detach())
+        done((depth + 1) * 3 * batch_size)
     model.eval()
     with torch.no_grad():
-        probe = torch.arange(0, min(n, 5000))
+        probe = torch.arange(0, min(n, PROBE_IMAGES))
         logits = model(normalize(data.train_images[probe].to(device), data.mean, data.std))
         acc = (logits.argmax(1) == data.train_labels[probe].to(device)).float().mean().item()
+    done((depth + 1) * len(probe))
     recorder.close()
     losses_f = torch.stack(losses).tolist()
     tail = losses_f[-20:]
@@ -132,11 +148,24 @@ def run_one(depth: int, residual: bool, data: ImageSet, steps: int = 200, batch_
     return DepthResult(depth, residual, grad_init, grad_early, sum(tail) / len(tail), acc, losses_f)
 
 
-def sweep(data: ImageSet, depths=(2, 4, 8, 16, 32), progress: bool = True, **kw) -> list[DepthResult]:
+def sweep(data: ImageSet, depths=(2, 4, 8, 16, 32), progress: bool = True,
+          done: Callable[[int], object] = lambda w: None, **kw) -> list[DepthResult]:
+    """A plain and a residual stack of every depth, trained in turn. The bar counts `work`, so its time left is
+    the work left at the rate so far (a deep stack's step takes longer than a shallow one's); `done` is told
+    each piece of work too."""
     results = []
     jobs = [(d, r) for d in depths for r in (False, True)]
-    for d, r in tqdm(jobs, desc="depth sweep", disable=not progress, unit="run"):
-        results.append(run_one(d, r, data, **kw))
+    total = sum(work(d, probe=min(len(data.train_images), PROBE_IMAGES), **kw) for d, _ in jobs)
+    # smoothing=0: the rate over the whole sweep, not the last few updates (a probe's update lumps its work)
+    with tqdm(total=total, desc="depth sweep", disable=not progress, smoothing=0, dynamic_ncols=True,
+              bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
+        def step(w: int) -> None:
+            bar.update(w)
+            done(w)
+
+        for d, r in jobs:
+            bar.set_postfix_str(f"depth {d} {'residual' if r else 'plain'}", refresh=False)
+            results.append(run_one(d, r, data, done=step, **kw))
     return results
 
 

@@ -129,8 +129,13 @@ def _plot_cost(per_model, lecture, blocks, path: Path) -> None:
 # ---- 2. branches --------------------------------------------------------------------------------------
 
 
-def branches_section(checkpoints: list[str], data: ImageSet, out_dir: Path, device: str = "auto") -> str:
-    reports = [br.analyze_checkpoint(c, data, device) for c in checkpoints]
+def branches_section(checkpoints: list[str], data: ImageSet, out_dir: Path, device: str = "auto",
+                     progress: bool = True) -> str:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(checkpoints) * len(data.test_labels), desc="branches", unit="img", unit_scale=True,
+              disable=not progress, dynamic_ncols=True) as bar:
+        reports = [br.analyze_checkpoint(c, data, device, bar.update) for c in checkpoints]
     summary = br.summarise(reports)
     model = reports[0].model  # summarise has checked that every checkpoint is of this one model
     br.plot_branches(summary, _fig(out_dir, "branches.png"), f"Inception branches of {model} ({len(reports)} trained models)")

@@ -44,12 +44,11 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto", threads: int =
 
 
 def use_device(args: argparse.Namespace) -> str:
-    """Apply --threads and check --device once, before any work (an absent GPU is one line, not a traceback
+    """Check --device and apply it and --threads once, before any work (an absent GPU is one line, not a traceback
     later); returns the device name for the library calls, which resolve it the same way."""
-    from cnnlab.device import resolve_device, use_threads
+    from cnnlab.device import configure, resolve_device
 
-    resolve_device(args.device)
-    use_threads(args.threads)
+    configure(resolve_device(args.device), args.threads)
     return args.device
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import ImageSet, lookup
-from cnnlab.device import resolve_device
+from cnnlab.device import resolve_device, tune_cpu_allocator
 from cnnlab.models import count_parameters, create_model
 from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, checkpoint_dir, load_weights, weights_problem
 from cnnlab.runs.forward import evaluate, model_input, predict_logits, tta_forward
@@ -145,6 +145,8 @@ def load(checkpoint: str | Path, device: str = "auto") -> TrainedModel:
     model it names, digest, record, config, finite tensors), then against its data set (`_data_problem`), and its
     weights against the network built on the meta device, so that weights that do not fit cost no memory."""
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator()  # a notebook's evaluation reuses its batches' memory, as every command does
     record = Checkpoint.read(checkpoint)
     cfg = record.train_config
     cfg.device = str(dev)
