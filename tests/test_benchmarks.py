@@ -315,6 +315,8 @@ def test_the_budget_search_leaves_a_budget_at_its_first_miss_and_stops_at_the_fi
                                                  "final_test_acc": 0.988, "peak_rss_mb": 400.0}]}}}
     (row,) = speed.budget_rows(results)
     assert row["budget"] == 7 and row["wall"] == pytest.approx(8.6) and row["speedup"] == pytest.approx(170 / 8.6)
+    assert row["slowest"] == pytest.approx(170 / 8.7)  # seed 2's 8.7 s: the target holds for every seed or not at all
     md = speed.render_markdown(results)
-    assert "reaches 99.0% with `--time-budget 7` in 8.6 s from process start to exit" in md
+    assert "reaches 99.0% on each of 3 seeds with `--time-budget 7`, in 8.6 s from process start to exit" in md
     assert "6 s: 99.30%, failed" in md and "19.8x sooner than the course loop's 10 epochs" in md
+    assert "19.5x for the slowest seed: target 20x for every seed not met" in md

@@ -63,7 +63,7 @@ def test_the_work_a_sweep_reports_adds_up_to_what_it_planned(tiny_mnist):
     assert len(told) == 4 * (3 + 1)  # each step and each probe
 
 
-@pytest.mark.real_data
+@pytest.mark.slow
 def test_the_sweeps_time_left_after_a_tenth_of_its_work_is_within_30_percent_of_the_time_it_takes(real_mnist):
     # The bar's estimate is the work left at the rate so far (tqdm with smoothing=0). Replayed here from the same
     # reports on the real sweep: the total time it predicts once a tenth of the work is done, against the time

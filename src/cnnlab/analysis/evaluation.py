@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -33,12 +33,14 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def evaluate_model(trained: TrainedModel, data: ImageSet | None = None, top_pairs: int = 5) -> Evaluation:
+def evaluate_model(trained: TrainedModel, data: ImageSet | None = None, top_pairs: int = 5,
+                   step: Callable[[int], object] = lambda n: None) -> Evaluation:
     """Accuracy, per-class accuracy, confusion matrix and the most confused pairs on the test set of `data` (by default
     the data set it was trained on: `TrainedModel.load_data`), from the trained model's own logits (`logits`: the
-    forward that its `evaluate` scores, mirror-averaged as it was trained)."""
+    forward that its `evaluate` scores, mirror-averaged as it was trained); `step(n)` is told each batch of n test
+    images done."""
     data = data if data is not None else trained.load_data()
-    preds = trained.logits(data.test_images).argmax(1).cpu()
+    preds = trained.logits(data.test_images, step).argmax(1).cpu()
     labels = data.test_labels.cpu()
     k = trained.model_kwargs["num_classes"]
     cm = confusion_matrix(preds, labels, k)

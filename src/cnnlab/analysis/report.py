@@ -3,15 +3,19 @@ that puts them together (`cnnlab report`). The `cnnlab analyze ...` commands pri
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
+from typing import Callable
+
+import torch
 
 from cnnlab.analysis import branches as br
 from cnnlab.analysis import depth as dp
 from cnnlab.analysis.cost import cost_rows, inception_reduction_costs, lecture_1x1_example
 from cnnlab.atomic import atomic_writer
 from cnnlab.data import ImageSet
-from cnnlab.models import create_model, get_model, lecture_models, list_models
+from cnnlab.models import branched_blocks, create_model, get_model, lecture_models, list_models
 from cnnlab.tables import format_table
 from cnnlab.runs.rundir import write_json
 
@@ -220,12 +224,76 @@ def compare_section(run_dirs: list[str], out_dir: Path) -> str:
 """
 
 
+class Stages:
+    """The report's stages, each with the seconds it is expected to take, told as each starts: "report: <what>
+    (k of n; about M left)". A training's expectation is its budget plus what the trainings before it took beyond
+    theirs; the analyses' come from `probe_rates`. Once a stage ends, its measured time replaces its expectation."""
+
+    def __init__(self, log: Callable[[str], object], clock: Callable[[], float] = time.perf_counter) -> None:
+        self.log, self.clock = log, clock
+        self.planned: list[tuple[str, Callable[[], float]]] = []  # (what, expected seconds when asked)
+        self.took: list[float] = []
+        self.t0 = clock()
+        self.first_estimate: float | None = None
+
+    def add(self, what: str, expect: Callable[[], float]) -> None:
+        self.planned.append((what, expect))
+
+    def left(self) -> float:
+        return sum(expect() for _, expect in self.planned[len(self.took):])
+
+    @contextlib.contextmanager
+    def stage(self):
+        k = len(self.took)
+        left = self.left()
+        if self.first_estimate is None:
+            self.first_estimate = left
+        self.log(f"report: {self.planned[k][0]} ({k + 1} of {len(self.planned)}; about {_duration(left)} left)")
+        t = self.clock()
+        yield
+        self.took.append(self.clock() - t)
+
+    def summary(self) -> str:
+        return (f"report: done in {_duration(self.clock() - self.t0)} (expected at the start: "
+                f"{_duration(self.first_estimate or 0.0)})")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def probe_rates(data: ImageSet, device: torch.device, **depth_kw) -> tuple[float, float]:
+    """(seconds per image of an inception_net forward pass, seconds per unit of depth-sweep work), measured on this
+    machine in about a second: a forward of 1,000 test images, and a short depth-8 run after one that warms up."""
+    from cnnlab.runs.forward import predict_logits
+    from cnnlab.train import make_config
+
+    images = data.test_images[:1000].to(device)
+    cfg = make_config("inception_net", dataset=data.name)
+    model = create_model("inception_net", num_classes=len(data.classes)).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    predict_logits(model, images[:100], cfg)
+    t = time.perf_counter()
+    predict_logits(model, images, cfg)
+    forward = (time.perf_counter() - t) / len(images)
+    kw = {k: v for k, v in depth_kw.items() if k in ("width", "batch_norm", "batch_size")}
+    dp.run_one(8, False, data, steps=3, device=device, **kw)
+    t = time.perf_counter()
+    dp.run_one(8, False, data, steps=10, device=device, **kw)
+    unit = (time.perf_counter() - t) / dp.work(8, steps=10, probe=min(len(data.train_images), dp.PROBE_IMAGES), **kw)
+    return forward, unit
+
+
 def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, checkpoints: list[str] | None = None,
                 seeds: int = 3, budget: float = 60.0, depths=(2, 4, 8, 16, 32), log=print, device: str = "auto",
                 **depth_kw) -> Path:
     """Every analysis into out_dir/README.md. Without `checkpoints`, trains `seeds` inception_net models for
     `budget` seconds each with branch gradients recorded; without `runs`, compares those with a basic_cnn
-    and a resnet trained for the same budget (run directories under out_dir/runs)."""
+    and a resnet trained for the same budget (run directories under out_dir/runs). Each stage is told as it
+    starts, with the time the report expects still to take (`Stages`)."""
     from cnnlab.device import resolve_device
     from cnnlab.runs import load_run
     from cnnlab.sysinfo import describe_machine
@@ -235,38 +303,72 @@ def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, ch
 
     runs, checkpoints = list(runs or []), list(checkpoints or [])
     dataset = lookup(data.name)
+    dev = resolve_device(device)
+    forward, unit = probe_rates(data, dev, **depth_kw)
+    stages = Stages(log)
+    over: list[float] = []  # what each training took beyond its budget
+
+    def training(model: str, **settings) -> Callable[[], str]:
+        def train() -> str:
+            t = time.perf_counter()
+            spec = make_spec(model, dataset=dataset, time_budget=budget, device=device, **settings)
+            run_dir = str(fit(spec, data, out_root=out_dir / "runs").run_dir)
+            over.append(time.perf_counter() - t - budget)
+            return run_dir
+
+        return train
+
+    jobs: list[tuple[str, Callable[[], str]]] = []
     if not checkpoints:
-        for seed in range(seeds):
-            log(f"report: training inception_net seed {seed} for {budget:g} s (branch gradients recorded)")
-            spec = make_spec("inception_net", dataset=dataset, time_budget=budget, seed=seed, record_branch_grads=True,
-                             device=device)
-            checkpoints.append(str(fit(spec, data, out_root=out_dir / "runs").run_dir))
+        jobs += [(f"training inception_net seed {seed} for {budget:g} s (branch gradients recorded)",
+                  training("inception_net", seed=seed, record_branch_grads=True)) for seed in range(seeds)]
+    # inception_net is compared through the first analysed run, unless that is a checkpoint file rather than a run
+    first_is_run = Path(checkpoints[0]).is_dir() if checkpoints else True
+    compared = [] if runs else [m for m in lecture_models() if m != "inception_net" or not first_is_run]
+    jobs += [(f"training {model} for {budget:g} s", training(model)) for model in compared]
+    for what, _ in jobs:
+        stages.add(what, lambda: budget + (sum(over) / len(over) if over else 5.0))
+    analysed = len(checkpoints) or seeds
+    blocks = branched_blocks(create_model("inception_net", num_classes=len(data.classes)))
+    silenced = 2 * sum(len(b.branch_names) for b in blocks.values())  # each branch zeroed, and kept alone
+    stages.add("cost", lambda: 3.0)
+    # A silenced forward runs what follows its block: about half the network, on average.
+    stages.add("branches", lambda: analysed * len(data.test_labels) * (1 + silenced / 2) * forward)
+    kw = {k: v for k, v in depth_kw.items() if k in ("steps", "width", "batch_norm", "batch_size")}
+    probe = min(len(data.train_images), dp.PROBE_IMAGES)
+    stages.add("depth", lambda: 2 * sum(dp.work(d, probe=probe, **kw) for d in depths) * unit)
+    stages.add("the comparison", lambda: 2.0)
+
+    trained = []
+    for _, job in jobs:
+        with stages.stage():
+            trained.append(job())
+    if not checkpoints:
+        checkpoints, trained = trained[:seeds], trained[seeds:]
     if not runs:
-        runs = [checkpoints[0]] if Path(checkpoints[0]).is_dir() else []
-        for model in (m for m in lecture_models() if m != "inception_net" or not runs):
-            log(f"report: training {model} for {budget:g} s")
-            spec = make_spec(model, dataset=dataset, time_budget=budget, device=device)
-            runs.append(str(fit(spec, data, out_root=out_dir / "runs").run_dir))
-    log("report: cost")
-    sections = [cost_section(out_dir)]
-    log("report: branches")
-    sections.append(branches_section(checkpoints, data, out_dir, device))
-    log("report: depth")
-    sections.append(depth_section(data, out_dir, tuple(depths), progress=True, device=resolve_device(device), **depth_kw))
-    sections.append(compare_section(runs, out_dir))
+        runs = ([checkpoints[0]] if Path(checkpoints[0]).is_dir() else []) + trained
+    with stages.stage():
+        sections = [cost_section(out_dir)]
+    with stages.stage():
+        sections.append(branches_section(checkpoints, data, out_dir, device))
+    with stages.stage():
+        sections.append(depth_section(data, out_dir, tuple(depths), progress=True, device=dev, **depth_kw))
+    with stages.stage():
+        sections.append(compare_section(runs, out_dir))
+    log(stages.summary())
 
     def how(run_dir: str) -> str:
         c = load_run(run_dir).config
         length = f"--time-budget {c['time_budget']:g} s" if c.get("time_budget") else f"{c['epochs']} epochs"
         return f"`{c['model']}` seed {c['seed']} ({c['recipe']} recipe, {length})"
 
-    analysed = [d for d in checkpoints if Path(d).is_dir()]
+    analysed_dirs = [d for d in checkpoints if Path(d).is_dir()]
     header = (
         "# The lecture's claims, measured\n\n"
         f"Made by `cnnlab report` on {time.strftime('%Y-%m-%d')}; machine: {describe_machine()}.  \n"
         f"Data: {data.title} ({len(data.train_labels):,} training and {len(data.test_labels):,} test images, {data.source}).  \n"
         f"Models compared: {', '.join(how(d) for d in runs)}.  \n"
-        + (f"Models whose branches are analysed: {', '.join(how(d) for d in analysed)}." if analysed else "")
+        + (f"Models whose branches are analysed: {', '.join(how(d) for d in analysed_dirs)}." if analysed_dirs else "")
     )
     return write_report(out_dir, sections, header)
 

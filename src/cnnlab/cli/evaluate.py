@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from cnnlab.analysis.evaluation import evaluate_model, plot_confusion
     from cnnlab.runs import checkpoint_dir, load
 
@@ -33,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
         trained.config = dataclasses.replace(trained.config, tta_hflip=args.tta_hflip)
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
     data = trained.load_data(args.data_dir, progress=True)  # a changed folder: refused
-    ev = evaluate_model(trained, data)
+    with tqdm(total=len(data.test_labels), desc="evaluating", unit="img", unit_scale=True, leave=False,
+              dynamic_ncols=True) as bar:
+        ev = evaluate_model(trained, data, step=bar.update)
     mirrored = ", each averaged with its mirror image" if trained.config.tta_hflip else ""
     print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images{mirrored}\n")
     _print_classes(ev, data.classes)

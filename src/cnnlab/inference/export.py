@@ -20,6 +20,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -108,11 +109,13 @@ class Exported:
     contract: Contract
 
 
-def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None, device: str = "cpu") -> Exported:
+def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None, device: str = "cpu",
+                 say: Callable[[str], object] = lambda line: None) -> Exported:
     """Write the checkpoint's model as `fmt` ('onnx' or 'torchscript') to `out` (default: beside the
     checkpoint, named <model>.onnx or <model>.torchscript.pt), its contract in the file's metadata. The file
-    appears whole or not at all (a failed write is an atomic.WriteError, the previous file kept). It is traced on `device`: the CPU by default, since a TorchScript file traced on
-    a GPU runs only there."""
+    appears whole or not at all (a failed write is an atomic.WriteError, the previous file kept). It is traced on
+    `device`: the CPU by default, since a TorchScript file traced on a GPU runs only there. `say` is told, once
+    the checkpoint is read, what is under way: tracing and writing take seconds with nothing to count."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
     trained = load(checkpoint, device)
@@ -123,6 +126,7 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     if out.is_file() and archive_kind(out) == "pickle":
         raise ExportError(f"{out} is a PyTorch checkpoint; an export does not replace one (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    say(f"exporting {cfg.model} as {'ONNX through torch.export' if fmt == 'onnx' else 'TorchScript'} to {out} ...")
     if fmt == "onnx":
         _onnx(model, example, out, contract.metadata())
     else:

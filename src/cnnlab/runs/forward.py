@@ -39,9 +39,10 @@ def tta_forward(model: nn.Module, x: torch.Tensor, hflip: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def predict_logits(model: nn.Module, images: torch.Tensor, cfg: TrainConfig,
+                   step: Callable[[int], object] = lambda n: None) -> torch.Tensor:
     """Float32 logits for uint8 images, in batches of cfg.eval_batch_size, without gradients
-    (averaged with the mirror images' when cfg.tta_hflip)."""
+    (averaged with the mirror images' when cfg.tta_hflip); `step(n)` is told each batch of n images done."""
     model.eval()
     amp_dtype = autocast_dtype(images.device, cfg.amp)
     out = []
@@ -49,6 +50,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, cfg: TrainConfig) -> 
         with autocast(images.device, amp_dtype):
             x = model_input(images[i : i + cfg.eval_batch_size], cfg)
             out.append(tta_forward(model, x, cfg.tta_hflip).float())
+        step(len(x))
     return torch.cat(out) if out else torch.empty(0, model.num_classes, device=images.device)
 
 

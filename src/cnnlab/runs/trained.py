@@ -75,9 +75,10 @@ class TrainedModel:
             "test_accuracy": self.test_acc,
         }
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for uint8 images shaped like the training data, mirror-averaged as the model was trained."""
-        return predict_logits(self.network, images.to(self.device), self.config)
+    def logits(self, images: torch.Tensor, step: Callable[[int], object] = lambda n: None) -> torch.Tensor:
+        """Logits for uint8 images shaped like the training data, mirror-averaged as the model was trained;
+        `step(n)` is told each batch of n images done."""
+        return predict_logits(self.network, images.to(self.device), self.config, step)
 
     @cached_property
     def dataset(self):
