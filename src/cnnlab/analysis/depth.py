@@ -157,7 +157,8 @@ def sweep(data: ImageSet, depths=(2, 4, 8, 16, 32), progress: bool = True,
     jobs = [(d, r) for d in depths for r in (False, True)]
     total = sum(work(d, probe=min(len(data.train_images), PROBE_IMAGES), **kw) for d, _ in jobs)
     # smoothing=0: the rate over the whole sweep, not the last few updates (a probe's update lumps its work)
-    with tqdm(total=total, desc="depth sweep", disable=not progress, smoothing=0, dynamic_ncols=True,
+    # disable=None: a bar on a terminal only; in a log its carriage returns would only fill it
+    with tqdm(total=total, desc="depth sweep", disable=None if progress else True, smoothing=0, dynamic_ncols=True,
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
         def step(w: int) -> None:
             bar.update(w)

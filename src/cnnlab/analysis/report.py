@@ -138,7 +138,7 @@ def branches_section(checkpoints: list[str], data: ImageSet, out_dir: Path, devi
     from tqdm.auto import tqdm
 
     with tqdm(total=len(checkpoints) * len(data.test_labels), desc="branches", unit="img", unit_scale=True,
-              disable=not progress, dynamic_ncols=True) as bar:
+              disable=None if progress else True, dynamic_ncols=True) as bar:  # None: on a terminal only
         reports = [br.analyze_checkpoint(c, data, device, bar.update) for c in checkpoints]
     summary = br.summarise(reports)
     model = reports[0].model  # summarise has checked that every checkpoint is of this one model

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     # The test set of the data the model was trained on (an image folder's split and size come from the run).
     data = trained.load_data(args.data_dir, progress=True)  # a changed folder: refused
     with tqdm(total=len(data.test_labels), desc="evaluating", unit="img", unit_scale=True, leave=False,
-              dynamic_ncols=True) as bar:
+              dynamic_ncols=True, disable=None) as bar:  # None: a bar on a terminal only, never in a log or a pipe
         ev = evaluate_model(trained, data, step=bar.update)
     mirrored = ", each averaged with its mirror image" if trained.config.tta_hflip else ""
     print(f"{ev.model}: test accuracy {100 * ev.accuracy:.2f}% on {len(data.test_labels):,} {data.title} test images{mirrored}\n")

@@ -28,12 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from cnnlab.inference.export import TORCHSCRIPT_METADATA, export_model
 
-    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    done = export_model(args.checkpoint, args.format, args.out, use_device(args), say=say)
+    # what is under way, on stdout with the lines that follow it: stderr holds a failure's one line alone
+    done = export_model(args.checkpoint, args.format, args.out, use_device(args), say=lambda line: print(line, flush=True))
     print(f"wrote {done.path} ({done.path.stat().st_size:,} bytes): {done.contract.summary()}")
     print(f"pixels: {done.contract.pictures()}; standardisation{' and mirror averaging' if done.contract.tta_hflip else ''} "
           "inside the graph")
