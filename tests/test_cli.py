@@ -319,6 +319,20 @@ def test_report_from_given_runs_writes_every_section_and_figure(trained_resnet, 
     assert "gradient (training)" in text and re.search(r"\| incep1 +\| 5x5 +\|", text)
 
 
+@pytest.mark.slow
+def test_report_reads_what_it_is_given_before_it_trains_anything(trained_resnet, tmp_path, capsys):
+    out_dir = tmp_path / "report"
+    cases = [
+        (["--checkpoints", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["--runs", str(tmp_path)], "summary.json"),  # a directory that holds no run
+        (["--checkpoints", str(trained_resnet)], "has no Inception blocks to analyse"),
+    ]
+    for given, said in cases:
+        code, out, err = run_cli(capsys, "report", *given, "--out", str(out_dir))
+        assert code == 1 and len(err.strip().splitlines()) == 1 and said in err, (given, err)
+        assert "training" not in out and not (out_dir / "runs").exists()  # nothing was trained first
+
+
 def _usage_error_cases() -> list[list[str]]:
     """Wrong arguments for every subcommand, read off the parser itself: an unknown flag, a missing
     positional, and a bad value for every option that checks its value (a type or a list of choices)."""

@@ -287,6 +287,19 @@ def probe_rates(data: ImageSet, device: torch.device, **depth_kw) -> tuple[float
     return forward, unit
 
 
+def _check_given(runs: list[str], checkpoints: list[str]) -> None:
+    """Read every run and checkpoint given before anything is trained: a wrong path, a damaged file or a network
+    without Inception blocks is one line now, not after minutes of training."""
+    from cnnlab.runs import load, load_run
+
+    for run_dir in runs:
+        load_run(run_dir)
+    for checkpoint in checkpoints:
+        model = load(checkpoint, "cpu")
+        if not branched_blocks(model.network):
+            raise ValueError(f"{checkpoint}: model {model.config.model!r} has no Inception blocks to analyse")
+
+
 def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, checkpoints: list[str] | None = None,
                 seeds: int = 3, budget: float = 60.0, depths=(2, 4, 8, 16, 32), log=print, device: str = "auto",
                 **depth_kw) -> Path:
@@ -302,6 +315,7 @@ def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, ch
     from cnnlab.train import fit
 
     runs, checkpoints = list(runs or []), list(checkpoints or [])
+    _check_given(runs, checkpoints)
     dataset = lookup(data.name)
     dev = resolve_device(device)
     forward, unit = probe_rates(data, dev, **depth_kw)
