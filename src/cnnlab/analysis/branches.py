@@ -29,7 +29,7 @@ from cnnlab.models.switches import switched_off, thread_hooks
 from cnnlab.runs.checkpoint import checkpoint_dir
 from cnnlab.device import autocast, autocast_dtype
 from cnnlab.runs.forward import model_input, predict_logits
-from cnnlab.runs.trained import load
+from cnnlab.runs.trained import TrainedModel, load
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -239,15 +239,21 @@ def ablate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Tr
                     {k: v for (kind, k), v in acc.items() if kind == "only"}, _shares(blocks, sums))
 
 
+def load_analysable(checkpoint: str | Path, device: str = "auto") -> TrainedModel:
+    """The trained model in `checkpoint`; a ValueError naming it when its network has no Inception-like blocks."""
+    trained = load(checkpoint, device)
+    if not branched_blocks(trained.network):
+        raise ValueError(f"{checkpoint}: model {trained.config.model!r} has no Inception blocks to analyse")
+    return trained
+
+
 def analyze_checkpoint(checkpoint: str | Path, data: ImageSet, device: str = "auto",
                        step: Callable[[int], object] = lambda n: None) -> BranchReport:
     """Ablation accuracies, energy shares and (if recorded) gradient shares for one trained model; `step(n)` is
     called after each batch of n test images."""
-    trained = load(checkpoint, device)
+    trained = load_analysable(checkpoint, device)
     model, cfg = trained.network, trained.config
     blocks = branched_blocks(model)
-    if not blocks:
-        raise ValueError(f"{checkpoint}: model {cfg.model!r} has no Inception blocks to analyse")
     dev = next(model.parameters()).device
     result = ablate(model, data.test_images.to(dev), data.test_labels.to(dev), cfg, step)
     grads = gradient_shares(checkpoint_dir(checkpoint))

@@ -97,6 +97,11 @@ class DepthResult:
 PROBE_IMAGES = 5000
 
 
+def probe_size(data: ImageSet) -> int:
+    """How many training images a trained stack's accuracy is measured on."""
+    return min(len(data.train_images), PROBE_IMAGES)
+
+
 def work(depth: int, steps: int = 200, batch_size: int = 64, probe: int = PROBE_IMAGES, **_) -> int:
     """A stack's run counted in conv layers times images through them, a training step's image three times
     (forward, and backward for the inputs and the weights), the probe's once. Every conv of a stack has the same
@@ -137,7 +142,7 @@ def run_one(depth: int, residual: bool, data: ImageSet, steps: int = 200, batch_
         done((depth + 1) * 3 * batch_size)
     model.eval()
     with torch.no_grad():
-        probe = torch.arange(0, min(n, PROBE_IMAGES))
+        probe = torch.arange(0, probe_size(data))
         logits = model(normalize(data.train_images[probe].to(device), data.mean, data.std))
         acc = (logits.argmax(1) == data.train_labels[probe].to(device)).float().mean().item()
     done((depth + 1) * len(probe))
@@ -155,7 +160,7 @@ def sweep(data: ImageSet, depths=(2, 4, 8, 16, 32), progress: bool = True,
     each piece of work too."""
     results = []
     jobs = [(d, r) for d in depths for r in (False, True)]
-    total = sum(work(d, probe=min(len(data.train_images), PROBE_IMAGES), **kw) for d, _ in jobs)
+    total = sum(work(d, probe=probe_size(data), **kw) for d, _ in jobs)
     # smoothing=0: the rate over the whole sweep, not the last few updates (a probe's update lumps its work)
     # disable=None: a bar on a terminal only; in a log its carriage returns would only fill it
     with tqdm(total=total, desc="depth sweep", disable=None if progress else True, smoothing=0, dynamic_ncols=True,

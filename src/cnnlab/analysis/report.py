@@ -283,21 +283,19 @@ def probe_rates(data: ImageSet, device: torch.device, **depth_kw) -> tuple[float
     dp.run_one(8, False, data, steps=3, device=device, **kw)
     t = time.perf_counter()
     dp.run_one(8, False, data, steps=10, device=device, **kw)
-    unit = (time.perf_counter() - t) / dp.work(8, steps=10, probe=min(len(data.train_images), dp.PROBE_IMAGES), **kw)
+    unit = (time.perf_counter() - t) / dp.work(8, steps=10, probe=dp.probe_size(data), **kw)
     return forward, unit
 
 
 def _check_given(runs: list[str], checkpoints: list[str]) -> None:
     """Read every run and checkpoint given before anything is trained: a wrong path, a damaged file or a network
     without Inception blocks is one line now, not after minutes of training."""
-    from cnnlab.runs import load, load_run
+    from cnnlab.runs import load_run
 
     for run_dir in runs:
         load_run(run_dir)
     for checkpoint in checkpoints:
-        model = load(checkpoint, "cpu")
-        if not branched_blocks(model.network):
-            raise ValueError(f"{checkpoint}: model {model.config.model!r} has no Inception blocks to analyse")
+        br.load_analysable(checkpoint, "cpu")
 
 
 def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, checkpoints: list[str] | None = None,
@@ -349,9 +347,7 @@ def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, ch
     # A silenced forward runs only what follows its block: about a third of inception_net on average (its second
     # block is followed by the classifier alone). Three checkpoints took 16 s where half the network predicted 32.
     stages.add("branches", lambda: analysed * len(data.test_labels) * (1 + silenced / 3) * forward)
-    kw = {k: v for k, v in depth_kw.items() if k in ("steps", "width", "batch_norm", "batch_size")}
-    probe = min(len(data.train_images), dp.PROBE_IMAGES)
-    stages.add("depth", lambda: 2 * sum(dp.work(d, probe=probe, **kw) for d in depths) * unit)
+    stages.add("depth", lambda: 2 * sum(dp.work(d, probe=dp.probe_size(data), **depth_kw) for d in depths) * unit)
     stages.add("the comparison", lambda: 2.0)
 
     trained = []
@@ -361,7 +357,7 @@ def make_report(out_dir: Path, data: ImageSet, runs: list[str] | None = None, ch
     if not checkpoints:
         checkpoints, trained = trained[:seeds], trained[seeds:]
     if not runs:
-        runs = ([checkpoints[0]] if Path(checkpoints[0]).is_dir() else []) + trained
+        runs = ([checkpoints[0]] if first_is_run else []) + trained
     with stages.stage():
         sections = [cost_section(out_dir)]
     with stages.stage():
