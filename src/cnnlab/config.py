@@ -116,6 +116,13 @@ class TrainConfig:
     # 0.7-1.0 (median) with early spikes to 10; a step taken on such a spike at the peak rate is what made
     # inception_net (no batch norm) diverge and resnet collapse to chance (benchmarks/results/stability.md).
     grad_clip: float = _setting(2.0, Range(0, 1e6))
+    # An exponential moving average of the weights (train/average.py), its decay per step warmed up from 0; the run
+    # evaluates, selects and saves the average, which is what every use of the run then loads. Off in the recipes: at
+    # the end of a one-cycle run, whose rate falls to zero, it gave nothing (docs/results.md); mid-run, or with a
+    # constant rate, it is ahead of the trained weights.
+    ema: float = _flag(0.0, "keep an exponential moving average of the weights with this decay per step, e.g. 0.999 "
+                       "(warmed up: at most (1+n)/(10+n) after n steps); validation, test, best.pt and every use of "
+                       "the run take the average; 0 = off (default: off)", "float", "DECAY", range=Range(0, 1))
     # Augmentations (train/augment.py): each is switched on by its fields here, and each field is its flag.
     max_shift: float | None = _flag(2.0, "augmentation: random shift, pixels; 0 = off (default: the recipe's)", "float",
                                     range=Range(0, MAX_IMAGE_SIDE))

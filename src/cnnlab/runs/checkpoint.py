@@ -94,7 +94,8 @@ def _read_state(path: str | Path, map_location: str | torch.device = "cpu") -> d
        (`record_problem` without the tensors' values), a model this cnnlab has, buildable as recorded.
     4. Sizes against that network, built on the meta device (`_limits`): no tensor (its elements or its storage)
        larger than the network's largest or MARGIN; all of them together, and all the archive's tensor entries,
-       within the network's bytes, twice its parameters' (AdamW's two moments; SGD keeps one), a step count per
+       within twice the network's bytes (the average of the weights beside the trained ones), twice its
+       parameters' (AdamW's two moments; SGD keeps one), a step count per
        parameter and MARGIN (the random states, the running sums of the processes); the file within that plus its
        record and the zip's own headers.
 
@@ -364,8 +365,8 @@ def _limits(path: Path, state: dict[str, Any]) -> _Limits:
     tensors = list(network.state_dict().values())
     params = list(network.parameters())
     own = sum(t.nbytes for t in tensors)
-    return _Limits(name, own, max(max((t.nbytes for t in tensors), default=0), MARGIN),
-                   own + 2 * sum(p.nbytes for p in params) + 8 * len(params) + MARGIN)
+    return _Limits(name, own, max(max((t.nbytes for t in tensors), default=0), MARGIN),  # the weights twice (the
+                   2 * own + 2 * sum(p.nbytes for p in params) + 8 * len(params) + MARGIN)  # average), the optimiser's
 
 
 def _check_sizes(path: Path, archive: _Archive, state: dict[str, Any]) -> None:
@@ -531,6 +532,7 @@ _POSITION = {
 }
 _ENTRY_CHECKS = {
     "model_state": lambda d: "is empty" if d == {} else _dict_of(_tensor_problem)(d),
+    "trained_state": lambda d: None if d is None else "is empty" if d == {} else _dict_of(_tensor_problem)(d),
     "model_kwargs": _dict_of(lambda k, v: _MODEL_KWARGS[k].problem(v), keys=_MODEL_KWARGS),
     "config": lambda d: None if isinstance(d, dict) else f"must be a dict, got {type(d).__name__}",
     "classes": _list_of(lambda c: None if isinstance(c, str) and 0 < len(c) <= 255 else f"must be a name, got {c!r}"[:120]),
@@ -604,6 +606,9 @@ class Checkpoint:
     without (RESUME_KEYS) is refused once, by `read(path, resume=True)`, so it is never None in a resumed run."""
 
     model_state: dict[str, torch.Tensor]  # float32 weights on the CPU, whatever the device trained on
+    # A run that keeps an average of its weights (--ema): model_state is the average, the run's model, and these are
+    # the weights the optimiser trains, which a resume continues from. None otherwise (model_state is those).
+    trained_state: dict[str, torch.Tensor] | None = None
     # in_channels, num_classes, image_size: what create_model needs (MNIST's where a checkpoint does not say)
     model_kwargs: dict[str, int] = field(default_factory=dict)
     config: dict[str, Any]  # the run's TrainConfig, as a dict (`train_config` reads it)

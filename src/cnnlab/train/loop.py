@@ -164,6 +164,8 @@ def _step(p: Parts, images: torch.Tensor, labels: torch.Tensor, weight: float,
         torch.nn.utils.clip_grad_norm_(p.trained.parameters(), cfg.grad_clip, foreach=True)
     p.optimizer.step()
     p.schedule.step()
+    if p.average is not None:
+        p.average.update()
     return loss.detach(), logits
 
 

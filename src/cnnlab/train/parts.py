@@ -1,5 +1,6 @@
 """What a run trains with, built from its spec and its data: the splits on the device, the network (and its
-DistributedDataParallel wrapper), the loader, the augmentation, the plan, the optimiser and its schedule.
+DistributedDataParallel wrapper, and the average of its weights), the loader, the augmentation, the plan, the
+optimiser and its schedule.
 
 `build_parts` loads nothing, starts nothing and prints nothing: it seeds torch's generator (the weights are drawn
 from it, as in any torch script) and builds. The run (train/run.py) calls it for a fresh run and a resumed one
@@ -22,6 +23,7 @@ from cnnlab.eager import eager_optimizer
 from cnnlab.models import models_with_branches
 from cnnlab.train import distributed
 from cnnlab.train.augment import pipeline
+from cnnlab.train.average import WeightAverage
 from cnnlab.train.distributed import World
 from cnnlab.train.gradients import GradNormRecorder, inception_branch_groups
 from cnnlab.train.plan import BudgetPlan, Plan
@@ -60,6 +62,13 @@ class Parts:
     schedule: torch.optim.lr_scheduler.LRScheduler
     recorder: GradNormRecorder | None  # the Inception branches' gradient norms (--record-branch-grads)
     amp_dtype: torch.dtype | None
+    average: WeightAverage | None = None  # the average of the weights (--ema), updated after every step
+
+    @property
+    def kept(self) -> nn.Module:
+        """The network the run evaluates, selects and saves as its model: the average of the weights when the run
+        keeps one, else the network itself."""
+        return self.average.model if self.average is not None else self.model
 
 
 def build_parts(spec: RunSpec, data: ImageSet, world: World, device: torch.device, t_start: float,
@@ -86,7 +95,7 @@ def build_parts(spec: RunSpec, data: ImageSet, world: World, device: torch.devic
         trained=distributed.wrap(model, world, device), model_kwargs=model_kwargs, loader=loader, generator=generator,
         augment=pipeline(cfg, generator, (first_row, loader.batch_size)), plan=plan, optimizer=optimizer,
         schedule=build_schedule(optimizer, cfg, plan), recorder=_recorder(cfg, model),
-        amp_dtype=autocast_dtype(device, cfg.amp),
+        amp_dtype=autocast_dtype(device, cfg.amp), average=WeightAverage(model, cfg.ema) if cfg.ema > 0 else None,
     )
 
 

@@ -254,7 +254,13 @@ class Run:
                 f"the run trained on {ckpt.steps_per_epoch} batches per epoch, but this data set gives "
                 f"{len(p.loader)}: it can only be resumed on the data it started with"
             )
-        load_weights(p.model, ckpt.model_state, ckpt.source, p.cfg.model)
+        if (p.average is None) != (ckpt.trained_state is None):
+            raise CheckpointError(f"{ckpt.source}: its config and its weights disagree on whether the run keeps an "
+                                  "average of its weights (--ema)")
+        load_weights(p.model, ckpt.model_state if p.average is None else ckpt.trained_state, ckpt.source, p.cfg.model)
+        if p.average is not None:  # the average continues from the step count, as if the run had never stopped
+            load_weights(p.average.model, ckpt.model_state, ckpt.source, p.cfg.model)
+            p.average.updates = ckpt.steps
         try:  # checked for its types when it was read; whether it fits this optimiser, torch's loaders tell
             p.optimizer.load_state_dict(ckpt.optimizer_state)
             p.schedule.load_state_dict(ckpt.schedule_state)
@@ -339,7 +345,7 @@ class Run:
     def _evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         """(loss, accuracy) on a split, each process its part, the sums added up over all of them."""
         w = self.world
-        return evaluate(self.p.model, images, labels, self.p.cfg, part=w.split_part(len(images)),
+        return evaluate(self.p.kept, images, labels, self.p.cfg, part=w.split_part(len(images)),
                         reduce=lambda sums: distributed.all_reduce_sum(sums, w))
 
     def _record(self, row: dict[str, Any], is_best: bool) -> None:
@@ -362,7 +368,7 @@ class Run:
         that step within it (`row` is then the last finished epoch's)."""
         p, within = self.p, position is not None
         return Checkpoint(
-            model_state={k: v.detach().cpu() for k, v in p.model.state_dict().items()},
+            model_state=_on_cpu(p.kept), trained_state=_on_cpu(p.model) if p.average is not None else None,
             model_kwargs=p.model_kwargs, config=p.cfg.to_dict(), classes=list(p.classes),
             epoch=self.epoch - within, steps=self.steps + (position["step"] if within else 0), steps_per_epoch=len(p.loader),
             total_steps=p.plan.total_steps, world_size=self.world.world_size,
@@ -384,7 +390,7 @@ class Run:
             test_acc=self.best["test"], final_test_acc=self.history[-1]["test_acc"],
             train_seconds=self.elapsed_before + time.perf_counter() - self.t_start,
             collapsed_at_epoch=collapse_epoch(self.history, len(p.classes), p.plan.epochs), history=self.history,
-            network=p.model, model_kwargs=p.model_kwargs, config=cfg.to_dict(),
+            network=p.kept, model_kwargs=p.model_kwargs, config=cfg.to_dict(),
             threads=list(cores.used) if cores is not None else [],
             data_title=self.spec.dataset.path if self.spec.dataset.entry.takes_path else self.spec.dataset.title,
         )
@@ -491,6 +497,11 @@ def finished_run(run_dir: Path, ckpt: Checkpoint, terminal: Terminal, writer: Ru
     terminal.say(f"{result.model}: {run_dir} had already finished ({ckpt.epoch} epochs); best.pt, last.pt, config.json, "
                  "summary.json and metrics.csv checked: nothing to resume")
     return result
+
+
+def _on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A network's weights, as a checkpoint holds them."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def _nan_for_none(v: Any) -> float:
