@@ -3,6 +3,7 @@ through the library (fit or resume), then saves this process's own final weights
 
 Run by torchrun (or alone) from tests/train/test_distributed.py and the resume tests:
     python ddp_worker.py fit OUT [--epochs E] [--batch-size B] [--model M] [--images N] [--float64] [--record-steps K]
+                             [--ema DECAY]
     python ddp_worker.py resume OUT RUN_DIR [--float64]
     python ddp_worker.py train OUT [fit's options] [--run-name NAME] [--checkpoint-every S] [--log-every K]
 (train: through cnnlab.train.train, as `cnnlab train` does: a named run that stopped is continued by the same command.)
@@ -47,6 +48,7 @@ def main() -> None:
     p.add_argument("--run-name")
     p.add_argument("--checkpoint-every", type=float, default=0.0)
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--ema", type=float, default=0.0)  # the run's network is then the average of its weights
     a = p.parse_args()
     torch.set_num_threads(1)  # two processes on a small machine
     if a.float64:
@@ -60,7 +62,7 @@ def main() -> None:
         register_optimizer_step_post_hook(record)
     data = synthetic_mnist(train=a.images, test=200, seed=1234)  # the same set in every process
     cfg = make_config(a.model, epochs=a.epochs, batch_size=a.batch_size, val_size=200, device="cpu", seed=7,
-                      run_name=a.run_name, checkpoint_every=a.checkpoint_every, log_every=a.log_every)
+                      run_name=a.run_name, checkpoint_every=a.checkpoint_every, log_every=a.log_every, ema=a.ema)
     if a.mode == "fit":
         result = fit(cfg, data, out_root=a.out, progress=False)
     elif a.mode == "train":

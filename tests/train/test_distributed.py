@@ -95,10 +95,12 @@ def _two_and_one(procs, tmp_path, argv):
 # gradients differ by ~1e-4 of their size, and training amplifies it: 1.6e-3 in the weights 18 steps later on an
 # AVX-512 CPU, where an AVX2 CPU happened to meet no such tie. In float64 the same runs agree to 1e-16 throughout.
 @pytest.mark.slow
-@pytest.mark.parametrize("batch", [64, 63])  # 63: parts of 32 and 31 images, the loss weighted by each share
-def test_in_float64_two_processes_train_the_model_one_process_trains(procs, tmp_path, batch):
+# batch 63: parts of 32 and 31 images, the loss weighted by each share; ema: the network compared is the average of
+# the weights, which every process keeps for itself
+@pytest.mark.parametrize("batch,ema", [(64, 0.0), (63, 0.0), (64, 0.99)])
+def test_in_float64_two_processes_train_the_model_one_process_trains(procs, tmp_path, batch, ema):
     # 1,000 training images: 15 steps an epoch and 40 (or 55) left over, two epochs.
-    two, one = _two_and_one(procs, tmp_path, ["--batch-size", str(batch), "--float64"])
+    two, one = _two_and_one(procs, tmp_path, ["--batch-size", str(batch), "--float64", "--ema", str(ema)])
     r0, r1, single = saved_weights(two / "rank0.pt"), saved_weights(two / "rank1.pt"), saved_weights(one / "rank0.pt")
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "the two ranks ended with different weights"
     assert r0["fc.weight"].dtype == torch.float64
