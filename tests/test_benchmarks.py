@@ -19,6 +19,7 @@ RESULTS = BENCHMARKS / "results"
 sys.path.insert(0, str(BENCHMARKS))
 
 import accuracy  # noqa: E402
+import averaging  # noqa: E402
 import distributed  # noqa: E402
 import gpu  # noqa: E402
 import machine  # noqa: E402
@@ -320,3 +321,18 @@ def test_the_budget_search_leaves_a_budget_at_its_first_miss_and_stops_at_the_fi
     assert "reaches 99.0% on each of 3 seeds with `--time-budget 7`, in 8.6 s from process start to exit" in md
     assert "6 s: 99.30%, failed" in md and "19.8x sooner than the course loop's 10 epochs" in md
     assert "19.5x for the slowest seed: target 20x for every seed not met" in md
+
+
+def test_the_averaging_benchmark_judges_each_arm_by_its_own_validation_and_shows_both():
+    def row(epoch, trained, average):  # (val, test) of each arm
+        return {"epoch": epoch, "seconds": 1.0, "trained": dict(zip(("val", "test"), trained)),
+                "average": dict(zip(("val", "test"), average))}
+
+    run = {"model": "resnet_bn", "dataset": "mnist", "seed": 0, "decay": 0.999, "cpu": "x", "epochs": [
+        row(1, (0.98, 0.97), (0.97, 0.96)), row(2, (0.99, 0.992), (0.995, 0.993)),
+        row(3, (0.99, 0.994), (0.994, 0.999)),
+    ]}
+    assert averaging.chosen(run, "trained") == {"epoch": 3, "val": 0.99, "test": 0.994}  # a tie goes to the later
+    assert averaging.chosen(run, "average") == {"epoch": 2, "val": 0.995, "test": 0.993}  # never the test's best
+    text = averaging.render_markdown({"machine": "m", "command": "c", "runs": [run]})
+    assert "| resnet_bn | 0 | 3: 99.00 / 99.40 | 2: 99.50 / 99.30 | -0.10 | 99.40 / 99.90 |" in text, text
