@@ -119,7 +119,9 @@ def main() -> int:
     json_path = out / "averaging.json"
     results = json.loads(json_path.read_text()) if args.resume and json_path.exists() else {"runs": []}
     results["machine"] = describe_machine()
-    results["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    earlier = results.get("command")  # the runs kept by --resume came from these
+    results["command"] = command if not earlier or earlier.endswith(command) else f"{earlier}`, then `{command}"
     configure(torch.device("cpu"))
     from cnnlab.data import load_data
 
