@@ -28,13 +28,8 @@ class WeightAverage:
             raise ValueError(f"the average's decay must be above 0 and at most 1, got {decay}")
         self.decay, self.updates = decay, 0
         self.model = copy.deepcopy(model).requires_grad_(False).eval()
-        self._bind(model)
-
-    def _bind(self, model: nn.Module) -> None:
-        """The pairs of tensors an update touches: floating ones averaged, the others copied."""
+        # The pairs of tensors an update touches (the copy has the model's names): floats averaged, others copied.
         mine, theirs = self.model.state_dict(), model.state_dict()
-        if list(mine) != list(theirs):
-            raise ValueError("the average and the model have different weights")
         floats = [k for k, t in mine.items() if t.is_floating_point()]
         self._floats = ([mine[k] for k in floats], [theirs[k] for k in floats])
         self._others = [(mine[k], theirs[k]) for k in mine if not mine[k].is_floating_point()]
