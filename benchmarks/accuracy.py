@@ -92,26 +92,38 @@ def main() -> int:
 
 
 def _key(run: dict) -> tuple:
-    """(dataset, model, recipe, seed, grad clip): what names a run (runs from before Fashion-MNIST have no dataset
-    field, runs from before gradient clipping no grad_clip: they trained without it)."""
-    return run.get("dataset", "mnist"), run["model"], run["recipe"], run["seed"], run.get("grad_clip", 0.0)
+    """(dataset, model, recipe, seed, grad clip, epochs): what names a run (runs from before Fashion-MNIST have no
+    dataset field, runs from before gradient clipping no grad_clip: they trained without it)."""
+    return run.get("dataset", "mnist"), run["model"], run["recipe"], run["seed"], run.get("grad_clip", 0.0), run["epochs"]
 
 
-def _clip(dataset: str, model: str, recipe: str) -> float:
-    """The gradient clipping a run of this recipe trains with now (the default recipe clips; it once did not)."""
-    return make_config(model, recipe, dataset).grad_clip
+def _now(dataset: str, model: str, recipe: str) -> tuple[float, int]:
+    """The gradient clipping and the epochs a run of this recipe trains with now (the default recipe clips, and it
+    once did not; a model's default epochs can change)."""
+    cfg = make_config(model, recipe, dataset)
+    return cfg.grad_clip, cfg.epochs
 
 
 def _recipe_label(run: dict) -> str:
-    if run["recipe"] == "default" and not run.get("grad_clip"):
+    """The recipe as the table names it: a default-recipe run from before clipping, or of other epochs than the
+    model's default now, has a row of its own."""
+    if run["recipe"] != "default":
+        return run["recipe"]
+    if not run.get("grad_clip"):
         return "default, before clipping"
-    return run["recipe"]
+    epochs = _now(run.get("dataset", "mnist"), run["model"], "default")[1]
+    return "default" if run["epochs"] == epochs else f"default, {run['epochs']} epochs"
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    """The recipe now first, then the default recipe's other rows, then the course."""
+    return 0 if label == "default" else 2 if label == "default, before clipping" else 1 if label.startswith("default") else 3, label
 
 
 def plan_runs(planned: list[tuple], runs: list[dict], retry_failed: bool = False) -> tuple[list[tuple], list[dict]]:
     """The (dataset, model, recipe, seed) of `planned` still to run, and the recorded `runs` to keep: a recorded run
     is kept and not run again, a failed one too unless `retry_failed` (then its record gives way to the new run)."""
-    keyed = {(*k, _clip(k[0], k[1], k[2])): k for k in planned}
+    keyed = {(*k, *_now(k[0], k[1], k[2])): k for k in planned}
     if retry_failed:
         runs = [r for r in runs if not (failure_of(r) and _key(r) in keyed)]
     done = {_key(r) for r in runs}
@@ -188,7 +200,7 @@ def summarise(runs: list[dict]) -> list[list[str]]:
     labels = _cpu_labels(runs)
     ds = lambda r: r.get("dataset", "mnist")  # noqa: E731  (runs from before Fashion-MNIST have no field)
     keys = sorted({(ds(r), _recipe_label(r), r["model"]) for r in runs},
-                  key=lambda k: (k[0] != "mnist", k[0], {"default": 0, "default, before clipping": 1}.get(k[1], 2), k[1], k[2]))
+                  key=lambda k: (k[0] != "mnist", k[0], _label_order(k[1]), k[2]))
     for dataset, recipe, model in keys:
         rs = [r for r in runs if r["model"] == model and _recipe_label(r) == recipe and ds(r) == dataset]
         finished = [r for r in rs if not failure_of(r)]
@@ -236,6 +248,7 @@ def _cpus(runs: list[dict]) -> list[str]:
 
 def render_markdown(runs: list[dict], machine: str) -> str:
     notes, failures, cpus = _notes(runs), _failures(runs), _cpus(runs)
+    other_epochs = any(_recipe_label(r).endswith(" epochs") for r in runs)
     return "\n".join(
         [
             "# Accuracy on the official MNIST and Fashion-MNIST test sets",
@@ -255,6 +268,8 @@ def render_markdown(runs: list[dict], machine: str) -> str:
             "runs happened beside it, so single runs can be slower by 10-30%).",
             "The default recipe now clips the gradient's norm at 2. Rows of runs from before it did",
             "read 'default, before clipping'; they stay as they were measured, beside the rows of the recipe now.",
+            *(["Rows 'default, N epochs' are default-recipe runs of N epochs where the model's default now is other",
+               "(the epochs column of its 'default' row)."] if other_epochs else []),
             "",
             "The course recipe here keeps the course's hyper-parameters (batch 64, SGD lr 0.01 momentum 0.5, plain",
             "cross-entropy, 10 epochs) but feeds batches from cnnlab's in-memory loader, so its wall time is below",

@@ -109,9 +109,9 @@ def test_failure_of_reads_old_records_as_finished():
 # ---- accuracy.py ------------------------------------------------------------------------------------------------
 
 
-def _record(seed: int, acc: float | None, cpu: str | None = "CPU A", wall: float = 100.0) -> dict:
-    r = dict(dataset="mnist", model="inception_net", recipe="default", seed=seed, epochs=15, wall_seconds=wall, command="c",
-             grad_clip=2.0)
+def _record(seed: int, acc: float | None, cpu: str | None = "CPU A", wall: float = 100.0, epochs: int = 12) -> dict:
+    r = dict(dataset="mnist", model="inception_net", recipe="default", seed=seed, epochs=epochs, wall_seconds=wall,
+             command="c", grad_clip=2.0)
     if cpu is not None:
         r["cpu"] = cpu
     if acc is None:
@@ -179,6 +179,12 @@ def test_accuracy_resume_keeps_failed_runs_unless_asked_to_retry():
     assert todo == [planned[3]] and len(kept) == 4  # kept as measured, and run again with the recipe now
     rows = accuracy.summarise(kept)
     assert [r[2] for r in rows] == ["default", "default, before clipping"]
+
+    longer = _record(3, 99.5, epochs=20)  # the default recipe at other epochs than inception_net's 12
+    todo, kept = accuracy.plan_runs(planned, [*runs, old, longer])
+    assert todo == [planned[3]] and len(kept) == 4
+    rows = accuracy.summarise(kept)
+    assert [(r[2], r[4], r[5]) for r in rows] == [("default", "12", "99.35 ± 0.07"), ("default, 20 epochs", "20", "99.50 ± 0.00")]
 
 
 def test_a_run_that_really_diverges_is_recorded_as_failed(tmp_path):
