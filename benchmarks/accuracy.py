@@ -3,6 +3,7 @@
     python benchmarks/accuracy.py                       # the lecture's 3 models x 2 recipes x 3 seeds, MNIST
     python benchmarks/accuracy.py --recipes default --seeds 0 1 2
     python benchmarks/accuracy.py --datasets mnist fashion-mnist --models resnet_bn inception_bn --recipes default --resume
+    python benchmarks/accuracy.py --models inception_net --recipes default --epochs 20 --resume   # a row of its own
 
 Writes benchmarks/results/accuracy.json (every run, appended as it finishes, so an interrupted
 benchmark keeps what it measured and --resume skips it) and accuracy.md (the table the README quotes).
@@ -48,12 +49,16 @@ def main() -> int:
     p.add_argument("--recipes", nargs="+", default=["default", "course"], help="(default: default course)")
     p.add_argument("--datasets", nargs="+", default=["mnist"], help="(default: mnist)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: 0 1 2)")
+    p.add_argument("--epochs", type=int, help="train the default recipe this many epochs instead of each model's own; "
+                   "such runs have rows of their own (default: each model's)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"), help="(default: benchmarks/results)")
     p.add_argument("--resume", action="store_true", help="keep runs already in accuracy.json, skip them (default: off)")
     p.add_argument("--retry-failed", action="store_true",
                    help="with --resume, run again the runs recorded as failed, in place of their records (default: off)")
     p.add_argument("--report-only", action="store_true", help="rewrite accuracy.md from accuracy.json, train nothing")
     args = p.parse_args()
+    if args.epochs is not None and (args.epochs < 1 or args.recipes != ["default"]):
+        p.error("--epochs takes a whole number of at least 1, with --recipes default only (the course trains 10)")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +70,7 @@ def main() -> int:
         return 0
     runs = json.loads(json_path.read_text())["runs"] if args.resume and json_path.exists() else []
     planned = [(d, m, r, s) for d, r, m, s in itertools.product(args.datasets, args.recipes, args.models, args.seeds)]
-    todo, runs = plan_runs(planned, runs, args.retry_failed)
+    todo, runs = plan_runs(planned, runs, args.retry_failed, args.epochs)
     machine = describe_machine()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -74,7 +79,8 @@ def main() -> int:
         for dataset, model, recipe, seed in todo:
             if dataset not in loaded:
                 loaded[dataset] = load_data(dataset, progress=False)
-            run = run_one(dataset, model, recipe, seed, loaded[dataset], tmp, command)
+            more = {} if args.epochs is None else {"epochs": args.epochs}
+            run = run_one(dataset, model, recipe, seed, loaded[dataset], tmp, command, **more)
             runs.append(run)
             if failure_of(run):
                 result = f"failed: {failure_of(run)}"
@@ -104,6 +110,13 @@ def _now(dataset: str, model: str, recipe: str) -> tuple[float, int]:
     return cfg.grad_clip, cfg.epochs
 
 
+def _planned_key(planned: tuple, epochs: int | None) -> tuple:
+    """A planned (dataset, model, recipe, seed) as _key names its run: with the clipping of the recipe now, and
+    `epochs` or the model's own."""
+    clip, own = _now(*planned[:3])
+    return (*planned, clip, own if epochs is None else epochs)
+
+
 def _recipe_label(run: dict) -> str:
     """The recipe as the table names it: a default-recipe run from before clipping, or of other epochs than the
     model's default now, has a row of its own."""
@@ -120,10 +133,12 @@ def _label_order(label: str) -> tuple[int, str]:
     return 0 if label == "default" else 2 if label == "default, before clipping" else 1 if label.startswith("default") else 3, label
 
 
-def plan_runs(planned: list[tuple], runs: list[dict], retry_failed: bool = False) -> tuple[list[tuple], list[dict]]:
-    """The (dataset, model, recipe, seed) of `planned` still to run, and the recorded `runs` to keep: a recorded run
-    is kept and not run again, a failed one too unless `retry_failed` (then its record gives way to the new run)."""
-    keyed = {(*k, *_now(k[0], k[1], k[2])): k for k in planned}
+def plan_runs(planned: list[tuple], runs: list[dict], retry_failed: bool = False,
+              epochs: int | None = None) -> tuple[list[tuple], list[dict]]:
+    """The (dataset, model, recipe, seed) of `planned` still to run (for `epochs`, or each model's own), and the
+    recorded `runs` to keep: a recorded run is kept and not run again, a failed one too unless `retry_failed` (then
+    its record gives way to the new run)."""
+    keyed = {_planned_key(k, epochs): k for k in planned}
     if retry_failed:
         runs = [r for r in runs if not (failure_of(r) and _key(r) in keyed)]
     done = {_key(r) for r in runs}
