@@ -185,6 +185,7 @@ def test_accuracy_resume_keeps_failed_runs_unless_asked_to_retry():
     assert todo == [planned[3]] and len(kept) == 4
     rows = accuracy.summarise(kept)
     assert [(r[2], r[4], r[5]) for r in rows] == [("default", "12", "99.35 ± 0.07"), ("default, 20 epochs", "20", "99.50 ± 0.00")]
+    assert [(r[8], r[9]) for r in rows] == [("99.45", "no (-0.10)"), ("-", "-")]  # a variant's row is not judged
     todo, _ = accuracy.plan_runs(planned, [*runs, old, longer], epochs=20)  # --epochs 20: only seed 3 has run
     assert todo == planned[:3]
 
