@@ -269,7 +269,7 @@ def render_markdown(runs: list[dict], machine: str) -> str:
         [
             "# Accuracy on the official MNIST and Fashion-MNIST test sets",
             "",
-            f"Machine: {machine}.  ",
+            f"Machine{' of the last command (each run names its CPU: below the table)' if cpus else ''}: {machine}.  ",
             f"Commands: `{_commands(runs)}` (run from the repository root, in that order, --resume adding runs).",
             "",
             "Test accuracy in % of the 10,000 official test images; mean and sample standard deviation over seeds.",

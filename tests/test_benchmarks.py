@@ -158,6 +158,7 @@ def test_accuracy_wall_names_the_cpu_when_a_rows_runs_differ():
     assert row[-1] == "150 (CPU 1); 90 (CPU 2); 160 (CPU not recorded)"
     assert "- CPU 1: AMD EPYC (PyTorch kernels: AVX2), 1 runs" in md
     assert "- CPU 2: AMD EPYC (PyTorch kernels: AVX512), 1 runs" in md
+    assert md.startswith("# Accuracy") and "Machine of the last command (each run names its CPU: below the table): m." in md
     same = accuracy.summarise([_record(0, 99.3, wall=150.0), _record(1, 99.4, wall=90.0)])
     assert same[0][-1] == "120"
 
