@@ -117,20 +117,27 @@ def _planned_key(planned: tuple, epochs: int | None) -> tuple:
     return (*planned, clip, own if epochs is None else epochs)
 
 
+BEFORE_CLIPPING = "default, before clipping"  # the row of default-recipe runs from before it clipped the gradient
+
+
 def _recipe_label(run: dict) -> str:
     """The recipe as the table names it: a default-recipe run from before clipping, or of other epochs than the
     model's default now, has a row of its own."""
     if run["recipe"] != "default":
         return run["recipe"]
     if not run.get("grad_clip"):
-        return "default, before clipping"
+        return BEFORE_CLIPPING
     epochs = _now(run.get("dataset", "mnist"), run["model"], "default")[1]
     return "default" if run["epochs"] == epochs else f"default, {run['epochs']} epochs"
 
 
 def _label_order(label: str) -> tuple[int, str]:
-    """The recipe now first, then the default recipe's other rows, then the course."""
-    return 0 if label == "default" else 2 if label == "default, before clipping" else 1 if label.startswith("default") else 3, label
+    """The recipe now first, then the default recipe at other epochs, then before clipping, then the course."""
+    if label == "default":
+        return 0, label
+    if label == BEFORE_CLIPPING:
+        return 2, label
+    return (1 if label.startswith("default") else 3), label
 
 
 def plan_runs(planned: list[tuple], runs: list[dict], retry_failed: bool = False,
@@ -221,7 +228,7 @@ def summarise(runs: list[dict]) -> list[list[str]]:
         finished = [r for r in rs if not failure_of(r)]
         accs = [r["test_acc"] for r in finished]
         # the default recipe's rows (as it is, or was before clipping) are judged; a run of other epochs is a variant
-        target = TARGETS.get((dataset, model)) if recipe in ("default", "default, before clipping") else None
+        target = TARGETS.get((dataset, model)) if recipe in ("default", BEFORE_CLIPPING) else None
         if accs:
             mean = statistics.mean(accs)
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
