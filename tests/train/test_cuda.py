@@ -5,12 +5,13 @@ one is lent: `pytest -m gpu`)."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from cnnlab.device import autocast_dtype
+from cnnlab.device import autocast_dtype, has_amx, training_dtype
 from cnnlab.runs import Checkpoint, evaluate, load
 from cnnlab.runs.rundir import read_metrics
 from cnnlab.train import fit, make_config
@@ -25,6 +26,21 @@ def test_autocast_is_bf16_only_when_asked():
     assert autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
     with pytest.raises(ValueError, match="unknown amp"):
         autocast_dtype(torch.device("cpu"), "fp8")
+
+
+def test_training_autocasts_to_bf16_by_default_on_a_cpu_with_amx_and_nowhere_else():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert training_dtype(cpu, "auto") is (torch.bfloat16 if has_amx() else None)
+    assert training_dtype(cuda, "auto") is None and training_dtype(cpu, "off") is None
+    assert training_dtype(cpu, "bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="unknown amp"):
+        training_dtype(cpu, "fp8")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="the CPU's flags are read from /proc/cpuinfo")
+def test_amx_is_found_exactly_where_the_cpu_reports_it():
+    flags = {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    assert has_amx() == ("amx_tile" in flags)
 
 
 def _short_cuda_run(data, out, model: str, amp: str = "auto"):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cnnlab.data.tensors.batching import InMemoryLoader, random_affine
+from cnnlab.device import training_dtype
 from cnnlab.train.distributed import World, world_from_env
 
 from ..support.data import synthetic_mnist
@@ -163,11 +164,12 @@ def test_the_readme_torchrun_command_trains_on_real_mnist_like_one_process(procs
     sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
     assert sa["steps"] == sb["steps"] == 10 and sa["world_size"] == 2
     # float32 on real data: the weights agree to rounding only until a ReLU tie flips (see the float64 test);
-    # the loss over the 10 steps and the weights as a whole stay close
+    # the loss over the 10 steps and the weights as a whole stay close. On a CPU with AMX the command trains in
+    # bfloat16 (--amp auto), where each process rounds its part's gradient to 8 bits: 1.8e-3 apart there (measured)
     (la,), (lb,) = ([r["train_loss"] for r in s["history"]] for s in (sa, sb))
     assert abs(la - lb) < 0.01 * lb, (la, lb)
     wa, wb = (torch.cat([v.flatten() for v in s["model_state"].values()]) for s in (sa, sb))
-    assert _rel(wa, wb) < 1e-3
+    assert _rel(wa, wb) < (5e-3 if training_dtype(torch.device("cpu"), "auto") is torch.bfloat16 else 1e-3)
 
 
 def test_a_torchrun_worker_exits_with_its_commands_code_and_message(procs, tmp_path, real_mnist):

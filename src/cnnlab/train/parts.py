@@ -18,7 +18,7 @@ from torch import nn
 from cnnlab.config import RunSpec, TrainConfig, for_data
 from cnnlab.data import ImageSet
 from cnnlab.data.tensors.batching import InMemoryLoader
-from cnnlab.device import autocast_dtype
+from cnnlab.device import training_dtype
 from cnnlab.eager import eager_optimizer
 from cnnlab.models import models_with_branches
 from cnnlab.train import distributed
@@ -95,7 +95,7 @@ def build_parts(spec: RunSpec, data: ImageSet, world: World, device: torch.devic
         trained=distributed.wrap(model, world, device), model_kwargs=model_kwargs, loader=loader, generator=generator,
         augment=pipeline(cfg, generator, (first_row, loader.batch_size)), plan=plan, optimizer=optimizer,
         schedule=build_schedule(optimizer, cfg, plan), recorder=_recorder(cfg, model),
-        amp_dtype=autocast_dtype(device, cfg.amp), average=WeightAverage(model, cfg.ema) if cfg.ema > 0 else None,
+        amp_dtype=training_dtype(device, cfg.amp), average=WeightAverage(model, cfg.ema) if cfg.ema > 0 else None,
     )
 
 

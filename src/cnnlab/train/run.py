@@ -65,6 +65,10 @@ class RunResult:
     # the CPU threads this process trained on, in order: one count, unless --adapt-threads changed it with the load
     # (then the same seed repeats only with the same changes at the same steps). Empty on a GPU.
     threads: list[int] = field(default_factory=list)
+    # what this process's training steps computed their forward pass in: "bfloat16" under autocast (--amp bf16, or
+    # auto on a CPU with AMX: device.training_dtype), else the weights' dtype ("float32"); evaluation is float32
+    # unless --amp bf16. "" in the record of a run from before it was recorded.
+    precision: str = ""
     data_title: str | None = field(default=None, repr=False)  # as tables show it (an image folder by its path)
 
     def summary(self) -> dict[str, Any]:
@@ -392,6 +396,7 @@ class Run:
             collapsed_at_epoch=collapse_epoch(self.history, len(p.classes), p.plan.epochs), history=self.history,
             network=p.kept, model_kwargs=p.model_kwargs, config=cfg.to_dict(),
             threads=list(cores.used) if cores is not None else [],
+            precision=str(p.amp_dtype or next(p.model.parameters()).dtype).removeprefix("torch."),
             data_title=self.spec.dataset.path if self.spec.dataset.entry.takes_path else self.spec.dataset.title,
         )
         if len(result.threads) > 1:
@@ -487,7 +492,7 @@ def finished_run(run_dir: Path, ckpt: Checkpoint, terminal: Terminal, writer: Ru
             final_test_acc=_nan_for_none(s["final_test_acc"]), train_seconds=float(s["train_seconds"]),
             collapsed_at_epoch=s.get("collapsed_at_epoch"), history=list(ckpt.history), network=last.network,
             model_kwargs=dict(s.get("model_kwargs") or {}), config=run.config,
-            threads=[int(n) for n in s.get("threads") or []],
+            threads=[int(n) for n in s.get("threads") or []], precision=str(s.get("precision") or ""),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise RunDirError(f"{run_dir / 'summary.json'} is not a summary cnnlab wrote ({type(e).__name__}: {e})") from None
