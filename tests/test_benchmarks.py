@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from cnnlab.config import make_config
+from cnnlab.device import has_amx
+
 from .support.data import synthetic_mnist
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -109,9 +112,18 @@ def test_failure_of_reads_old_records_as_finished():
 # ---- accuracy.py ------------------------------------------------------------------------------------------------
 
 
-def _record(seed: int, acc: float | None, cpu: str | None = "CPU A", wall: float = 100.0, epochs: int = 12) -> dict:
+HERE = accuracy._precision(make_config("inception_net"))  # what the default recipe trains in on this machine's CPU
+
+
+def _row(label: str) -> str:
+    """A row's recipe label for runs of this machine's precision."""
+    return label + (", bfloat16 steps" if HERE == "bfloat16" else "")
+
+
+def _record(seed: int, acc: float | None, cpu: str | None = "CPU A", wall: float = 100.0, epochs: int = 12,
+            precision: str = HERE) -> dict:
     r = dict(dataset="mnist", model="inception_net", recipe="default", seed=seed, epochs=epochs, wall_seconds=wall,
-             command="c", grad_clip=2.0)
+             command="c", grad_clip=2.0, precision=precision)
     if cpu is not None:
         r["cpu"] = cpu
     if acc is None:
@@ -179,16 +191,33 @@ def test_accuracy_resume_keeps_failed_runs_unless_asked_to_retry():
     todo, kept = accuracy.plan_runs(planned, [*runs, old, unclipped])
     assert todo == [planned[3]] and len(kept) == 4  # kept as measured, and run again with the recipe now
     rows = accuracy.summarise(kept)
-    assert [r[2] for r in rows] == ["default", "default, before clipping"]
+    assert [r[2] for r in rows] == [_row("default"), _row("default, before clipping")]
 
     longer = _record(3, 99.5, epochs=20)  # the default recipe at other epochs than inception_net's 12
     todo, kept = accuracy.plan_runs(planned, [*runs, old, longer])
     assert todo == [planned[3]] and len(kept) == 4
     rows = accuracy.summarise(kept)
-    assert [(r[2], r[4], r[5]) for r in rows] == [("default", "12", "99.35 ± 0.07"), ("default, 20 epochs", "20", "99.50 ± 0.00")]
+    assert [(r[2], r[4], r[5]) for r in rows] == [(_row("default"), "12", "99.35 ± 0.07"),
+                                                  (_row("default, 20 epochs"), "20", "99.50 ± 0.00")]
     assert [(r[8], r[9]) for r in rows] == [("99.45", "no (-0.10)"), ("-", "-")]  # a variant's row is not judged
     todo, _ = accuracy.plan_runs(planned, [*runs, old, longer], epochs=20)  # --epochs 20: only seed 3 has run
     assert todo == planned[:3]
+
+
+def test_a_run_whose_steps_ran_in_the_other_precision_has_a_row_of_its_own_judged_alike():
+    other = "float32" if HERE == "bfloat16" else "bfloat16"
+    runs = [_record(0, 99.3), _record(1, 99.4), _record(0, 99.5, precision=other)]
+    planned = [("mnist", "inception_net", "default", s) for s in range(3)]
+    todo, kept = accuracy.plan_runs(planned, runs)
+    assert todo == [planned[2]] and len(kept) == 3  # the other precision's seed 0 is no run of this machine's
+    old = {k: v for k, v in _record(2, 99.6).items() if k != "precision"}  # from before it was recorded: float32
+    assert accuracy.plan_runs(planned, [*runs, old])[0] == ([] if HERE == "float32" else [planned[2]])
+    rows = accuracy.summarise(kept)
+    labels = {"float32": "default", "bfloat16": "default, bfloat16 steps"}
+    assert [r[2] for r in rows] == [labels["float32"], labels["bfloat16"]]
+    assert [(r[5], r[8]) for r in rows if r[2] == labels[HERE]] == [("99.35 ± 0.07", "99.45")]
+    assert [(r[5], r[8], r[9]) for r in rows if r[2] == labels[other]] == [("99.50 ± 0.00", "99.45", "yes")]
+    assert "bfloat16 autocast" in accuracy.render_markdown(kept, "m")
 
 
 def test_a_run_that_really_diverges_is_recorded_as_failed(tmp_path):
@@ -211,6 +240,7 @@ def test_a_run_that_finishes_records_its_accuracy_and_cpu(tmp_path):
 
     assert "failed" not in run
     assert 0 <= run["test_acc"] <= 100 and run["cpu"] == machine.cpu_kind() and run["wall_seconds"] > 0
+    assert run["precision"] == ("bfloat16" if has_amx() else "float32")  # --amp auto: bf16 steps where AMX is
 
 
 # ---- old results files and failed measurements in the other tables -----------------------------------------------
