@@ -68,8 +68,9 @@ def has_amx() -> bool:
 
 def training_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The dtype a training step's forward pass autocasts to: as `autocast_dtype`, except that 'auto' is bfloat16
-    on a CPU with AMX. Measured on a 2-core Xeon with AMX (benchmarks/results/speed.md): resnet's training step
-    with augmentation at 11,224 against 7,169 images/s, to the same accuracy (docs/results.md). Evaluation stays
+    on a CPU with AMX. Measured on a 2-core Xeon with AMX (benchmarks/results/speed.md): the training step with
+    augmentation at 11,001 against 7,282 images/s (resnet) and 5,172 against 2,943 (inception_net), to the same
+    accuracy (docs/results.md). Evaluation stays
     float32 for 'auto', so that a run's reported accuracy is what evaluate, predict, serve and export then give on
     any machine. CPUs without AMX (the AVX2 and AVX-512 EPYCs) keep float32: bfloat16 has no fast path there."""
     if amp == "auto" and device.type == "cpu" and has_amx():
@@ -78,10 +79,11 @@ def training_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The dtype the forward pass autocasts to: None (float32) for 'auto' and 'off', bfloat16 for 'bf16'.
+    """The dtype an evaluation's forward pass autocasts to (a training step's: `training_dtype`): None (float32)
+    for 'auto' and 'off', bfloat16 for 'bf16'.
 
-    'auto' is float32 on every device, by measurement: on an H200 (benchmarks/results/gpu.md) bfloat16
-    autocast made these small networks' training step slower, not faster (resnet batch 128: 26,746 against
+    'auto' evaluates in float32 on every device. On a GPU it trains so too, by measurement: on an H200
+    (benchmarks/results/gpu.md) bfloat16 autocast made these small networks' training step slower, not faster (resnet batch 128: 26,746 against
     28,470 images/s; inception_net batch 512: 59,541 against 95,242), since their convolutions are too thin
     for tensor cores to pay for the casts. A network with wide layers would choose otherwise.
     """
