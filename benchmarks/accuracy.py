@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import attempt, count_with_failures, cpu_kind, describe_machine, failure_of, write_file, write_json  # noqa: E402
 
 from cnnlab.data import load_data  # noqa: E402
-from cnnlab.device import training_dtype  # noqa: E402
+from cnnlab.device import training_precision  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 from cnnlab.train import fit, make_config  # noqa: E402
 from cnnlab.runs import evaluate, load  # noqa: E402
@@ -113,7 +113,7 @@ def _key(run: dict) -> tuple:
 def _precision(cfg) -> str:
     """What a run of `cfg` on this machine's CPU trains in: "bfloat16" where --amp auto autocasts its steps (a CPU
     with AMX) or --amp bf16 asks for it, else "float32"."""
-    return str(training_dtype(torch.device("cpu"), cfg.amp) or torch.float32).removeprefix("torch.")
+    return training_precision(torch.device("cpu"), cfg.amp)
 
 
 def _now(dataset: str, model: str, recipe: str) -> tuple[float, int, str]:

@@ -56,7 +56,7 @@ from cnnlab.data import load_mnist  # noqa: E402
 from cnnlab.config import make_spec  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
-from cnnlab.device import configure, training_dtype  # noqa: E402
+from cnnlab.device import configure, training_precision  # noqa: E402
 from cnnlab.train.distributed import SINGLE, World  # noqa: E402
 from cnnlab.train.loop import EpochPosition, StepHooks, train_one_epoch  # noqa: E402
 from cnnlab.train.parts import build_parts  # noqa: E402
@@ -316,7 +316,7 @@ def matmul_rate(sizes=(2048, 4096), repeats: int = 7) -> dict:
 
 def precision_here() -> str:
     """What `cnnlab train`'s steps compute in on this CPU with the default --amp auto (bfloat16 with AMX)."""
-    return str(training_dtype(torch.device("cpu"), make_spec("resnet").config.amp) or torch.float32).removeprefix("torch.")
+    return training_precision(torch.device("cpu"), make_spec("resnet").config.amp)
 
 
 def step_flops(model_name: str, batch: int = 64) -> float:
@@ -485,16 +485,16 @@ def _precision_line(results: dict) -> str:
 
 
 def _float32_lines(results: dict) -> str:
-    """cnnlab's step in float32 (`--amp off`) beside its bfloat16 one, where the run measured both."""
+    """cnnlab's step in float32 (`--amp off`) beside its default one, where the run measured both."""
     lines = []
     for model, per in results["models"].items():
         t = per.get("throughput", {})
         if "cnnlab_float32" in t:
-            lines.append(f"- `{model}`: {t['cnnlab']:.0f} images/s in bfloat16 against {t['cnnlab_float32']:.0f} in "
+            lines.append(f"- `{model}`: {t['cnnlab']:.0f} images/s in {results['precision']} against {t['cnnlab_float32']:.0f} in "
                          f"float32 (`--amp off`), {t['cnnlab'] / t['cnnlab_float32']:.2f}x")
     if not lines:
         return ""
-    return "\ncnnlab's training step in bfloat16 (the default here) and in float32, measured alike in this run:\n\n" + "\n".join(lines) + "\n"
+    return f"\ncnnlab's training step in {results['precision']} (the default here) and in float32, measured alike in this run:\n\n" + "\n".join(lines) + "\n"
 
 
 def render_markdown(results: dict) -> str:

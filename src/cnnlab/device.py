@@ -70,12 +70,18 @@ def training_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The dtype a training step's forward pass autocasts to: as `autocast_dtype`, except that 'auto' is bfloat16
     on a CPU with AMX. Measured on a 2-core Xeon with AMX (benchmarks/results/speed.md): the training step with
     augmentation at 11,001 against 7,282 images/s (resnet) and 5,172 against 2,943 (inception_net), to the same
-    accuracy (docs/results.md). Evaluation stays
-    float32 for 'auto', so that a run's reported accuracy is what evaluate, predict, serve and export then give on
-    any machine. CPUs without AMX (the AVX2 and AVX-512 EPYCs) keep float32: bfloat16 has no fast path there."""
+    accuracy (docs/results.md). Evaluation stays float32 for 'auto', so that a run's reported accuracy is what
+    evaluate, predict, serve and export then give on any machine. CPUs without AMX (the AVX2 and AVX-512 EPYCs) keep
+    float32: bfloat16 was not measured faster there."""
     if amp == "auto" and device.type == "cpu" and has_amx():
         return torch.bfloat16
     return autocast_dtype(device, amp)
+
+
+def training_precision(device: torch.device, amp: str, weights: torch.dtype = torch.float32) -> str:
+    """What a training step's forward pass computes in, by name, as summary.json and the benchmarks record it: the
+    autocast dtype of `training_dtype`, else the weights' ("bfloat16", "float32", "float64")."""
+    return str(training_dtype(device, amp) or weights).removeprefix("torch.")
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:

@@ -23,7 +23,7 @@ from torch import nn
 from cnnlab.atomic import UnsafeDirectory
 from cnnlab.config import RunSpec, TrainConfig, resolve
 from cnnlab.data import ImageSet
-from cnnlab.device import configure, resolve_device
+from cnnlab.device import configure, resolve_device, training_precision
 from cnnlab.models import count_parameters
 from cnnlab.runs.checkpoint import Checkpoint, CheckpointError, load_weights
 from cnnlab.runs.forward import evaluate
@@ -396,7 +396,7 @@ class Run:
             collapsed_at_epoch=collapse_epoch(self.history, len(p.classes), p.plan.epochs), history=self.history,
             network=p.kept, model_kwargs=p.model_kwargs, config=cfg.to_dict(),
             threads=list(cores.used) if cores is not None else [],
-            precision=str(p.amp_dtype or next(p.model.parameters()).dtype).removeprefix("torch."),
+            precision=training_precision(p.device, cfg.amp, next(p.model.parameters()).dtype),
             data_title=self.spec.dataset.path if self.spec.dataset.entry.takes_path else self.spec.dataset.title,
         )
         if len(result.threads) > 1:
