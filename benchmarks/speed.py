@@ -315,7 +315,7 @@ def matmul_rate(sizes=(2048, 4096), repeats: int = 7) -> dict:
 
 
 def precision_here() -> str:
-    """What `cnnlab train`'s steps compute in on this CPU with the default --amp auto (bfloat16 with AMX)."""
+    """What `cnnlab train`'s steps compute in on this CPU with the default --amp auto (bfloat16 where the CPU has bfloat16 instructions)."""
     return training_precision(torch.device("cpu"), make_spec("resnet").config.amp)
 
 
@@ -480,7 +480,7 @@ def _precision_line(results: dict) -> str:
     precision = results.get("precision")
     if precision is None:
         return ""
-    why = " (`--amp auto` on a CPU with AMX)" if precision == "bfloat16" else ""
+    why = " (`--amp auto` on a CPU with bfloat16 instructions)" if precision == "bfloat16" else ""
     return f"  \ncnnlab's training steps ran in {precision}{why}, its evaluation in float32; the course loop in float32."
 
 

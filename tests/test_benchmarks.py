@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.config import make_config
-from cnnlab.device import has_amx
+from cnnlab.device import bfloat16_units
 
 from .support.data import synthetic_mnist
 
@@ -240,7 +240,7 @@ def test_a_run_that_finishes_records_its_accuracy_and_cpu(tmp_path):
 
     assert "failed" not in run
     assert 0 <= run["test_acc"] <= 100 and run["cpu"] == machine.cpu_kind() and run["wall_seconds"] > 0
-    assert run["precision"] == ("bfloat16" if has_amx() else "float32")  # --amp auto: bf16 steps where AMX is
+    assert run["precision"] == ("bfloat16" if bfloat16_units() else "float32")  # --amp auto: bf16 steps where the CPU has bf16 instructions
 
 
 # ---- old results files and failed measurements in the other tables -----------------------------------------------
@@ -376,3 +376,26 @@ def test_the_averaging_benchmark_judges_each_arm_by_its_own_validation_and_shows
     assert averaging.chosen(run, "average") == {"epoch": 2, "val": 0.995, "test": 0.993}  # never the test's best
     text = averaging.render_markdown({"machine": "m", "command": "c", "runs": [run]})
     assert "| resnet_bn | 0 | 3: 99.00 / 99.40 | 2: 99.50 / 99.30 | -0.10 | 99.40 / 99.90 |" in text, text
+
+
+def test_the_precision_benchmark_times_both_precisions_in_turns_and_keeps_each_cpus_rows():
+    import precision
+
+    rates = precision.measure("resnet", synthetic_mnist(train=300, test=50, seed=0), steps=2, rounds=2)
+    assert set(rates) == {"float32", "bfloat16"} and all(len(r) == 2 and min(r) > 0 for r in rates.values())
+
+    def entry(units, f32, bf16):
+        return {"machine": f"{units} machine", "command": "python benchmarks/precision.py", "units": units,
+                "auto": "bfloat16" if units else "float32", "steps": 40, "rounds": 3, "batch_size": 128, "lr": 1e-4,
+                "models": {"resnet": {"float32": f32, "bfloat16": bf16}}}
+
+    results = precision.merge({}, "cpu A", entry(None, [100.0, 90.0, 110.0], [80.0, 70.0, 99.0]))
+    results = precision.merge(results, "cpu B", entry("AVX512_BF16", [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]))
+    results = precision.merge(results, "cpu B", entry("AVX512_BF16", [100.0, 100.0, 100.0], [130.0, 120.0, 150.0]))
+    assert list(results["cpus"]) == ["cpu A", "cpu B"]  # B's second run replaced its first; A's rows kept
+    assert precision.rows(results) == [["cpu A", "none", "float32", "resnet", 100, 80, "0.80x"],
+                                       ["cpu B", "AVX512_BF16", "bfloat16", "resnet", 100, 130, "1.30x"]]
+    md = precision.render_markdown(results)
+    assert "| cpu B | AVX512_BF16 | bfloat16 | resnet |" in re.sub(r" +", " ", md)
+    assert "- None machine: `python benchmarks/precision.py`, 3 rounds of 40 steps of 128 images" in md
+    assert precision.render_markdown(_saved("precision")) == (RESULTS / "precision.md").read_text()  # as committed

@@ -146,11 +146,13 @@ class TrainConfig:
     # images per batch when evaluating (no gradients, so larger); bounded, since memory grows with it
     eval_batch_size: int = _setting(1000, Range(1, 4096, whole=True))
     channels_last: bool = True  # NHWC memory layout: faster convolutions on x86 CPUs (measured)
-    # autocast: "auto" = bfloat16 training steps on a CPU with AMX, where they measured 1.5x faster, and float32
-    # for everything else (device.training_dtype; on an H200 bf16 measured slower for these nets); "bf16"; "off"
-    amp: str = _flag("auto", "autocast; auto = the training steps in bfloat16 on a CPU with AMX (measured 1.5x "
-                     "faster there), float32 everywhere else, evaluation in float32; bf16 = training and evaluation "
-                     "in bfloat16; off = float32 (default: auto)", ("auto", "bf16", "off"))
+    # autocast: "auto" = bfloat16 training steps on a CPU with bfloat16 instructions, where they measured 1.2-1.8x
+    # faster, and float32 for everything else (device.training_dtype; on an H200 bf16 measured slower for these
+    # nets); "bf16"; "off"
+    amp: str = _flag("auto", "autocast; auto = the training steps in bfloat16 on a CPU with bfloat16 instructions, "
+                     "AMX or AVX512_BF16 (measured 1.2-1.8x faster there), float32 everywhere else, evaluation in "
+                     "float32; bf16 = training and evaluation in bfloat16; off = float32 (default: auto)",
+                     ("auto", "bf16", "off"))
     seed: int = _flag(0, "random seed of the weights, the order and the augmentation; a CPU run repeats to the digit on "
                       "the same machine at the same --threads, whatever else runs beside it (default: 0)", "int",
                       range=Range(0, MAX_SEED, whole=True))

@@ -9,8 +9,9 @@ runs a model: `cnnlab.cli.args.use_device`, `cnnlab.runs.trained.load`). In a pr
 on the 2-core AMD EPYC of benchmarks/results (batch 256, channels_last, 3 interleaved processes each),
 the median training step went from 59 to 69 GFLOP/s for `inception_net` and from 62 to 63 for `resnet`.
 torch.compile was measured in the same probe and left out: it took 27-54 s to compile, then ran 5-30%
-slower than eager channels_last. On a CPU with AMX (Intel Xeon from Sapphire Rapids on), the training step under
-bfloat16 autocast ran 1.5x as many images a second as in float32 (`training_dtype`), so `--amp auto` trains so there.
+slower than eager channels_last. On a CPU with bfloat16 instructions (AMX or AVX512_BF16) the training step under
+bfloat16 autocast ran 1.2-1.8x as many images a second as in float32 (`training_dtype`), so `--amp auto` trains so
+there.
 
 CUDA: cuDNN picks its fastest convolution for our fixed shapes and float32 matrix products may use TF32;
 bfloat16 autocast is there (--amp bf16) but off by default, since it measured slower for these networks.
@@ -57,23 +58,30 @@ def use_threads(threads: int) -> None:
         torch.set_num_threads(want)
 
 
-def has_amx() -> bool:
-    """Whether this CPU has AMX tiles, whose bfloat16 matrix products oneDNN uses for convolutions."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, but the only probe torch offers
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
+def bfloat16_units() -> str | None:
+    """The bfloat16 instructions this CPU has for oneDNN's convolutions and matrix products: "AMX" (tiles; Intel Xeon
+    from Sapphire Rapids on), "AVX512_BF16" (dot products; AMD from Zen 4 on, Intel Cooper Lake), or None (bfloat16
+    would be converted to float32 and back around float32 arithmetic). Read through torch's private probes, the only
+    ones it offers: a probe that is absent or fails counts as no."""
+    for name, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512_BF16", "_is_avx512_bf16_supported")):
+        try:
+            if getattr(torch.cpu, probe)():
+                return name
+        except (AttributeError, RuntimeError):
+            continue
+    return None
 
 
 def training_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The dtype a training step's forward pass autocasts to: as `autocast_dtype`, except that 'auto' is bfloat16
-    on a CPU with AMX. Measured on a 2-core Xeon with AMX (benchmarks/results/speed.md): the training step with
-    augmentation at 11,001 against 7,282 images/s (resnet) and 5,172 against 2,943 (inception_net), to the same
-    accuracy (docs/results.md). Evaluation stays float32 for 'auto', so that a run's reported accuracy is what
-    evaluate, predict, serve and export then give on any machine. CPUs without AMX (the AVX2 and AVX-512 EPYCs) keep
-    float32: bfloat16 was not measured faster there."""
-    if amp == "auto" and device.type == "cpu" and has_amx():
+    on a CPU with bfloat16 instructions (`bfloat16_units`). cnnlab's training step with augmentation, against
+    float32 in the same run, trained 1.51x and 1.76x the images a second for resnet and inception_net on a 2-core
+    Xeon with AMX (benchmarks/results/speed.md), 1.32x and 1.30x (resnet_bn 1.25x) on a 2-core AMD EPYC, Zen 4, with
+    AVX512_BF16 (benchmarks/results/precision.md), to the same accuracy (docs/results.md). Evaluation stays float32
+    for 'auto', so that a run's reported accuracy is what evaluate, predict, serve and export then give on any
+    machine. CPUs without them (the AVX2 EPYCs among them) keep float32, where bfloat16 would mean converting around
+    float32 arithmetic."""
+    if amp == "auto" and device.type == "cpu" and bfloat16_units():
         return torch.bfloat16
     return autocast_dtype(device, amp)
 

@@ -63,7 +63,7 @@ def main() -> None:
     data = synthetic_mnist(train=a.images, test=200, seed=1234)  # the same set in every process
     cfg = make_config(a.model, epochs=a.epochs, batch_size=a.batch_size, val_size=200, device="cpu", seed=7,
                       run_name=a.run_name, checkpoint_every=a.checkpoint_every, log_every=a.log_every, ema=a.ema,
-                      amp="off")  # float32 steps on every CPU (with AMX, auto would be bfloat16): the rounding compared
+                      amp="off")  # float32 steps on every CPU (auto is bfloat16 where the CPU has bf16 instructions): the rounding compared
     if a.mode == "fit":
         result = fit(cfg, data, out_root=a.out, progress=False)
     elif a.mode == "train":

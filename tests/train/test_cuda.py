@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.device import autocast_dtype, has_amx, training_dtype
+from cnnlab.device import autocast_dtype, bfloat16_units, training_dtype
 from cnnlab.runs import Checkpoint, evaluate, load
 from cnnlab.runs.rundir import read_metrics
 from cnnlab.train import fit, make_config
@@ -28,9 +28,9 @@ def test_autocast_is_bf16_only_when_asked():
         autocast_dtype(torch.device("cpu"), "fp8")
 
 
-def test_training_autocasts_to_bf16_by_default_on_a_cpu_with_amx_and_nowhere_else():
+def test_training_autocasts_to_bf16_by_default_on_a_cpu_with_bfloat16_instructions_and_nowhere_else():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert training_dtype(cpu, "auto") is (torch.bfloat16 if has_amx() else None)
+    assert training_dtype(cpu, "auto") is (torch.bfloat16 if bfloat16_units() else None)
     assert training_dtype(cuda, "auto") is None and training_dtype(cpu, "off") is None
     assert training_dtype(cpu, "bf16") is torch.bfloat16
     with pytest.raises(ValueError, match="unknown amp"):
@@ -38,9 +38,19 @@ def test_training_autocasts_to_bf16_by_default_on_a_cpu_with_amx_and_nowhere_els
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="the CPU's flags are read from /proc/cpuinfo")
-def test_amx_is_found_exactly_where_the_cpu_reports_it():
+def test_bfloat16_instructions_are_found_exactly_where_the_cpu_reports_them():
     flags = {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    assert has_amx() == ("amx_tile" in flags)
+    assert bfloat16_units() == ("AMX" if "amx_tile" in flags else "AVX512_BF16" if "avx512_bf16" in flags else None)
+
+
+def test_a_missing_or_failing_probe_counts_as_no_bfloat16_instructions(monkeypatch):
+    def fails() -> bool:
+        raise RuntimeError("cpuinfo could not be read")
+
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)  # a later torch without the probe
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", fails, raising=False)
+    assert bfloat16_units() is None
+    assert training_dtype(torch.device("cpu"), "auto") is None  # then auto trains in float32
 
 
 def _short_cuda_run(data, out, model: str, amp: str = "auto"):

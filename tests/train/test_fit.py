@@ -7,7 +7,7 @@ import torch
 
 from cnnlab.config import TrainConfig
 from cnnlab.train import fit, make_config
-from cnnlab.device import has_amx
+from cnnlab.device import bfloat16_units
 from cnnlab.runs import Checkpoint, CheckpointError, evaluate, load, save_checkpoint
 from cnnlab.train.parts import make_splits
 from cnnlab.runs.rundir import read_metrics
@@ -35,11 +35,11 @@ def test_fit_writes_a_complete_run_directory(tiny_mnist, tmp_path):
     assert record.model_kwargs == {"in_channels": 1, "num_classes": 10, "image_size": 28}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["parameters"] == 8490 and summary["epochs"] == 2
-    assert summary["precision"] == ("bfloat16" if has_amx() else "float32")  # --amp auto: bf16 steps on AMX only
+    assert summary["precision"] == ("bfloat16" if bfloat16_units() else "float32")  # --amp auto: bf16 steps where the CPU has bf16 instructions
 
 
 def test_a_run_reports_the_float32_evaluation_of_what_it_saved_whatever_its_steps_ran_in(tiny_mnist, tmp_path):
-    for amp, precision in (("auto", "bfloat16" if has_amx() else "float32"), ("off", "float32")):
+    for amp, precision in (("auto", "bfloat16" if bfloat16_units() else "float32"), ("off", "float32")):
         result = fit(_quick(amp=amp), tiny_mnist, out_root=tmp_path, progress=False)
         assert result.precision == precision
         trained = load(result.run_dir, "cpu")

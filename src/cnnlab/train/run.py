@@ -66,8 +66,8 @@ class RunResult:
     # (then the same seed repeats only with the same changes at the same steps). Empty on a GPU.
     threads: list[int] = field(default_factory=list)
     # what this process's training steps computed their forward pass in: "bfloat16" under autocast (--amp bf16, or
-    # auto on a CPU with AMX: device.training_dtype), else the weights' dtype ("float32"); evaluation is float32
-    # unless --amp bf16. "" in the record of a run from before it was recorded.
+    # auto on a CPU with bfloat16 instructions: device.training_dtype), else the weights' dtype ("float32");
+    # evaluation is float32 unless --amp bf16. "" in the record of a run from before it was recorded.
     precision: str = ""
     data_title: str | None = field(default=None, repr=False)  # as tables show it (an image folder by its path)
 
