@@ -8,8 +8,8 @@ For each model it builds cnnlab's training step on real MNIST batches as a run b
 channels_last forward and backward, optimiser, schedule: benchmarks/speed.py's), once with `--amp off` (float32)
 and once with `--amp bf16` (the forward pass under bfloat16 autocast, which is what `--amp auto` does where the CPU
 has bfloat16 instructions), warms both up, then times ROUNDS rounds of STEPS steps with the two precisions in
-turn, so that other work on a shared machine falls on both alike. It reports each one's median images/s and the
-ratio of the medians.
+turn, so that other work on a shared machine falls on both alike. It reports each one's median images/s, and the
+ratio of the two within each round: its median and range.
 
 Results are kept per CPU: precision.json holds every CPU measured (a run replaces its own CPU's entry and keeps the
 others), and precision.md shows them all, each with the bfloat16 instructions torch finds there
@@ -78,16 +78,19 @@ def merge(results: dict, cpu: str, entry: dict) -> dict:
 
 
 HEADERS = ["cpu", "bfloat16 instructions", "auto trains in", "model", "float32 img/s", "bfloat16 img/s",
-           "bfloat16 / float32"]
+           "bfloat16 / float32", "range of rounds"]
 
 
 def rows(results: dict) -> list[list]:
-    """One row per CPU and model (HEADERS): median images/s in each precision and bfloat16's over float32's."""
+    """One row per CPU and model (HEADERS): the median images/s of each precision, and bfloat16's over float32's
+    round by round (each round times the two one after the other): their median and range."""
     out = []
     for cpu, entry in results.get("cpus", {}).items():
         for model, rates in entry["models"].items():
-            f32, bf16 = statistics.median(rates["float32"]), statistics.median(rates["bfloat16"])
-            out.append([cpu, entry["units"] or "none", entry["auto"], model, round(f32), round(bf16), f"{bf16 / f32:.2f}x"])
+            ratios = [b / f for f, b in zip(rates["float32"], rates["bfloat16"])]
+            out.append([cpu, entry["units"] or "none", entry["auto"], model, round(statistics.median(rates["float32"])),
+                        round(statistics.median(rates["bfloat16"])), f"{statistics.median(ratios):.2f}x",
+                        f"{min(ratios):.2f}..{max(ratios):.2f}x"])
     return out
 
 
@@ -99,7 +102,8 @@ def render_markdown(results: dict) -> str:
 
 cnnlab's training step on real MNIST batches (augmentation, channels_last forward and backward, optimiser,
 schedule), built as a run builds it, once in float32 (`--amp off`) and once with its forward pass under bfloat16
-autocast (`--amp bf16`), the two timed in turns in one process; the median images/s of each.
+autocast (`--amp bf16`), the two timed in turns in one process: the median images/s of each, and the ratio of the
+two within each round (the two timed one after the other), its median and range over the rounds.
 *auto trains in*: what `--amp auto`, the default, trains in on that CPU: bfloat16 where torch finds bfloat16
 instructions (AMX or AVX512_BF16), float32 elsewhere. Evaluation is float32 either way.
 

@@ -393,8 +393,8 @@ def test_the_precision_benchmark_times_both_precisions_in_turns_and_keeps_each_c
     results = precision.merge(results, "cpu B", entry("AVX512_BF16", [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]))
     results = precision.merge(results, "cpu B", entry("AVX512_BF16", [100.0, 100.0, 100.0], [130.0, 120.0, 150.0]))
     assert list(results["cpus"]) == ["cpu A", "cpu B"]  # B's second run replaced its first; A's rows kept
-    assert precision.rows(results) == [["cpu A", "none", "float32", "resnet", 100, 80, "0.80x"],
-                                       ["cpu B", "AVX512_BF16", "bfloat16", "resnet", 100, 130, "1.30x"]]
+    assert precision.rows(results) == [["cpu A", "none", "float32", "resnet", 100, 80, "0.80x", "0.78..0.90x"],
+                                       ["cpu B", "AVX512_BF16", "bfloat16", "resnet", 100, 130, "1.30x", "1.20..1.50x"]]
     md = precision.render_markdown(results)
     assert "| cpu B | AVX512_BF16 | bfloat16 | resnet |" in re.sub(r" +", " ", md)
     assert "- None machine: `python benchmarks/precision.py`, 3 rounds of 40 steps of 128 images" in md

@@ -76,7 +76,7 @@ def training_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The dtype a training step's forward pass autocasts to: as `autocast_dtype`, except that 'auto' is bfloat16
     on a CPU with bfloat16 instructions (`bfloat16_units`). cnnlab's training step with augmentation, against
     float32 in the same run, trained 1.51x and 1.76x the images a second for resnet and inception_net on a 2-core
-    Xeon with AMX (benchmarks/results/speed.md), 1.32x and 1.30x (resnet_bn 1.25x) on a 2-core AMD EPYC, Zen 4, with
+    Xeon with AMX (benchmarks/results/speed.md), 1.21x and 1.37x (resnet_bn 1.39x) on a 2-core AMD EPYC, Zen 4, with
     AVX512_BF16 (benchmarks/results/precision.md), to the same accuracy (docs/results.md). Evaluation stays float32
     for 'auto', so that a run's reported accuracy is what evaluate, predict, serve and export then give on any
     machine. CPUs without them (the AVX2 EPYCs among them) keep float32, where bfloat16 would mean converting around

@@ -84,10 +84,11 @@ def test_a_study_directory_refuses_other_settings(capsys, tmp_path):
 @pytest.mark.processes
 def test_a_stopped_study_continues_without_training_its_finished_runs_again(tmp_path):
     out = tmp_path / "study"
-    # 200 steps a run, 2-3 s each on 2 cores: the runs after the first last long enough to be interrupted (at the
-    # small study's own 30 steps a fast CPU can finish all three before the signal comes)
-    cmd = [sys.executable, "-m", "cnnlab", "study", "identity-mappings", *SMALL, "--steps", "200", "--out", str(out)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "cnnlab", "study", "identity-mappings", *SMALL, "--out", str(out)]
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &`) ignores SIGINT, its children
+    # inherit that, and Python then installs no KeyboardInterrupt, so the study would run to its end
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list((out / "results").glob("*.json")) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.05)
