@@ -27,16 +27,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import cpu_kind, describe_machine, timing_lr_note, write_results  # noqa: E402
-from speed import THROUGHPUT_LR, _training_steps  # noqa: E402
+from speed import THROUGHPUT_LR, _training_steps, precision_here  # noqa: E402
 
 from cnnlab.config import make_spec  # noqa: E402
 from cnnlab.data import load_mnist  # noqa: E402
-from cnnlab.device import bfloat16_units, training_precision  # noqa: E402
+from cnnlab.device import bfloat16_units  # noqa: E402
 from cnnlab.models import list_models  # noqa: E402
 from cnnlab.tables import format_table  # noqa: E402
 
@@ -62,7 +60,7 @@ def measure(model: str, data, steps: int, rounds: int) -> dict[str, list[float]]
 def measure_here(models: list[str], data, steps: int, rounds: int, command: str, progress=print) -> dict:
     """This CPU's entry of precision.json: its machine line, what --amp auto trains in, and each model's rates."""
     entry = {"machine": describe_machine(), "command": command, "units": bfloat16_units(),
-             "auto": training_precision(torch.device("cpu"), "auto"), "steps": steps, "rounds": rounds,
+             "auto": precision_here(), "steps": steps, "rounds": rounds,
              "batch_size": make_spec("resnet").config.batch_size, "lr": THROUGHPUT_LR, "models": {}}
     for model in models:
         entry["models"][model] = rates = measure(model, data, steps, rounds)
@@ -97,7 +95,8 @@ def rows(results: dict) -> list[list]:
 def render_markdown(results: dict) -> str:
     cpus = results.get("cpus", {})
     machines = "\n".join(f"- {entry['machine']}: `{entry['command']}`, {entry['rounds']} rounds of {entry['steps']} "
-                         f"steps of {entry['batch_size']} images, {timing_lr_note(entry['lr'])}" for entry in cpus.values())
+                         f"steps of {entry['batch_size']} images, {timing_lr_note(entry['lr'])}"
+                         for entry in cpus.values())
     return f"""# bfloat16 against float32: the training step on each CPU
 
 cnnlab's training step on real MNIST batches (augmentation, channels_last forward and backward, optimiser,

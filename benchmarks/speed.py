@@ -315,7 +315,8 @@ def matmul_rate(sizes=(2048, 4096), repeats: int = 7) -> dict:
 
 
 def precision_here() -> str:
-    """What `cnnlab train`'s steps compute in on this CPU with the default --amp auto (bfloat16 where the CPU has bfloat16 instructions)."""
+    """What `cnnlab train`'s steps compute in on this CPU with the default --amp auto (bfloat16 where the CPU has
+    bfloat16 instructions)."""
     return training_precision(torch.device("cpu"), make_spec("resnet").config.amp)
 
 

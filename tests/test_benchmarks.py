@@ -240,7 +240,7 @@ def test_a_run_that_finishes_records_its_accuracy_and_cpu(tmp_path):
 
     assert "failed" not in run
     assert 0 <= run["test_acc"] <= 100 and run["cpu"] == machine.cpu_kind() and run["wall_seconds"] > 0
-    assert run["precision"] == ("bfloat16" if bfloat16_units() else "float32")  # --amp auto: bf16 steps where the CPU has bf16 instructions
+    assert run["precision"] == ("bfloat16" if bfloat16_units() else "float32")  # --amp auto: bf16 on bf16 CPUs
 
 
 # ---- old results files and failed measurements in the other tables -----------------------------------------------

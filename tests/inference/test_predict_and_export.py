@@ -29,8 +29,8 @@ def tiny_run(tmp_path_factory) -> Callable[[str], Path]:
 
     def run_of(model: str) -> Path:
         if model not in runs:
-            # float32 steps on every CPU (amp off: a CPU with bfloat16 instructions would train in bfloat16), so that the check of
-            # the logits' spread in _assert_same_logits meets the same weights everywhere
+            # float32 steps on every CPU (amp off: a CPU with bfloat16 instructions would train in bfloat16), so
+            # that the check of the logits' spread in _assert_same_logits meets the same weights everywhere
             cfg = make_config(model, steps=20, batch_size=50, val_size=100, device="cpu", amp="off")
             runs[model] = fit(cfg, synthetic_mnist(), out_root=tmp_path_factory.mktemp(model), progress=False).run_dir
         return runs[model]

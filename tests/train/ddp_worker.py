@@ -61,9 +61,11 @@ def main() -> None:
 
         register_optimizer_step_post_hook(record)
     data = synthetic_mnist(train=a.images, test=200, seed=1234)  # the same set in every process
+    # float32 steps on every CPU (auto is bfloat16 where the CPU has bfloat16 instructions): the tests compare the
+    # processes' float32 rounding
     cfg = make_config(a.model, epochs=a.epochs, batch_size=a.batch_size, val_size=200, device="cpu", seed=7,
                       run_name=a.run_name, checkpoint_every=a.checkpoint_every, log_every=a.log_every, ema=a.ema,
-                      amp="off")  # float32 steps on every CPU (auto is bfloat16 where the CPU has bf16 instructions): the rounding compared
+                      amp="off")
     if a.mode == "fit":
         result = fit(cfg, data, out_root=a.out, progress=False)
     elif a.mode == "train":

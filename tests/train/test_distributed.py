@@ -164,8 +164,9 @@ def test_the_readme_torchrun_command_trains_on_real_mnist_like_one_process(procs
     sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
     assert sa["steps"] == sb["steps"] == 10 and sa["world_size"] == 2
     # float32 on real data: the weights agree to rounding only until a ReLU tie flips (see the float64 test);
-    # the loss over the 10 steps and the weights as a whole stay close. On a CPU with bfloat16 instructions the command trains in
-    # bfloat16 (--amp auto), where each process rounds its part's gradient to 8 bits: 1.8e-3 apart there (measured)
+    # the loss over the 10 steps and the weights as a whole stay close. On a CPU with bfloat16 instructions the
+    # command trains in bfloat16 (--amp auto), where each process rounds its part's gradient to 8 bits: 1.8e-3 apart
+    # there (measured)
     (la,), (lb,) = ([r["train_loss"] for r in s["history"]] for s in (sa, sb))
     assert abs(la - lb) < 0.01 * lb, (la, lb)
     wa, wb = (torch.cat([v.flatten() for v in s["model_state"].values()]) for s in (sa, sb))

@@ -35,7 +35,7 @@ def test_fit_writes_a_complete_run_directory(tiny_mnist, tmp_path):
     assert record.model_kwargs == {"in_channels": 1, "num_classes": 10, "image_size": 28}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["parameters"] == 8490 and summary["epochs"] == 2
-    assert summary["precision"] == ("bfloat16" if bfloat16_units() else "float32")  # --amp auto: bf16 steps where the CPU has bf16 instructions
+    assert summary["precision"] == ("bfloat16" if bfloat16_units() else "float32")  # --amp auto: bf16 on bf16 CPUs
 
 
 def test_a_run_reports_the_float32_evaluation_of_what_it_saved_whatever_its_steps_ran_in(tiny_mnist, tmp_path):
